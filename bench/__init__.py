@@ -1,0 +1,1 @@
+"""Benchmarking: runners per runtime, latency/accuracy measurement, budgets, reports."""

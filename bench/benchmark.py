@@ -1,0 +1,116 @@
+"""Measure the fp32 baseline and each candidate in the same run, each in its own worker process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.results_model import CandidateResult
+from bench.runners.base import RunnerSpec
+from profiles.schema import Profile
+from slimline.artifact import ModelDir, TensorSpec
+from slimline.errors import BenchError, MissingDependency
+from slimline.progress import reporter
+
+WORKER_GRACE_S = 600.0
+SPREAD_WARNING = "latency spread is high (cv {cv:.2f} > {max_cv:.2f} at {shape}): the verdict may not be reliable"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    label: str
+    model: ModelDir
+    runtime: str  # torch | onnxruntime | tensorrt
+
+
+def _spec_for(candidate: Candidate, profile: Profile, inputs: list[TensorSpec], eval_npz: Path | None) -> RunnerSpec:
+    target = profile.target
+    return RunnerSpec(
+        label=candidate.label, runtime=candidate.runtime, model_path=str(candidate.model.model_path),
+        model_dir=str(candidate.model.path), model_format=candidate.model.manifest.format,
+        task=candidate.model.manifest.task, device=target.device,
+        threads=target.threads, providers=target.providers() if candidate.runtime == "onnxruntime" else [],
+        inputs=inputs, shapes=profile.shapes, measurement=profile.measurement,
+        eval_npz=str(eval_npz) if eval_npz else None,
+    )
+
+
+def _worker_timeout_s(profile: Profile) -> float:
+    return profile.measurement.max_time_s * len(profile.shapes) + WORKER_GRACE_S
+
+
+def run_in_worker(spec: RunnerSpec, timeout_s: float) -> dict:
+    """Run bench.worker in a fresh interpreter and return its result dict (errors re-raised)."""
+    with tempfile.TemporaryDirectory(prefix="slimline-bench-") as scratch:
+        spec_path, result_path = Path(scratch) / "spec.json", Path(scratch) / "result.json"
+        spec_path.write_text(spec.model_dump_json())
+        env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads), "TOKENIZERS_PARALLELISM": "false"}
+        try:
+            completed = subprocess.run([sys.executable, "-m", "bench.worker", str(spec_path), str(result_path)],
+                                       env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired as err:
+            raise BenchError(f"benchmarking {spec.label} took longer than {timeout_s:.0f} s.",
+                             fix="lower measurement.max_time_s or eval_max_samples in the profile.") from err
+        if not result_path.is_file():
+            raise BenchError(f"the benchmark worker for {spec.label} died (exit {completed.returncode}):\n"
+                             f"{completed.stderr[-2000:]}", fix="see the error above; rerun with -v for details.")
+        result = json.loads(result_path.read_text())
+    if "error" in result:
+        error_class = MissingDependency if result.get("exit_code") == 2 else BenchError
+        raise error_class(f"benchmarking {spec.label} failed: {result['error']}")
+    return result
+
+
+def _to_candidate_result(candidate: Candidate, raw: dict) -> CandidateResult:
+    accuracy = raw.get("accuracy")
+    return CandidateResult(
+        label=candidate.label, runtime=candidate.runtime, format=candidate.model.manifest.format,
+        model_dir=str(candidate.model.path), runner=raw["runner"], latency=raw["latency"],
+        size_mb=round(candidate.model.size_mb(), 3), peak_rss_mb=round(raw["peak_rss_mb"], 1), load_s=raw["load_s"],
+        accuracy_pct=None if accuracy is None else 100.0 * accuracy,
+    )
+
+
+def compare_to_baseline(result: CandidateResult, baseline: CandidateResult,
+                        predictions: list[int] | None, baseline_predictions: list[int] | None) -> CandidateResult:
+    updates: dict[str, object] = {
+        "speedup_vs_baseline": baseline.primary_latency().p50_ms / result.primary_latency().p50_ms,
+    }
+    if result.accuracy_pct is not None and baseline.accuracy_pct is not None:
+        updates["accuracy_drop_pt"] = baseline.accuracy_pct - result.accuracy_pct
+    if predictions is not None and baseline_predictions is not None:
+        updates["agreement_with_baseline_pct"] = 100.0 * float(
+            np.mean(np.asarray(predictions) == np.asarray(baseline_predictions)))
+    return result.model_copy(update=updates)
+
+
+def spread_warnings(result: CandidateResult, max_cv: float) -> list[str]:
+    return [SPREAD_WARNING.format(cv=stats.cv, max_cv=max_cv, shape=shape)
+            for shape, stats in result.latency.items() if stats.cv > max_cv]
+
+
+def measure(candidates: list[Candidate], baseline: Candidate, profile: Profile, inputs: list[TensorSpec],
+            eval_npz: Path | None) -> tuple[CandidateResult, list[CandidateResult]]:
+    """Baseline first, then each candidate, same inputs, same eval data, same harness."""
+    raw_results: list[tuple[Candidate, dict]] = []
+    for candidate in [baseline, *candidates]:
+        with reporter().step(f"bench: {candidate.label} ({candidate.runtime}) latency + accuracy"):
+            spec = _spec_for(candidate, profile, inputs, eval_npz)
+            raw_results.append((candidate, run_in_worker(spec, _worker_timeout_s(profile))))
+    (base_candidate, base_raw), *rest = raw_results
+    baseline_result = _to_candidate_result(base_candidate, base_raw)
+    baseline_result = baseline_result.model_copy(
+        update={"warnings": spread_warnings(baseline_result, profile.measurement.max_cv)})
+    results = []
+    for candidate, raw in rest:
+        result = compare_to_baseline(_to_candidate_result(candidate, raw), baseline_result,
+                                     raw.get("predictions"), base_raw.get("predictions"))
+        results.append(result.model_copy(update={"warnings": spread_warnings(result, profile.measurement.max_cv)}))
+    return baseline_result, results

@@ -1,0 +1,132 @@
+"""The run report: report.json (machine-readable, schema-versioned) and report.md (for people)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from bench.budgets import BudgetResult, Verdict
+from bench.results_model import CandidateResult
+from slimline.artifact import atomic_write_text
+
+REPORT_SCHEMA_VERSION = 1
+
+
+class StageRecord(BaseModel):
+    name: str
+    kind: str
+    directory: str
+    manifest_sha256: str
+    reused: bool
+    seconds: float
+
+
+class Report(BaseModel):
+    schema_version: int = REPORT_SCHEMA_VERSION
+    created_at: str
+    machine: dict[str, Any]
+    versions: dict[str, str]
+    profile: dict[str, Any]
+    recipe: list[dict[str, Any]]
+    checkpoint: str
+    stages: list[StageRecord]
+    eval_data: dict[str, Any] | None
+    baseline: CandidateResult
+    measurements: CandidateResult
+    intermediates: list[CandidateResult] = Field(default_factory=list)
+    speedup_vs_baseline: float | None
+    accuracy_drop_pt: float | None
+    budgets: list[BudgetResult]
+    verdict: Verdict
+    accuracy_fallback: dict[str, Any] | None = None  # every candidate the accuracy search measured
+    warnings: list[str] = Field(default_factory=list)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def comparison_rows(report: Report) -> list[list[str]]:
+    rows = []
+    for result in [report.baseline, *report.intermediates, report.measurements]:
+        stats = result.primary_latency()
+        low, high = stats.p50_ci95_ms
+        rows.append([
+            result.label, result.runtime, _fmt(stats.p50_ms), f"[{low:.2f}, {high:.2f}]", _fmt(stats.p95_ms),
+            _fmt(stats.p99_ms), _fmt(stats.cv), _fmt(stats.throughput_sps, 1), _fmt(result.size_mb, 1),
+            _fmt(result.peak_rss_mb, 0), _fmt(result.accuracy_pct), _fmt(result.accuracy_drop_pt),
+            _fmt(result.speedup_vs_baseline) if result is not report.baseline else "1.00",
+        ])
+    return rows
+
+
+COMPARISON_HEADER = ["model", "runtime", "p50 ms", "p50 95% CI", "p95 ms", "p99 ms", "cv", "samples/s",
+                     "size MB", "peak RSS MB", "accuracy %", "drop pt", "speed-up"]
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(report: Report) -> str:
+    machine = report.machine
+    shape = next(iter(report.measurements.latency))
+    budget_rows = [[b.name, f"{b.kind} {b.limit:g}", _fmt(b.measured, 3), b.status.upper(), b.spread or "",
+                    b.note] for b in report.budgets]
+    parts = [
+        f"# slimline report: {report.profile['name']} - verdict **{report.verdict.upper()}**",
+        "",
+        f"- checkpoint: `{report.checkpoint}`",
+        f"- created: {report.created_at}",
+        f"- machine: {machine.get('cpu_model')} ({machine.get('cpu_count')} cores, "
+        f"flags: {', '.join(machine.get('cpu_flags', []))}), {machine.get('os')}",
+        f"- threads: {report.profile['target']['threads']}, shape: {shape}",
+        f"- versions: {', '.join(f'{k} {v}' for k, v in report.versions.items())}",
+        f"- recipe: {', '.join(step['pass'] for step in report.recipe) or '(none)'}",
+        "",
+        "## Measurements (same run, same inputs)",
+        "",
+        markdown_table(COMPARISON_HEADER, comparison_rows(report)),
+        "",
+        "## Budgets",
+        "",
+        markdown_table(["budget", "limit", "measured", "status", "spread", "note"], budget_rows),
+    ]
+    if report.eval_data:
+        parts += ["", f"Accuracy on {report.eval_data['examples']} examples of "
+                      f"{report.eval_data['dataset']['source']} / {report.eval_data['dataset']['split']} "
+                      f"(sha256 {report.eval_data['examples_sha256'][:12]}), each model run as exported."]
+    if report.accuracy_fallback and report.accuracy_fallback.get("candidates"):
+        parts += ["", "## Accuracy-aware fallback (validation split)", "", fallback_markdown(report.accuracy_fallback)]
+    if report.warnings:
+        parts += ["", "## Warnings", "", *[f"- {w}" for w in report.warnings]]
+    return "\n".join(parts) + "\n"
+
+
+def fallback_markdown(search: dict[str, Any]) -> str:
+    rows = []
+    for index, candidate in enumerate(search["candidates"]):
+        chosen = " (chosen)" if index == search["chosen"] else ""
+        rows.append([f"{index}{chosen}", str(len(candidate["excluded"])), f"{candidate['accuracy_pct']:.2f}",
+                     f"{candidate['drop_pt']:.2f}", f"{candidate['latency_p50_ms']:.2f}",
+                     f"{candidate['size_mb']:.1f}"])
+    header = (f"Budget {search['budget_pt']:g} pt vs fp32 {search['reference_accuracy_pct']:.2f}%: "
+              f"{'met' if search['met_budget'] else 'NOT met'} ({search['stopped_by']}).\n\n")
+    return header + markdown_table(["candidate", "nodes in float", "accuracy %", "drop pt", "p50 ms (quick)",
+                                     "size MB"], rows)
+
+
+def write_results(directory: Path, name: str, report_json: str, markdown: str) -> tuple[Path, Path]:
+    """Write NAME.json and NAME.md, each atomically (benchmark results quoted in issues)."""
+    json_path, md_path = directory / f"{name}.json", directory / f"{name}.md"
+    atomic_write_text(json_path, report_json)
+    atomic_write_text(md_path, markdown)
+    return json_path, md_path
+
+
+def write_report(report: Report, out_dir: Path) -> tuple[Path, Path]:
+    return write_results(out_dir, "report", report.model_dump_json(indent=2) + "\n", render_markdown(report))

@@ -1,0 +1,29 @@
+"""The measured facts about one model on one target (a candidate or the baseline)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from bench.latency import LatencyStats
+
+
+class CandidateResult(BaseModel):
+    label: str
+    runtime: str
+    format: str
+    model_dir: str
+    runner: dict[str, Any] = Field(default_factory=dict)
+    latency: dict[str, LatencyStats]
+    size_mb: float
+    peak_rss_mb: float
+    load_s: float
+    accuracy_pct: float | None = None
+    accuracy_drop_pt: float | None = None
+    agreement_with_baseline_pct: float | None = None
+    speedup_vs_baseline: float | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+    def primary_latency(self) -> LatencyStats:
+        return next(iter(self.latency.values()))

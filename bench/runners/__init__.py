@@ -1,0 +1,26 @@
+"""Runners: load a model for one runtime and run a batch of numpy inputs through it."""
+
+from __future__ import annotations
+
+from bench.runners.base import Runner, RunnerSpec
+
+
+def make_runner(spec: RunnerSpec) -> Runner:
+    """The runner for `spec.runtime`; each imports its runtime lazily."""
+    if spec.runtime == "torch":
+        from bench.runners.torch_runner import TorchRunner
+
+        return TorchRunner(spec)
+    if spec.runtime == "onnxruntime":
+        from bench.runners.ort_runner import OrtRunner
+
+        return OrtRunner(spec)
+    if spec.runtime == "tensorrt":
+        from slimline.errors import MissingDependency
+
+        raise MissingDependency("the TensorRT runner is not available in this slimline version.",
+                                fix="use an onnxruntime profile; TensorRT support is tracked separately.")
+    raise ValueError(f"unknown runtime {spec.runtime!r}")
+
+
+__all__ = ["Runner", "RunnerSpec", "make_runner"]

@@ -1,0 +1,46 @@
+"""What every runner takes and offers."""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from profiles.schema import Measurement, Shape
+from slimline.artifact import TensorSpec
+
+
+class RunnerSpec(BaseModel):
+    """Everything a benchmark worker process needs; serialised to JSON between processes."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: str
+    runtime: Literal["torch", "onnxruntime", "tensorrt"]
+    model_path: str
+    model_dir: str
+    model_format: str = "hf"
+    task: str
+    device: Literal["cpu", "cuda"] = "cpu"
+    threads: int = 2
+    providers: list[str] = []
+    inputs: list[TensorSpec]
+    shapes: list[Shape]
+    measurement: Measurement
+    eval_npz: str | None = None
+    eval_batch_size: int = 32
+    seed: int = 0
+
+
+class Runner(Protocol):
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Run one batch and return the first output (logits) as numpy."""
+        ...
+
+    def synchronize(self) -> None:
+        """Block until queued device work is done (no-op on CPU)."""
+        ...
+
+    def describe(self) -> dict[str, object]:
+        """Runtime facts for the report: providers in use, device, dtype."""
+        ...

@@ -1,0 +1,50 @@
+"""ONNX Runtime runner: CPU EP here, CUDA / TensorRT EPs where onnxruntime-gpu provides them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.runners.base import RunnerSpec
+from slimline.errors import MissingDependency
+
+
+def check_providers(requested: list[str]) -> None:
+    """Refuse up front when an execution provider the target needs is not in this onnxruntime build."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    missing = [p for p in requested if p != "CPUExecutionProvider" and p not in available]
+    if missing:
+        raise MissingDependency(
+            f"the target needs ONNX Runtime execution provider(s) {missing}, but this onnxruntime build "
+            f"has only {available}.",
+            fix="on an NVIDIA GPU machine: pip uninstall -y onnxruntime && pip install 'slimline[gpu]' "
+                "(onnxruntime-gpu and onnxruntime cannot be installed together).",
+        )
+
+
+class OrtRunner:
+    def __init__(self, spec: RunnerSpec) -> None:
+        import onnxruntime as ort
+
+        check_providers(spec.providers)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = spec.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(spec.model_path, sess_options=options, providers=spec.providers)
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.threads = spec.threads
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
+
+    def synchronize(self) -> None:
+        return None  # session.run returns host arrays: the copy back already synchronises
+
+    def describe(self) -> dict[str, object]:
+        import onnxruntime as ort
+
+        return {"runtime": "onnxruntime", "version": ort.__version__, "providers": self.session.get_providers(),
+                "threads": self.threads}

@@ -1,0 +1,84 @@
+"""One benchmark in its own process: load a model, time it at each shape, score it, report peak RSS.
+
+A fresh process per candidate gives each one a clean heap (peak RSS is its own, not the sum of
+everything loaded before) and its own thread settings. Invoked as
+`python -m bench.worker SPEC.json RESULT.json`; errors are written to RESULT.json, not raised.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from bench.eval_data import accuracy_of
+from bench.latency import sample_latencies_ms, summarize
+from bench.runners import RunnerSpec, make_runner
+from slimline.errors import SlimlineError
+from slimline.inputs import synthetic_feeds
+
+
+def _peak_rss_mb() -> float:
+    """This process's resident-set high-water mark.
+
+    VmHWM belongs to the address space created at exec, so it is the worker's own peak; getrusage's
+    ru_maxrss survives execve on Linux and would report the parent's (torch-laden) peak instead.
+    """
+    try:
+        with open("/proc/self/status", encoding="utf-8") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def run_worker(spec: RunnerSpec) -> dict[str, object]:
+    config = json.loads((Path(spec.model_dir) / "config.json").read_text())
+    started = time.perf_counter()
+    runner = make_runner(spec)
+    load_s = time.perf_counter() - started
+    latency = {}
+    for shape in spec.shapes:
+        feeds = synthetic_feeds(spec.inputs, shape, config, seed=spec.seed)
+        samples = sample_latencies_ms(lambda feeds=feeds: runner.run(feeds), spec.measurement, runner.synchronize)
+        latency[shape.label()] = summarize(samples, shape.batch_size, seed=spec.seed).model_dump()
+    result: dict[str, object] = {"label": spec.label, "runner": runner.describe(), "load_s": load_s,
+                                 "latency": latency}
+    if spec.eval_npz:
+        arrays = dict(np.load(spec.eval_npz))
+        labels = arrays.pop("labels")
+        predictions = []
+        for start in range(0, len(labels), spec.eval_batch_size):
+            batch = {k: v[start : start + spec.eval_batch_size] for k, v in arrays.items()}
+            predictions.append(runner.run(batch).argmax(-1))
+        predicted = np.concatenate(predictions)
+        result["accuracy"] = accuracy_of(predicted, labels)
+        result["predictions"] = predicted.tolist()
+    result["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+def main(argv: list[str]) -> int:
+    spec_path, result_path = Path(argv[0]), Path(argv[1])
+    try:
+        result = run_worker(RunnerSpec.model_validate_json(spec_path.read_text()))
+        result_path.write_text(json.dumps(result))
+        return 0
+    except SlimlineError as err:
+        payload = {"error": str(err), "error_type": type(err).__name__, "exit_code": err.exit_code}
+    except Exception as err:
+        payload = {"error": f"{type(err).__name__}: {err}", "error_type": "BenchError", "exit_code": 3,
+                   "traceback": traceback.format_exc()}
+    result_path.write_text(json.dumps(payload))
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

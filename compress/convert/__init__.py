@@ -1,0 +1,1 @@
+"""Precision conversion passes."""

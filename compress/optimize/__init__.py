@@ -1,0 +1,1 @@
+"""Graph-level optimisation passes (no change to the weights' precision)."""

@@ -1,0 +1,218 @@
+"""Accuracy-aware fallback: keep the most sensitive nodes in float until the accuracy budget holds.
+
+When a quantized model loses more accuracy than the profile allows, the nodes are ranked by
+sensitivity (the fp32 model's logits vs those of a model quantized everywhere *except* that node, on
+a small batch: the lower that error, the more the node matters) and the worst are left in float one
+more at a time. Every candidate is measured (validation accuracy, p50 latency at the profile shape,
+size); the first that meets the budget wins, otherwise the most accurate one is written, so a search
+never ends with nothing. Tuning uses the validation split: the test split stays for the report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from compress.base import PassContext
+from slimline.artifact import TensorSpec
+from slimline.data import encode_labelled
+from slimline.errors import PassError
+from slimline.inputs import synthetic_feeds
+from slimline.progress import reporter
+
+log = logging.getLogger(__name__)
+Quantize = Callable[[list[str], Path], None]
+
+
+class FallbackConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = True
+    max_drop_pt: float | None = Field(default=None, ge=0, description="None: the profile's accuracy budget")
+    eval_samples: int = Field(default=400, ge=10, description="validation examples per candidate")
+    sensitivity_samples: int = Field(default=32, ge=1)
+    max_excluded: int = Field(default=24, ge=1)
+    time_limit_s: float = Field(default=900, gt=0)
+    latency_iters: int = Field(default=30, ge=5)
+
+
+@dataclass
+class SearchCandidate:
+    excluded: list[str]
+    accuracy_pct: float
+    drop_pt: float
+    latency_p50_ms: float
+    size_mb: float
+
+
+@dataclass
+class SearchResult:
+    budget_pt: float
+    reference_accuracy_pct: float
+    candidates: list[SearchCandidate] = field(default_factory=list)
+    chosen: int = 0
+    met_budget: bool = False
+    stopped_by: str = "budget met"
+    sensitivity: dict[str, float] = field(default_factory=dict)
+
+    def as_metadata(self) -> dict[str, object]:
+        return {**asdict(self), "candidates": [asdict(c) for c in self.candidates]}
+
+
+class OrtEvaluator:
+    """Accuracy, logits and a quick latency figure for ONNX models on the target's thread count."""
+
+    def __init__(self, model_dir: Path, context: PassContext, config: FallbackConfig, input_names: set[str]) -> None:
+        if context.tuning_data is None:
+            raise PassError("the accuracy fallback needs labelled data, and this run has none.",
+                            fix="pass --eval-data, or set fallback.enabled: false.")
+        spec = context.tuning_data.model_copy(update={"split": "validation", "max_samples": config.eval_samples})
+        arrays, data = encode_labelled(spec, model_dir, context.shape.sequence_length)
+        self.arrays = {name: arrays[name] for name in input_names}
+        self.labels = data.labels
+        self.threads = context.target.threads
+        self.config = config
+        model_config = json.loads((model_dir / "config.json").read_text())
+        specs = [TensorSpec(name=n, dtype="int64", shape=["batch", "sequence"]) for n in sorted(input_names)]
+        self.latency_feeds = synthetic_feeds(specs, context.shape, model_config)
+
+    def _session(self, path: Path):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+    def logits(self, path: Path, rows: int | None = None, batch: int = 32) -> np.ndarray:
+        session = self._session(path)
+        count = len(self.labels) if rows is None else min(rows, len(self.labels))
+        outputs = [session.run(None, {k: v[i : i + batch] for k, v in self.arrays.items()})[0]
+                   for i in range(0, count, batch)]
+        return np.concatenate(outputs)
+
+    def accuracy_pct(self, path: Path) -> float:
+        return 100.0 * float((self.logits(path).argmax(-1) == self.labels).mean())
+
+    def latency_p50_ms(self, path: Path) -> float:
+        """A quick in-process median to rank candidates; the report's latency comes from bench."""
+        session = self._session(path)
+        session.run(None, self.latency_feeds)
+        times = []
+        for _ in range(self.config.latency_iters):
+            start = time.perf_counter()
+            session.run(None, self.latency_feeds)
+            times.append((time.perf_counter() - start) * 1000.0)
+        return float(np.median(times))
+
+
+def search(quantize: Quantize, float_model: Path, nodes: list[str], base_excluded: list[str],
+           evaluator: OrtEvaluator, budget_pt: float, config: FallbackConfig, out_path: Path) -> SearchResult:
+    """Quantize at `out_path`, excluding sensitive nodes step by step until the budget holds."""
+    started = time.monotonic()
+    reference = evaluator.accuracy_pct(float_model)
+    result = SearchResult(budget_pt=budget_pt, reference_accuracy_pct=reference)
+    with tempfile.TemporaryDirectory(prefix="slimline-fallback-") as scratch:
+        scratch_dir = Path(scratch)
+        paths: list[Path] = []
+
+        def measure(excluded: list[str]) -> SearchCandidate:
+            path = scratch_dir / f"candidate-{len(paths)}.onnx"
+            quantize(excluded, path)
+            paths.append(path)
+            accuracy = evaluator.accuracy_pct(path)
+            candidate = SearchCandidate(excluded=list(excluded), accuracy_pct=accuracy, drop_pt=reference - accuracy,
+                                        latency_p50_ms=evaluator.latency_p50_ms(path),
+                                        size_mb=path.stat().st_size / 1e6)
+            result.candidates.append(candidate)
+            log.info("fallback candidate %d: %d excluded, drop %.2f pt", len(paths) - 1, len(excluded),
+                     candidate.drop_pt)
+            return candidate
+
+        first = measure(base_excluded)
+        if first.drop_pt > budget_pt:
+            result.sensitivity = _rank(quantize, float_model, nodes, base_excluded, evaluator, config, scratch_dir,
+                                       started)
+            ranked = sorted(result.sensitivity, key=result.sensitivity.get)
+            excluded = list(base_excluded)
+            with reporter().step("fallback: leaving sensitive nodes in float", total=min(len(ranked),
+                                                                                        config.max_excluded)) as step:
+                for node in ranked[: config.max_excluded]:
+                    if time.monotonic() - started > config.time_limit_s:
+                        result.stopped_by = "time limit"
+                        break
+                    excluded.append(node)
+                    step.advance()
+                    if measure(excluded).drop_pt <= budget_pt:
+                        break
+                else:
+                    result.stopped_by = "max_excluded reached" if ranked else "no nodes to exclude"
+        met = [i for i, c in enumerate(result.candidates) if c.drop_pt <= budget_pt]
+        result.met_budget = bool(met)
+        if met:
+            result.chosen = met[0]
+            result.stopped_by = "budget met"
+        else:
+            result.chosen = max(range(len(result.candidates)),
+                                key=lambda i: (result.candidates[i].accuracy_pct, -result.candidates[i].latency_p50_ms))
+        shutil.copyfile(paths[result.chosen], out_path)
+    return result
+
+
+def _rank(quantize: Quantize, float_model: Path, nodes: list[str], base_excluded: list[str],
+          evaluator: OrtEvaluator, config: FallbackConfig, scratch: Path, started: float) -> dict[str, float]:
+    """Sensitivity per node: logits MSE vs fp32 when only that node stays in float (lower = more sensitive)."""
+    reference = evaluator.logits(float_model, config.sensitivity_samples)
+    errors: dict[str, float] = {}
+    probe = scratch / "probe.onnx"
+    with reporter().step("fallback: ranking node sensitivity", total=len(nodes)) as step:
+        for node in nodes:
+            if time.monotonic() - started > config.time_limit_s / 2:
+                log.warning("sensitivity ranking stopped at the time limit after %d of %d nodes", len(errors),
+                            len(nodes))
+                break
+            quantize([*base_excluded, node], probe)
+            errors[node] = float(np.mean((evaluator.logits(probe, config.sensitivity_samples) - reference) ** 2))
+            step.advance()
+    if not errors:
+        raise PassError("fallback: no time was left to rank any node.", fix="raise fallback.time_limit_s.")
+    return errors
+
+
+def quantizable_nodes(model_path: Path, op_types: list[str]) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [node.name for node in graph.node if node.op_type in op_types and node.name]
+
+
+def quantize_with_fallback(quantize: Quantize, float_model: Path, out_path: Path, model_dir: Path,
+                           input_names: set[str], op_types: list[str], excluded: list[str], context: PassContext,
+                           config: FallbackConfig) -> dict[str, object]:
+    """Quantize once, or search when an accuracy budget and labelled data are at hand; returns metadata."""
+    budget = config.max_drop_pt if config.max_drop_pt is not None else context.accuracy_drop_budget_pt
+    reason = None
+    if not config.enabled:
+        reason = "disabled in the recipe"
+    elif budget is None:
+        reason = "the profile has no accuracy budget"
+    elif context.tuning_data is None:
+        reason = "no labelled data in this run (pass --eval-data)"
+    if reason is not None:
+        log.warning("accuracy fallback skipped: %s", reason)
+        quantize(excluded, out_path)
+        return {"skipped": reason}
+    evaluator = OrtEvaluator(model_dir, context, config, input_names)
+    result = search(quantize, float_model, quantizable_nodes(float_model, op_types), excluded, evaluator,
+                    budget, config, out_path)
+    return result.as_metadata()
+
+

@@ -1,0 +1,147 @@
+"""ONNX Runtime dynamic INT8 quantization: int8 weights, activations quantized on the fly.
+
+Needs no calibration data, so it is the safe default for CPU targets. ONNX Runtime's CUDA EP has
+no INT8 kernels (onnxruntime #12229): a quantized model there runs slower than fp32, so the pass
+refuses CUDA targets instead of producing a slower model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, copy_side_files, register
+from compress.quantize.fallback import FallbackConfig, quantize_with_fallback
+from profiles.schema import Target
+from slimline.artifact import ModelDir
+from slimline.deps import require
+from slimline.errors import PassError
+from slimline.machine import has_vnni
+
+log = logging.getLogger(__name__)
+QUANTIZED_MODEL_FILE = "model.onnx"
+ONNX_PROTOBUF_LIMIT_BYTES = 2**31 - 1
+
+
+class Int8DynamicConfig(PassConfig):
+    per_channel: bool = Field(default=False, description="one scale per output channel of each weight")
+    reduce_range: bool | Literal["auto"] = Field(
+        default="auto", description="7-bit weights (avoids u8s8 overflow on CPUs without VNNI); auto: on when "
+                                    "per_channel is on and the CPU lacks VNNI, as ONNX Runtime advises")
+    weight_type: Literal["qint8", "quint8"] = "qint8"
+    op_types: list[str] = Field(default_factory=lambda: ["MatMul", "Gemm", "Attention", "EmbedLayerNormalization"],
+                                description="ONNX op types to quantize")
+    exclude_nodes: list[str] = Field(default_factory=list, description="node names to keep in float")
+    preprocess: bool = Field(default=True, description="run ORT's symbolic shape inference + graph optimizations first")
+    fallback: FallbackConfig = Field(default_factory=FallbackConfig, description="accuracy-aware node exclusion")
+
+
+def preprocess_for_quantization(source: Path, out: Path, large: bool, pass_name: str) -> dict[str, object]:
+    """ORT's recommended pre-processing (shape inference + graph optimisation) before quantizing.
+
+    Symbolic shape inference gives up on some transformer exports ("Incomplete symbolic shape
+    inference") unless conflicting symbolic dims may be merged (auto_merge); if it still fails,
+    ONNX's own shape inference is used instead, and the manifest says so. ORT dumps a debug model
+    into the working directory when it gives up, so it runs from a scratch directory.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    source, out = source.resolve(), out.resolve()  # relative paths (a relative --out) break under the chdir
+    failures = []
+    for skip_symbolic in (False, True):
+        try:
+            with tempfile.TemporaryDirectory(prefix="slimline-preprocess-") as scratch, working_directory(scratch):
+                quant_pre_process(str(source), str(out), skip_symbolic_shape=skip_symbolic, auto_merge=True,
+                                  save_as_external_data=large)
+            return {"preprocess": True, "symbolic_shape_inference": not skip_symbolic,
+                    "preprocess_warnings": failures}
+        except Exception as err:  # ORT raises plain Exceptions from shape inference
+            failures.append(f"symbolic={not skip_symbolic}: {err}")
+            log.info("quant_pre_process failed (%s); retrying without symbolic shape inference", err)
+    raise PassError(f"{pass_name}: ORT pre-processing of {source} failed: {'; '.join(failures)}.",
+                    fix="set `preprocess: false` in the recipe step to quantize the raw export.")
+
+
+def resolve_reduce_range(config: Int8DynamicConfig) -> bool:
+    if config.reduce_range == "auto":
+        return config.per_channel and not has_vnni()
+    return config.reduce_range
+
+
+def gemm_aware_exclusions(excluded: list[str]) -> list[str]:
+    """Dynamic quantization rewrites a Gemm node G into MatMul "G_MatMul" + Add before it applies
+    nodes_to_exclude, so excluding G by its own name alone does nothing; name both."""
+    return [*excluded, *(f"{name}_MatMul" for name in excluded)]
+
+
+@contextlib.contextmanager
+def working_directory(path: str) -> Iterator[None]:
+    """contextlib.chdir exists only from Python 3.11; slimline supports 3.10."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+@register("quantize.ort-int8-dynamic")
+class OrtInt8Dynamic(Pass):
+    Config = Int8DynamicConfig
+    stage = "onnx"
+    accepts = frozenset({"onnx"})
+    produces = "onnx"
+
+    def check(self, model: ModelInfo, target: Target) -> list[Problem]:
+        problems = super().check(model, target)
+        if target.device == "cuda" and target.runtime == "onnxruntime":
+            problems.append(self.error(
+                "ONNX Runtime's CUDA execution provider has no INT8 kernels (onnxruntime #12229), so a "
+                "dynamically quantized model runs slower than fp32 there; use fp16 or a TensorRT target"))
+        if target.runtime not in ("onnxruntime",):
+            problems.append(self.error(f"produces an ONNX Runtime QOperator model, but the target runtime is "
+                                       f"{target.runtime}"))
+        return problems
+
+    def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:
+        quantization = require("onnxruntime.quantization", purpose=self.name)
+        config: Int8DynamicConfig = self.config  # type: ignore[assignment]
+        source = model.model_path
+        large = source.stat().st_size > ONNX_PROTOBUF_LIMIT_BYTES
+        notes: dict[str, object] = {"preprocess": False}
+        with tempfile.TemporaryDirectory(prefix="slimline-int8-") as scratch:
+            float_model = source
+            if config.preprocess:
+                float_model = Path(scratch) / "preprocessed.onnx"
+                notes = preprocess_for_quantization(source, float_model, large, self.name)
+
+            weight_type = getattr(quantization.QuantType, "QInt8" if config.weight_type == "qint8" else "QUInt8")
+            reduce_range = resolve_reduce_range(config)
+
+            def quantize(excluded: list[str], out_path: Path) -> None:
+                try:
+                    quantization.quantize_dynamic(
+                        model_input=str(float_model), model_output=str(out_path),
+                        op_types_to_quantize=config.op_types, per_channel=config.per_channel,
+                        reduce_range=reduce_range, weight_type=weight_type,
+                        nodes_to_exclude=gemm_aware_exclusions(excluded), use_external_data_format=large,
+                    )
+                except Exception as err:
+                    raise PassError(f"{self.name}: quantize_dynamic failed on {source}: {err}.",
+                                    fix="exclude the failing node with `exclude_nodes`, or narrow `op_types`.") from err
+
+            fallback = quantize_with_fallback(quantize, float_model, out_dir / QUANTIZED_MODEL_FILE, model.path,
+                                              {s.name for s in model.manifest.inputs}, config.op_types,
+                                              config.exclude_nodes, context, config.fallback)
+        copy_side_files(model.path, out_dir, skip={source.name, QUANTIZED_MODEL_FILE})
+        return PassResult(model_file=QUANTIZED_MODEL_FILE, metadata={
+            "quantization": {"scheme": "dynamic-int8", **config.model_dump(mode="json", exclude={"fallback"}),
+                             "reduce_range_resolved": resolve_reduce_range(config), **notes},
+            "accuracy_fallback": fallback})

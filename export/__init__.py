@@ -1,0 +1,1 @@
+"""Exporters: HF model directory -> deployable engine directory (ONNX now, TensorRT on GPUs)."""

@@ -1,0 +1,172 @@
+"""The Profile schema: a target, the shapes to measure, a default recipe, and budgets.
+
+A budget names a metric with its unit in the name (`latency_p95_ms`, `size_mb`,
+`accuracy_drop_pt`) and exactly one of `max` / `min` / `max_drop` (Olive's MetricGoal kinds).
+`max_drop` compares against the fp32 reference measured in the same run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from slimline.errors import ProfileError
+
+PROFILE_SCHEMA_VERSION = 1
+PROFILES_DIR = Path(__file__).parent
+
+#: metric -> which limit kinds make sense for it. The unit is part of the name.
+BUDGET_METRICS: dict[str, tuple[str, ...]] = {
+    "latency_p50_ms": ("max",),
+    "latency_p90_ms": ("max",),
+    "latency_p95_ms": ("max",),
+    "latency_p99_ms": ("max",),
+    "throughput_sps": ("min",),
+    "size_mb": ("max",),
+    "peak_rss_mb": ("max",),
+    "gpu_memory_mb": ("max",),
+    "accuracy_pct": ("min", "max_drop"),
+    "accuracy_drop_pt": ("max",),
+    "speedup_vs_baseline": ("min",),
+}
+
+
+class Budget(BaseModel):
+    """Exactly one of max / min / max_drop."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max: float | None = None
+    min: float | None = None
+    max_drop: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _exactly_one_limit(self) -> Budget:
+        given = [kind for kind in ("max", "min", "max_drop") if getattr(self, kind) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a budget needs exactly one of max / min / max_drop, got {given or 'none'}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in ("max", "min", "max_drop") if getattr(self, kind) is not None)
+
+    @property
+    def limit(self) -> float:
+        return float(getattr(self, self.kind))
+
+
+class Target(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    device: Literal["cpu", "cuda"] = "cpu"
+    runtime: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
+    threads: int = Field(default=2, ge=1, le=512)
+    precision: Literal["fp32", "fp16", "int8", "int4", "mixed"] = "int8"
+    execution_providers: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Target:
+        if self.runtime == "tensorrt" and self.device != "cuda":
+            raise ValueError("runtime 'tensorrt' needs device 'cuda'")
+        return self
+
+    def providers(self) -> list[str]:
+        """ONNX Runtime execution providers in preference order for this target."""
+        if self.execution_providers:
+            return list(self.execution_providers)
+        if self.device == "cuda":
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return ["CPUExecutionProvider"]
+
+
+class Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    batch_size: int = Field(default=1, ge=1, le=4096)
+    sequence_length: int = Field(default=128, ge=1, le=32768)
+    image_size: int | None = Field(default=None, ge=8, le=4096)
+
+    def label(self) -> str:
+        return f"b{self.batch_size}_s{self.sequence_length}" if self.image_size is None else \
+            f"b{self.batch_size}_img{self.image_size}"
+
+
+class Measurement(BaseModel):
+    """How long and how often to time: warm-up, then at least min_iters AND min_time_s."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    warmup_iters: int = Field(default=10, ge=0)
+    min_iters: int = Field(default=50, ge=5)
+    min_time_s: float = Field(default=5.0, ge=0)
+    max_time_s: float = Field(default=60.0, gt=0)
+    max_cv: float = Field(default=0.15, gt=0, description="coefficient of variation above which a warning is raised")
+    eval_max_samples: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _times_ordered(self) -> Measurement:
+        if self.max_time_s < self.min_time_s:
+            raise ValueError("max_time_s must be >= min_time_s")
+        return self
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: Literal[1] = PROFILE_SCHEMA_VERSION
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    description: str = ""
+    target: Target = Field(default_factory=Target)
+    shapes: list[Shape] = Field(default_factory=lambda: [Shape()], min_length=1)
+    recipe: list[dict[str, Any]] = Field(default_factory=list)
+    measurement: Measurement = Field(default_factory=Measurement)
+    budgets: dict[str, Budget] = Field(default_factory=dict)
+
+    @field_validator("budgets")
+    @classmethod
+    def _known_metrics(cls, budgets: dict[str, Budget]) -> dict[str, Budget]:
+        for metric, budget in budgets.items():
+            if metric not in BUDGET_METRICS:
+                raise ValueError(f"unknown budget metric {metric!r}; known: {', '.join(BUDGET_METRICS)}")
+            if budget.kind not in BUDGET_METRICS[metric]:
+                raise ValueError(f"budget {metric} takes {' or '.join(BUDGET_METRICS[metric])}, not {budget.kind}")
+        return budgets
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for item in err.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  - {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_profile(data: Any, source: str) -> Profile:
+    if not isinstance(data, dict):
+        raise ProfileError(f"profile {source} must be a YAML mapping, got {type(data).__name__}.",
+                           fix="see `slimline profiles show cpu` for the layout.")
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as err:
+        raise ProfileError(f"profile {source} is invalid:\n{format_validation_error(err)}",
+                           fix="fix the fields named above; `slimline profiles show cpu` shows a valid one.") from err
+
+
+def list_profiles() -> list[str]:
+    return sorted(path.stem for path in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """Load a shipped profile by name, or any profile YAML by path."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = PROFILES_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ProfileError(f"no profile named {name_or_path!r}.",
+                               fix=f"use one of {', '.join(list_profiles())} or a path to a YAML file.")
+    if not path.is_file():
+        raise ProfileError(f"profile file {path} does not exist.", fix="check the --profile path.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ProfileError(f"profile {path} is not valid YAML: {err}.", fix="fix the YAML syntax.") from err
+    return parse_profile(data, str(path))

@@ -1,0 +1,133 @@
+"""Shared fixtures: tiny models built from configs with seeded random weights, and CLI helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = ["the", "a", "film", "movie", "good", "bad", "great", "boring", "fun", "plot", "cast", "not", "was", "is",
+         "and", "of", "to", "it", "never", "lands", "beautifully", "shot", "two", "hours", "life", "back", "ending"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run tests marked slow (the real demo checkpoint)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    run_slow = config.getoption("--slow") or "slow" in (config.getoption("-m") or "")
+    if not run_slow:
+        skip = pytest.mark.skip(reason="slow: runs the real demo checkpoint; enable with --slow")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        skip_gpu = pytest.mark.skip(reason="gpu: no CUDA device visible to torch on this machine")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip_gpu)
+
+
+def _write_tokenizer(path: Path) -> None:
+    from transformers import BertTokenizerFast
+
+    vocab = path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(path)
+
+
+def make_tiny_bert(path: Path, seed: int = 0, initializer_range: float = 0.02) -> Path:
+    """A 2-layer BERT sequence classifier (hidden 32) with a real word-level tokenizer.
+
+    With the default initializer_range the outputs barely depend on the input; 0.2 gives a model
+    whose predictions vary enough for accuracy tests to mean something.
+    """
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    _write_tokenizer(path)
+    config = BertConfig(vocab_size=len(WORDS) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, num_labels=2,
+                        id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1},
+                        initializer_range=initializer_range)
+    BertForSequenceClassification(config).eval().save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def make_tiny_gpt2(path: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=2, n_positions=128)
+    GPT2LMHeadModel(config).eval().save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def make_tiny_vit(path: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, num_labels=3)
+    ViTForImageClassification(config).eval().save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_vit(tmp_path_factory.mktemp("tiny-vit") / "model")
+
+
+@pytest.fixture(scope="session")
+def labelled_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small labelled text file in the tiny tokenizer's vocabulary (labels neg/pos)."""
+    import random
+
+    rng = random.Random(0)
+    rows = ["text,label"]
+    for _ in range(60):
+        words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))
+        rows.append(f"{words},{rng.choice(['neg', 'pos'])}")
+    path = tmp_path_factory.mktemp("data") / "reviews.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture
+def fast_profile(tmp_path: Path) -> Path:
+    """The cpu profile with a short measurement, so end-to-end tests on tiny models take seconds."""
+    path = tmp_path / "fast-cpu.yaml"
+    path.write_text((REPO / "tests" / "fixtures" / "fast-cpu.yaml").read_text())
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout_s: float = 600) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, "-m", "slimline.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, **(env or {}), "COLUMNS": "200"}, check=False,
+                          timeout=timeout_s)

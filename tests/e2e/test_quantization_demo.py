@@ -1,0 +1,52 @@
+"""Each shipped quantization recipe on the real demo checkpoint, through the real CLI (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_checkpoint() -> Path:
+    from slimline.demo import ensure_demo_checkpoint
+
+    return ensure_demo_checkpoint().path
+
+
+@pytest.fixture(scope="module")
+def quick_cpu_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    profile = yaml.safe_load((REPO / "profiles" / "cpu.yaml").read_text())
+    profile["name"] = "cpu-quick"
+    profile["measurement"] = {"warmup_iters": 3, "min_iters": 20, "min_time_s": 1.0, "max_time_s": 10.0,
+                              "eval_max_samples": 400}
+    path = tmp_path_factory.mktemp("profiles") / "cpu-quick.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("runs") / "demo"  # shared, so the export stage is reused
+
+
+@pytest.mark.parametrize("recipe", ["cpu-int8-dynamic", "cpu-int8-static", "int4-weight-only"])
+def test_recipe_on_demo_keeps_accuracy_and_reports(recipe: str, demo_checkpoint: Path, quick_cpu_profile: Path,
+                                                   run_dir: Path) -> None:
+    result = run_cli("run", "--checkpoint", str(demo_checkpoint), "--profile", str(quick_cpu_profile),
+                     "--recipe", str(REPO / "recipes" / f"{recipe}.yaml"), "--out", str(run_dir))
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["accuracy_drop_pt"] is not None and report["accuracy_drop_pt"] <= 2.0
+    assert report["measurements"]["accuracy_pct"] > 78.0
+    if recipe == "int4-weight-only":
+        export = next(s for s in report["stages"] if s["name"] == "export.onnx")
+        fp32_mb = (Path(export["directory"]) / "model.onnx").stat().st_size / 1e6
+        assert report["measurements"]["size_mb"] <= 0.30 * fp32_mb
+    if recipe == "cpu-int8-dynamic":
+        assert report["measurements"]["size_mb"] < 30.0  # embeddings quantized too

@@ -1,0 +1,83 @@
+"""The accuracy-aware fallback on a model that INT8 breaks unless one node stays in float."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import WORDS, make_tiny_bert
+
+from compress.recipe import parse_recipe
+from profiles.schema import load_profile
+from slimline.data import DatasetSpec
+from slimline.standalone import compress_to, export_to
+
+BROKEN_NODE = "/bert/encoder/layer.1/output/dense/MatMul"
+
+
+@pytest.fixture(scope="module")
+def fragile_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny BERT whose layer-1 output projection has an outlier column fed by a dead unit.
+
+    In fp32 the column changes nothing (GELU(-100) == 0), but a per-tensor int8 scale of 500/127
+    rounds every other weight of that matrix to zero. Labels are the fp32 model's own predictions.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("fragile")
+    checkpoint = make_tiny_bert(root / "model", seed=3, initializer_range=0.2)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14))) for _ in range(400)]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        layer = model.bert.encoder.layer[1]
+        layer.intermediate.dense.bias[5] = -100.0
+        layer.output.dense.weight[:, 5] = 500.0
+        logits = model(**batch).logits
+        model.classifier.bias[1] += float((logits[:, 0] - logits[:, 1]).median())  # balanced classes
+        predictions = model(**batch).logits.argmax(-1).tolist()
+    model.save_pretrained(checkpoint, safe_serialization=True)
+    data = root / "labels.csv"
+    rows = "".join(f"{text},{['neg', 'pos'][label]}\n" for text, label in zip(texts, predictions, strict=True))
+    data.write_text("text,label\n" + rows)
+    return checkpoint, data
+
+
+def test_fallback_leaves_the_sensitive_node_in_float_until_the_budget_holds(fragile_model, tmp_path: Path) -> None:
+    checkpoint, data = fragile_model
+    onnx_dir = export_to(checkpoint, tmp_path / "onnx")
+    profile_path = tmp_path / "profile.yaml"
+    profile_path.write_text(yaml.safe_dump({"name": "fallback", "target": {"threads": 1},
+                                            "shapes": [{"batch_size": 1, "sequence_length": 16}],
+                                            "budgets": {"accuracy_drop_pt": {"max": 10.0}}}))
+    steps = parse_recipe([{"pass": "quantize.ort-int8-dynamic",
+                           "with": {"fallback": {"eval_samples": 40, "latency_iters": 5}}}], "test")
+    out = compress_to(onnx_dir.path, tmp_path / "q", steps, load_profile(profile_path),
+                      tuning_data=DatasetSpec(source=str(data)))
+    search = out.manifest.metadata["accuracy_fallback"]
+    first, chosen = search["candidates"][0], search["candidates"][search["chosen"]]
+    assert first["drop_pt"] > 10.0, "fully quantized model must break the budget, or the test proves nothing"
+    assert search["met_budget"] and chosen["drop_pt"] <= 10.0
+    assert BROKEN_NODE in chosen["excluded"]
+    assert min(search["sensitivity"], key=search["sensitivity"].get) == BROKEN_NODE
+
+
+def test_fallback_keeps_the_best_candidate_when_the_budget_cannot_be_met(fragile_model, tmp_path: Path) -> None:
+    checkpoint, data = fragile_model
+    onnx_dir = export_to(checkpoint, tmp_path / "onnx")
+    steps = parse_recipe([{"pass": "quantize.ort-int8-dynamic", "with": {"fallback": {
+        "max_drop_pt": 0.0, "max_excluded": 2, "eval_samples": 40, "latency_iters": 5}}}], "test")
+    out = compress_to(onnx_dir.path, tmp_path / "q", steps, load_profile("cpu"),
+                      tuning_data=DatasetSpec(source=str(data)))
+    search = out.manifest.metadata["accuracy_fallback"]
+    accuracies = [c["accuracy_pct"] for c in search["candidates"]]
+    assert out.model_path.is_file()
+    assert len(search["candidates"]) <= 3
+    if not search["met_budget"]:
+        assert search["stopped_by"] == "max_excluded reached"
+        assert search["candidates"][search["chosen"]]["accuracy_pct"] == max(accuracies)

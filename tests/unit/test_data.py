@@ -1,0 +1,124 @@
+"""Labelled datasets: a fixed seeded split, and a DataError for anything that cannot be used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from slimline.data import DatasetSpec, load_dataset, split_indices
+from slimline.errors import EXIT_BAD_INPUT, DataError
+
+SPLITS = ("train", "validation", "test")
+counts = st.integers(min_value=0, max_value=3000)
+seeds = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+def _csv(tmp_path: Path, rows: list[tuple[str, str]], header: str = "text,label") -> Path:
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join([header, *(f"{text},{label}" for text, label in rows)]) + "\n")
+    return path
+
+
+@given(count=counts, seed=seeds)
+def test_the_splits_are_disjoint_and_cover_every_row(count: int, seed: int) -> None:
+    parts = {split: split_indices(count, split, seed) for split in SPLITS}
+    together = np.concatenate(list(parts.values()))
+    assert len(together) == len(set(together.tolist())) == count
+    assert sorted(together.tolist()) == list(range(count))
+    assert split_indices(count, "all", seed).tolist() == list(range(count))
+
+
+@given(count=counts, seed=seeds)
+def test_a_split_is_the_same_for_the_same_seed(count: int, seed: int) -> None:
+    for split in SPLITS:
+        assert np.array_equal(split_indices(count, split, seed), split_indices(count, split, seed))
+
+
+@given(count=st.integers(min_value=10, max_value=3000), seed=seeds)
+def test_the_split_sizes_follow_80_10_10(count: int, seed: int) -> None:
+    sizes = {split: len(split_indices(count, split, seed)) for split in SPLITS}
+    assert abs(sizes["train"] - 0.8 * count) <= 1
+    assert abs(sizes["validation"] - 0.1 * count) <= 1
+    assert all(np.all(np.diff(split_indices(count, s, seed)) > 0) for s in SPLITS), "indices come back sorted"
+
+
+def test_different_seeds_give_different_splits() -> None:
+    assert not np.array_equal(split_indices(1000, "test", 0), split_indices(1000, "test", 1))
+
+
+def test_a_csv_loads_with_labels_mapped_to_the_given_names(tmp_path: Path) -> None:
+    rows = [(f"text number {i}", "pos" if i % 3 else "neg") for i in range(40)]
+    spec = DatasetSpec(source=str(_csv(tmp_path, rows)), split="all")
+    data = load_dataset(spec, ["neg", "pos"])
+    assert len(data) == 40
+    assert data.label_names == ["neg", "pos"]
+    assert data.labels.tolist() == [1 if i % 3 else 0 for i in range(40)]
+    assert load_dataset(spec, ["neg", "pos"]).sha256 == data.sha256
+
+
+def test_labels_default_to_sorted_names(tmp_path: Path) -> None:
+    data = load_dataset(DatasetSpec(source=str(_csv(tmp_path, [("a", "zeta"), ("b", "alpha")])), split="all"))
+    assert data.label_names == ["alpha", "zeta"]
+    assert data.labels.tolist() == [1, 0]
+
+
+def test_max_samples_limits_the_split(tmp_path: Path) -> None:
+    path = _csv(tmp_path, [(f"t{i}", "pos") for i in range(100)])
+    assert len(load_dataset(DatasetSpec(source=str(path), split="train", max_samples=7))) == 7
+
+
+def test_jsonl_with_custom_fields_loads(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"review": "good", "y": "pos"}\n{"review": "bad", "y": "neg"}\n')
+    data = load_dataset(DatasetSpec(source=str(path), split="all", text_field="review", label_field="y"))
+    assert data.texts == ["good", "bad"]
+
+
+def test_labels_the_model_does_not_know_are_a_data_error(tmp_path: Path) -> None:
+    path = _csv(tmp_path, [("fine", "pos"), ("meh", "neutral"), ("awful", "neg")])
+    with pytest.raises(DataError, match=r"labels \['neutral'\] the model does not know") as caught:
+        load_dataset(DatasetSpec(source=str(path), split="all"), ["neg", "pos"])
+    assert caught.value.exit_code == EXIT_BAD_INPUT
+
+
+@pytest.mark.parametrize("header", ["sentence,label", "text,target", "review"])
+def test_missing_columns_are_a_data_error_naming_the_columns(tmp_path: Path, header: str) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text(f"{header}\nsomething\n")
+    with pytest.raises(DataError, match="has no column") as caught:
+        load_dataset(DatasetSpec(source=str(path), split="all"))
+    assert header.split(",")[0] in str(caught.value)
+
+
+def test_an_empty_file_is_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="has no examples"):
+        load_dataset(DatasetSpec(source=str(_csv(tmp_path, [])), split="all"))
+
+
+def test_an_empty_split_is_a_data_error(tmp_path: Path) -> None:
+    path = _csv(tmp_path, [("only one row", "pos")])
+    with pytest.raises(DataError, match=r"split 'test' .* is empty"):
+        load_dataset(DatasetSpec(source=str(path), split="test"))
+
+
+def test_a_missing_file_is_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(DatasetSpec(source=str(tmp_path / "missing.csv")))
+
+
+def test_an_unreadable_file_is_a_data_error(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text("this is not json\n")
+    with pytest.raises(DataError, match="cannot read"):
+        load_dataset(DatasetSpec(source=str(path)))
+
+
+@pytest.mark.parametrize("source", ["imdb", "data.txt", "rotten_tomatoes"])
+def test_a_source_that_is_neither_built_in_nor_a_file_type_we_read_is_rejected(source: str) -> None:
+    with pytest.raises(ValidationError, match="source must be"):
+        DatasetSpec(source=source)

@@ -1,0 +1,144 @@
+"""The ONNX-level compression passes on a tiny exported BERT: each runs, and each refuses what it must."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from compress.base import ModelInfo, registry
+from compress.quantize.ort_int8_dynamic import gemm_aware_exclusions
+from compress.recipe import parse_recipe
+from profiles.schema import Target, load_profile
+from slimline.artifact import ModelDir
+from slimline.errors import RecipeError
+from slimline.standalone import compress_to, export_to
+
+CPU = Target(device="cpu", runtime="onnxruntime", threads=1)
+CUDA = Target(device="cuda", runtime="onnxruntime", threads=1)
+ONNX_BERT = ModelInfo("onnx", "text-classification", "bert")
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelDir:
+    return export_to(tiny_bert, tmp_path_factory.mktemp("onnx") / "model")
+
+
+def make(name: str, **options):
+    return registry()[name](registry()[name].Config(**options))
+
+
+def compress(model: ModelDir, out: Path, steps: list[dict], profile: str = "cpu", **kwargs) -> ModelDir:
+    return compress_to(model.path, out, parse_recipe(steps, "test"), load_profile(profile), **kwargs)
+
+
+def run_onnx(model: ModelDir) -> np.ndarray:
+    session = ort.InferenceSession(str(model.model_path), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    feeds = {"input_ids": np.arange(5, 21, dtype=np.int64).reshape(2, 8), "attention_mask": np.ones((2, 8), np.int64),
+             "token_type_ids": np.zeros((2, 8), np.int64)}
+    return session.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+
+
+def op_counts(model: ModelDir) -> Counter:
+    return Counter(node.op_type for node in onnx.load(str(model.model_path)).graph.node)
+
+
+def test_static_int8_refuses_empty_calibration_set(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    problems = make("quantize.ort-int8-static", calibration={"source": str(empty)}).check(ONNX_BERT, CPU)
+    assert any(p.severity == "error" and "has 0 examples" in p.message for p in problems)
+
+
+def test_static_int8_refuses_too_small_calibration_set(labelled_csv: Path) -> None:
+    quantizer = make("quantize.ort-int8-static", calibration={"source": str(labelled_csv), "split": "validation",
+                                                             "min_samples": 50})
+    errors = [p for p in quantizer.check(ONNX_BERT, CPU) if p.severity == "error"]
+    assert errors and "at least 50" in errors[0].message
+
+
+def test_static_int8_warns_without_vnni(labelled_csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import compress.quantize.ort_int8_static as static
+
+    monkeypatch.setattr(static, "has_vnni", lambda: False)
+    quantizer = make("quantize.ort-int8-static", calibration={"source": str(labelled_csv), "split": "all"})
+    warnings = [p for p in quantizer.check(ONNX_BERT, CPU) if p.severity == "warning"]
+    assert any("VNNI" in p.message for p in warnings)
+
+
+@pytest.mark.parametrize("name", ["quantize.ort-int8-dynamic", "quantize.ort-int8-static"])
+def test_int8_passes_refuse_ort_cuda_target(name: str) -> None:
+    problems = make(name).check(ONNX_BERT, CUDA)
+    assert any(p.severity == "error" and "12229" in p.message for p in problems)
+
+
+def test_fp16_refuses_cpu_target_and_accepts_cuda() -> None:
+    assert any(p.severity == "error" and "slower" in p.message for p in make("convert.fp16").check(ONNX_BERT, CPU))
+    assert not [p for p in make("convert.fp16").check(ONNX_BERT, CUDA) if p.severity == "error"]
+
+
+def test_int4_refuses_tensorrt_runtime() -> None:
+    trt = Target(device="cuda", runtime="tensorrt")
+    assert any(p.severity == "error" for p in make("quantize.ort-int4-weight-only").check(ONNX_BERT, trt))
+
+
+def test_int4_block_size_must_be_power_of_two() -> None:
+    with pytest.raises(RecipeError, match="power of two"):
+        parse_recipe([{"pass": "quantize.ort-int4-weight-only", "with": {"block_size": 48}}], "test")
+
+
+def test_dynamic_int8_writes_integer_ops_and_records_options(tiny_onnx: ModelDir, tmp_path: Path) -> None:
+    out = compress(tiny_onnx, tmp_path / "q", [{"pass": "quantize.ort-int8-dynamic",
+                                                "with": {"per_channel": True, "reduce_range": True}}])
+    assert op_counts(out)["MatMulInteger"] > 0
+    assert out.manifest.metadata["quantization"]["per_channel"] is True
+    assert out.manifest.metadata["accuracy_fallback"] == {"skipped": "no labelled data in this run (pass --eval-data)"}
+    assert run_onnx(out).shape == (2, 2)
+
+
+def test_dynamic_int8_excluded_nodes_stay_float(tiny_onnx: ModelDir, tmp_path: Path) -> None:
+    # ORT turns every Gemm into a MatMul before quantizing, so Gemm nodes must be excluded too.
+    names = [n.name for n in onnx.load(str(tiny_onnx.model_path)).graph.node if n.op_type in ("MatMul", "Gemm")]
+    all_float = compress(tiny_onnx, tmp_path / "q", [{"pass": "quantize.ort-int8-dynamic",
+                                                      "with": {"exclude_nodes": names, "op_types": ["MatMul"]}}])
+    assert op_counts(all_float)["MatMulInteger"] == 0
+
+
+def test_gemm_exclusion_also_names_the_rewritten_matmul() -> None:
+    assert gemm_aware_exclusions(["/classifier/Gemm"]) == ["/classifier/Gemm", "/classifier/Gemm_MatMul"]
+
+
+def test_static_int8_qdq_calibrates_and_records_the_calibration_hash(tiny_onnx: ModelDir, labelled_csv: Path,
+                                                                     tmp_path: Path) -> None:
+    out = compress(tiny_onnx, tmp_path / "q", [{"pass": "quantize.ort-int8-static", "with": {
+        "calibration": {"source": str(labelled_csv), "split": "all", "num_samples": 20}}}])
+    assert op_counts(out)["QuantizeLinear"] > 0
+    assert len(out.manifest.provenance.data_sha256["calibration"]) == 64
+    assert out.manifest.metadata["quantization"]["calibration"]["examples"] == 20
+    assert np.isfinite(run_onnx(out)).all()
+
+
+def test_int4_weight_only_uses_matmulnbits_and_shrinks_weights(tiny_onnx: ModelDir, tmp_path: Path) -> None:
+    out = compress(tiny_onnx, tmp_path / "q", [{"pass": "quantize.ort-int4-weight-only", "with": {"block_size": 16}}])
+    assert op_counts(out)["MatMulNBits"] > 0
+    assert out.model_path.stat().st_size < tiny_onnx.model_path.stat().st_size
+    assert run_onnx(out).shape == (2, 2)
+
+
+def test_ort_transformers_optimizer_fuses_attention(tiny_onnx: ModelDir, tmp_path: Path) -> None:
+    out = compress(tiny_onnx, tmp_path / "o", [{"pass": "optimize.ort-transformers"}])
+    assert out.manifest.metadata["optimization"]["fused_ops"].get("Attention", 0) == 2
+    np.testing.assert_allclose(run_onnx(out), run_onnx(tiny_onnx), atol=1e-4)
+
+
+def test_fp16_conversion_keeps_float32_io(tiny_onnx: ModelDir, tmp_path: Path) -> None:
+    out = compress(tiny_onnx, tmp_path / "h", [{"pass": "convert.fp16"}], profile="gpu-t4")
+    graph = onnx.load(str(out.model_path)).graph
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
+    np.testing.assert_allclose(run_onnx(out), run_onnx(tiny_onnx), atol=5e-2)
