@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     set_reporter(RichReporter())
     checkpoint = ensure_demo_checkpoint()
     report = run(RunRequest(checkpoint=checkpoint.path, profile=load_profile(args.profile),
-                            out_dir=Path(args.work), bench_intermediates=True))
+                            out_dir=Path(args.work), bench_export=True))
     name = "demo-cpu" if args.profile == "cpu" else f"demo-{args.profile}"
     json_path, _ = write_results(RESULTS_DIR, name, report.model_dump_json(indent=2) + "\n", render_markdown(report))
     print(f"wrote {json_path} and .md; verdict {report.verdict}")

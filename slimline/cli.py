@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     request = RunRequest(
         checkpoint=Path(args.checkpoint), profile=load_profile(args.profile), out_dir=Path(args.out),
         recipe=load_recipe(args.recipe) if args.recipe else None, task=args.task,
-        eval_data=_eval_spec(args.eval_data), bench_intermediates=args.bench_intermediates,
+        eval_data=_eval_spec(args.eval_data), bench_export=args.bench_export,
     )
     report = run(request)
     print_report(report)
@@ -99,7 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     accuracy = checkpoint.manifest.metadata.get("accuracy", {})
     _console().print(f"demo checkpoint: {checkpoint.path} (test accuracy {accuracy.get('test', float('nan')):.4f})")
     report = run(RunRequest(checkpoint=checkpoint.path, profile=profile, out_dir=Path(args.out),
-                            bench_intermediates=True))
+                            bench_export=True))
     print_report(report)
     _console().print(f"report: {Path(args.out) / 'report.json'} and report.md")
     return _verdict_exit(report)
@@ -121,7 +121,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from profiles.schema import load_profile
     from slimline.standalone import compress_to
 
-    model_dir = compress_to(Path(args.model), Path(args.out), load_recipe(args.recipe), load_profile(args.profile))
+    model_dir = compress_to(Path(args.model), Path(args.out), load_recipe(args.recipe), load_profile(args.profile),
+                            tuning_data=_eval_spec(args.eval_data))
     _console().print(f"wrote {model_dir.path} ({model_dir.manifest.format}, {model_dir.size_mb():.1f} MB)")
     return EXIT_OK
 
@@ -161,7 +162,8 @@ def cmd_passes(args: argparse.Namespace) -> int:
 
     console = _console()
     for name, cls in registry().items():
-        options = ", ".join(f"{key}={field.default!r}" for key, field in cls.Config.model_fields.items())
+        options = ", ".join(f"{key}={field.get_default(call_default_factory=True)!r}"
+                            for key, field in cls.Config.model_fields.items())
         console.print(f"[bold]{name}[/] ({cls.stage}-level, {'/'.join(sorted(cls.accepts))} -> {cls.produces})")
         console.print(f"    {((cls.__module__ and sys.modules[cls.__module__].__doc__) or '').strip().splitlines()[0]}")
         console.print(f"    options: {options}", markup=False)
@@ -180,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--recipe", help="recipe YAML (default: the profile's recipe)")
     run.add_argument("--task", help="override the task inferred from config.json")
     run.add_argument("--eval-data", help="labelled data for accuracy: rotten-tomatoes[:split] or FILE.csv/.jsonl")
-    run.add_argument("--bench-intermediates", action="store_true", help="also benchmark intermediate ONNX stages")
+    run.add_argument("--bench-export", action="store_true", help="also benchmark the fp32 ONNX export")
     run.set_defaults(handler=cmd_run)
 
     demo = sub.add_parser("demo", help="build the offline demo checkpoint (cached) and run a profile on it")
@@ -201,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--recipe", required=True)
     compress.add_argument("--profile", default="cpu", help="target the passes are checked against")
     compress.add_argument("--out", required=True)
+    compress.add_argument("--eval-data", help="labelled data for accuracy-aware passes (validation split is used)")
     compress.set_defaults(handler=cmd_compress)
 
     bench = sub.add_parser("bench", help="benchmark a model directory against its fp32 source on a profile")

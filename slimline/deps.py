@@ -14,7 +14,8 @@ from slimline.errors import MissingDependency
 
 INSTALL_HINTS: dict[str, str] = {
     "tensorrt": "pip install 'slimline[tensorrt]'  (NVIDIA GPU + CUDA needed)",
-    "bitsandbytes": "pip install bitsandbytes",
+    "bitsandbytes": "pip install 'slimline[bnb]'",
+    "accelerate": "pip install 'slimline[bnb]'",
     "pynvml": "pip install 'slimline[gpu]'",
     "onnxruntime": "pip install onnxruntime  (or 'slimline[gpu]' for onnxruntime-gpu)",
     "optimum": "pip install 'slimline'  (optimum-onnx is a core dependency; reinstall slimline)",

@@ -31,6 +31,9 @@ from slimline.pipeline import (
     run_stage,
 )
 
+RUNTIMES_FOR_FORMAT = {"onnx": ("onnxruntime",), "hf": ("torch",), "torch-quantized": ("torch",),
+                       "tensorrt": ("tensorrt",)}
+
 
 def _work_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.work"
@@ -94,6 +97,11 @@ def bench_model(model_path: Path, profile: Profile, out: Path, *, baseline: Path
                 eval_data: DatasetSpec | None = None) -> Report:
     """Benchmark an existing model directory against its fp32 source checkpoint on `profile`."""
     model = ModelDir.open(model_path)
+    runtimes = RUNTIMES_FOR_FORMAT.get(model.manifest.format, ())
+    if profile.target.runtime not in runtimes:
+        raise RecipeError(f"{model_path} is a {model.manifest.format} model; profile {profile.name} runs "
+                          f"{profile.target.runtime}, which cannot load it.",
+                          fix=f"use a profile whose runtime is one of {list(runtimes)}.")
     source = open_checkpoint(baseline or _lineage_source(model))
     ensure_writable(out)
     hinted = source.manifest.metadata.get("eval_data")

@@ -1,4 +1,8 @@
-"""PyTorch eager runner: the fp32 baseline every candidate is compared against."""
+"""PyTorch eager runner: the fp32 baseline every candidate is compared against, and torch-quantized models.
+
+A torch-quantized directory (torch-int8-dynamic, bitsandbytes int8/nf4/fp4) is loaded through
+slimline.torch_quantized, which knows each scheme's format; describe() names the scheme.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.runners.base import RunnerSpec
-from slimline.errors import MissingDependency
+from slimline.errors import BenchError, MissingDependency
 from slimline.hf import load_hf_model
 
 
@@ -21,13 +25,25 @@ class TorchRunner:
             raise MissingDependency("the torch runner was asked for CUDA, but torch sees no CUDA device.",
                                     fix="run on a machine with an NVIDIA GPU and a CUDA build of torch.")
         self.device = torch.device(spec.device)
-        self.model = load_hf_model(Path(spec.model_path), spec.task).to(self.device)
+        self.scheme = "none"
+        if spec.model_format == "torch-quantized":
+            from slimline.torch_quantized import load_torch_quantized
+
+            self.model, quantization = load_torch_quantized(Path(spec.model_dir), spec.task, spec.device)
+            self.scheme = quantization["scheme"]
+        elif spec.model_format == "hf":
+            self.model = load_hf_model(Path(spec.model_path), spec.task).to(self.device)
+        else:
+            raise BenchError(f"the torch runner cannot run a {spec.model_format} model ({spec.model_dir}).",
+                             fix="benchmark it with a profile whose runtime matches the model's format.")
+        self.dtype = self.model.dtype
         self.input_names = [s.name for s in spec.inputs]
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
             tensors = {k: torch.from_numpy(v).to(self.device) for k, v in feeds.items() if k in self.input_names}
+            tensors = {k: t.to(self.dtype) if t.is_floating_point() else t for k, t in tensors.items()}
             return self.model(**tensors).logits.float().cpu().numpy()
 
     def synchronize(self) -> None:
@@ -35,5 +51,5 @@ class TorchRunner:
             self.torch.cuda.synchronize()
 
     def describe(self) -> dict[str, object]:
-        return {"runtime": "torch", "mode": "eager", "dtype": "float32", "device": str(self.device),
-                "threads": self.torch.get_num_threads()}
+        return {"runtime": "torch", "mode": "eager", "dtype": str(self.dtype).removeprefix("torch."),
+                "quantization": self.scheme, "device": str(self.device), "threads": self.torch.get_num_threads()}
