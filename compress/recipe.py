@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from compress.base import Pass, registry
 from slimline.errors import RecipeError
+from slimline.yaml_files import load_yaml_file
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,7 @@ def parse_recipe(data: Any, source: str) -> list[RecipeStep]:
 
 
 def load_recipe(path: Path | str) -> list[RecipeStep]:
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe file {path} does not exist.", fix="check the --recipe path.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise RecipeError(f"recipe {path} is not valid YAML: {err}.", fix="fix the YAML syntax.") from err
-    return parse_recipe(data, str(path))
+    return parse_recipe(load_yaml_file(Path(path), RecipeError, "recipe"), str(path))
 
 
 def order_problems(steps: list[RecipeStep]) -> list[str]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slimline.errors import ProfileError
+from slimline.yaml_files import load_yaml_file
 
 PROFILE_SCHEMA_VERSION = 1
 PROFILES_DIR = Path(__file__).parent
@@ -163,10 +163,4 @@ def load_profile(name_or_path: str | Path) -> Profile:
         if not path.is_file():
             raise ProfileError(f"no profile named {name_or_path!r}.",
                                fix=f"use one of {', '.join(list_profiles())} or a path to a YAML file.")
-    if not path.is_file():
-        raise ProfileError(f"profile file {path} does not exist.", fix="check the --profile path.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ProfileError(f"profile {path} is not valid YAML: {err}.", fix="fix the YAML syntax.") from err
-    return parse_profile(data, str(path))
+    return parse_profile(load_yaml_file(path, ProfileError, "profile"), str(path))

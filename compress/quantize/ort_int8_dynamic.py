@@ -7,11 +7,7 @@ refuses CUDA targets instead of producing a slower model.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +15,7 @@ from pydantic import Field
 
 from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, copy_side_files, register
 from compress.quantize.fallback import FallbackConfig, quantize_with_fallback
+from compress.quantize.ort_common import float_model_for_quantization
 from profiles.schema import Target
 from slimline.artifact import ModelDir
 from slimline.deps import require
@@ -27,7 +24,6 @@ from slimline.machine import has_vnni
 
 log = logging.getLogger(__name__)
 QUANTIZED_MODEL_FILE = "model.onnx"
-ONNX_PROTOBUF_LIMIT_BYTES = 2**31 - 1
 
 
 class Int8DynamicConfig(PassConfig):
@@ -43,32 +39,6 @@ class Int8DynamicConfig(PassConfig):
     fallback: FallbackConfig = Field(default_factory=FallbackConfig, description="accuracy-aware node exclusion")
 
 
-def preprocess_for_quantization(source: Path, out: Path, large: bool, pass_name: str) -> dict[str, object]:
-    """ORT's recommended pre-processing (shape inference + graph optimisation) before quantizing.
-
-    Symbolic shape inference gives up on some transformer exports ("Incomplete symbolic shape
-    inference") unless conflicting symbolic dims may be merged (auto_merge); if it still fails,
-    ONNX's own shape inference is used instead, and the manifest says so. ORT dumps a debug model
-    into the working directory when it gives up, so it runs from a scratch directory.
-    """
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    source, out = source.resolve(), out.resolve()  # relative paths (a relative --out) break under the chdir
-    failures = []
-    for skip_symbolic in (False, True):
-        try:
-            with tempfile.TemporaryDirectory(prefix="slimline-preprocess-") as scratch, working_directory(scratch):
-                quant_pre_process(str(source), str(out), skip_symbolic_shape=skip_symbolic, auto_merge=True,
-                                  save_as_external_data=large)
-            return {"preprocess": True, "symbolic_shape_inference": not skip_symbolic,
-                    "preprocess_warnings": failures}
-        except Exception as err:  # ORT raises plain Exceptions from shape inference
-            failures.append(f"symbolic={not skip_symbolic}: {err}")
-            log.info("quant_pre_process failed (%s); retrying without symbolic shape inference", err)
-    raise PassError(f"{pass_name}: ORT pre-processing of {source} failed: {'; '.join(failures)}.",
-                    fix="set `preprocess: false` in the recipe step to quantize the raw export.")
-
-
 def resolve_reduce_range(config: Int8DynamicConfig) -> bool:
     if config.reduce_range == "auto":
         return config.per_channel and not has_vnni()
@@ -79,17 +49,6 @@ def gemm_aware_exclusions(excluded: list[str]) -> list[str]:
     """Dynamic quantization rewrites a Gemm node G into MatMul "G_MatMul" + Add before it applies
     nodes_to_exclude, so excluding G by its own name alone does nothing; name both."""
     return [*excluded, *(f"{name}_MatMul" for name in excluded)]
-
-
-@contextlib.contextmanager
-def working_directory(path: str) -> Iterator[None]:
-    """contextlib.chdir exists only from Python 3.11; slimline supports 3.10."""
-    previous = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
 
 
 @register("quantize.ort-int8-dynamic")
@@ -114,34 +73,28 @@ class OrtInt8Dynamic(Pass):
         quantization = require("onnxruntime.quantization", purpose=self.name)
         config: Int8DynamicConfig = self.config  # type: ignore[assignment]
         source = model.model_path
-        large = source.stat().st_size > ONNX_PROTOBUF_LIMIT_BYTES
-        notes: dict[str, object] = {"preprocess": False}
-        with tempfile.TemporaryDirectory(prefix="slimline-int8-") as scratch:
-            float_model = source
-            if config.preprocess:
-                float_model = Path(scratch) / "preprocessed.onnx"
-                notes = preprocess_for_quantization(source, float_model, large, self.name)
-
+        with float_model_for_quantization(source, config.preprocess, self.name) as float_model:
             weight_type = getattr(quantization.QuantType, "QInt8" if config.weight_type == "qint8" else "QUInt8")
             reduce_range = resolve_reduce_range(config)
 
             def quantize(excluded: list[str], out_path: Path) -> None:
                 try:
                     quantization.quantize_dynamic(
-                        model_input=str(float_model), model_output=str(out_path),
+                        model_input=str(float_model.path), model_output=str(out_path),
                         op_types_to_quantize=config.op_types, per_channel=config.per_channel,
                         reduce_range=reduce_range, weight_type=weight_type,
-                        nodes_to_exclude=gemm_aware_exclusions(excluded), use_external_data_format=large,
+                        nodes_to_exclude=gemm_aware_exclusions(excluded),
+                        use_external_data_format=float_model.large,
                     )
                 except Exception as err:
                     raise PassError(f"{self.name}: quantize_dynamic failed on {source}: {err}.",
                                     fix="exclude the failing node with `exclude_nodes`, or narrow `op_types`.") from err
 
-            fallback = quantize_with_fallback(quantize, float_model, out_dir / QUANTIZED_MODEL_FILE, model.path,
+            fallback = quantize_with_fallback(quantize, float_model.path, out_dir / QUANTIZED_MODEL_FILE, model.path,
                                               {s.name for s in model.manifest.inputs}, config.op_types,
                                               config.exclude_nodes, context, config.fallback)
         copy_side_files(model.path, out_dir, skip={source.name, QUANTIZED_MODEL_FILE})
         return PassResult(model_file=QUANTIZED_MODEL_FILE, metadata={
             "quantization": {"scheme": "dynamic-int8", **config.model_dump(mode="json", exclude={"fallback"}),
-                             "reduce_range_resolved": resolve_reduce_range(config), **notes},
+                             "reduce_range_resolved": resolve_reduce_range(config), **float_model.notes},
             "accuracy_fallback": fallback})

@@ -8,7 +8,6 @@ check says so; on ORT's CUDA EP there are no INT8 kernels at all (onnxruntime #1
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +16,7 @@ from pydantic import Field
 from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, copy_side_files, register
 from compress.calibration import CalibrationSpec, TextCalibrationReader, check_calibration_set
 from compress.quantize.fallback import FallbackConfig, quantize_with_fallback
-from compress.quantize.ort_int8_dynamic import ONNX_PROTOBUF_LIMIT_BYTES, preprocess_for_quantization
+from compress.quantize.ort_common import float_model_for_quantization
 from profiles.schema import Target
 from slimline.artifact import ModelDir
 from slimline.deps import require
@@ -79,15 +78,9 @@ class OrtInt8Static(Pass):
         input_names = {spec.name for spec in model.manifest.inputs}
         reader = TextCalibrationReader(config.calibration, model.path, input_names)
         source = model.model_path
-        large = source.stat().st_size > ONNX_PROTOBUF_LIMIT_BYTES
-        notes: dict[str, object] = {"preprocess": False}
-        with tempfile.TemporaryDirectory(prefix="slimline-static-") as scratch:
-            float_model = source
-            if config.preprocess:
-                float_model = Path(scratch) / "preprocessed.onnx"
-                notes = preprocess_for_quantization(source, float_model, large, self.name)
+        with float_model_for_quantization(source, config.preprocess, self.name) as float_model:
             # Ranges are computed once and cached: fallback candidates differ only in excluded nodes.
-            calibration_cache = Path(scratch) / "calibration-ranges.json"
+            calibration_cache = float_model.scratch / "calibration-ranges.json"
 
             quant_format = getattr(quantization.QuantFormat, "QDQ" if config.format == "qdq" else "QOperator")
 
@@ -95,7 +88,8 @@ class OrtInt8Static(Pass):
                 reader.rewind()
                 try:
                     quantization.quantize_static(
-                        model_input=str(float_model), model_output=str(out_path), calibration_data_reader=reader,
+                        model_input=str(float_model.path), model_output=str(out_path),
+                        calibration_data_reader=reader,
                         quant_format=quant_format,
                         op_types_to_quantize=config.op_types, per_channel=config.per_channel,
                         reduce_range=config.reduce_range,
@@ -103,14 +97,14 @@ class OrtInt8Static(Pass):
                         weight_type=_quant_type(quantization, config.weight_type), nodes_to_exclude=excluded,
                         calibrate_method=getattr(quantization.CalibrationMethod,
                                                  CALIBRATION_METHODS[config.calibration_method]),
-                        use_external_data_format=large, calibration_cache_path=str(calibration_cache),
+                        use_external_data_format=float_model.large, calibration_cache_path=str(calibration_cache),
                         extra_options={"CalibPercentile": config.percentile, "CalibTensorRangeSymmetric": False},
                     )
                 except Exception as err:
                     raise PassError(f"{self.name}: quantize_static failed on {source}: {err}.",
                                     fix="exclude the failing node (exclude_nodes) or try another format.") from err
 
-            fallback = quantize_with_fallback(quantize, float_model, out_dir / STATIC_MODEL_FILE, model.path,
+            fallback = quantize_with_fallback(quantize, float_model.path, out_dir / STATIC_MODEL_FILE, model.path,
                                               input_names, config.op_types, config.exclude_nodes, context,
                                               config.fallback)
         copy_side_files(model.path, out_dir, skip={source.name, STATIC_MODEL_FILE})
@@ -119,7 +113,7 @@ class OrtInt8Static(Pass):
             metadata={"quantization": {"scheme": "static-int8",
                                        **config.model_dump(mode="json", exclude={"calibration", "fallback"}),
                                        "calibration": {**config.calibration.model_dump(), "examples": reader.count},
-                                       **notes},
+                                       **float_model.notes},
                       "accuracy_fallback": fallback},
             data_sha256={"calibration": reader.sha256},
         )
