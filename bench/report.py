@@ -114,7 +114,8 @@ def fallback_markdown(search: dict[str, Any]) -> str:
         rows.append([f"{index}{chosen}", str(len(candidate["excluded"])), f"{candidate['accuracy_pct']:.2f}",
                      f"{candidate['drop_pt']:.2f}", f"{candidate['latency_p50_ms']:.2f}",
                      f"{candidate['size_mb']:.1f}"])
-    header = (f"Budget {search['budget_pt']:g} pt vs fp32 {search['reference_accuracy_pct']:.2f}%: "
+    header = (f"Search target: drop <= {search['budget_pt']:g} pt (the budget less the margin) vs fp32 "
+              f"{search['reference_accuracy_pct']:.2f}%: "
               f"{'met' if search['met_budget'] else 'NOT met'} ({search['stopped_by']}).\n\n")
     return header + markdown_table(["candidate", "nodes in float", "accuracy %", "drop pt", "p50 ms (quick)",
                                      "size MB"], rows)

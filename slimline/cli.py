@@ -102,6 +102,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             bench_export=True))
     print_report(report)
     _console().print(f"report: {Path(args.out) / 'report.json'} and report.md")
+    from slimline.bundle import package
+
+    bundle = package(Path(args.out), Path(args.out) / "bundle", name="minilm-l6-rotten-tomatoes", replace=True)
+    _console().print(f"bundle: {bundle.path} (check it with `slimline verify {bundle.path}`, "
+                     f"serve it with `slimline serve {bundle.path}`)")
     return _verdict_exit(report)
 
 
@@ -224,7 +229,28 @@ def build_parser() -> argparse.ArgumentParser:
     passes = sub.add_parser("passes", help="list registered compression passes")
     passes.add_argument("action", choices=["list"])
     passes.set_defaults(handler=cmd_passes)
+
+    from slimline.cli_deploy import add_deploy_commands
+
+    add_deploy_commands(sub)  # package, verify, serve
+    from slimline.cli_doctor import add_doctor_command
+
+    add_doctor_command(sub)
     return parser
+
+
+def quiet_third_party_libraries() -> None:
+    """Libraries' advice to their developers (tracer notes, deprecations, "newly initialized" weights)
+    drowns the progress lines a user reads; -v brings it back. slimline's own warnings use logging."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for category in (UserWarning, FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    logging.getLogger().setLevel(logging.ERROR)  # ORT's quantizer logs its advice on the root logger
+    for ours in ("slimline", "compress", "export", "bench", "profiles"):
+        logging.getLogger(ours).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -232,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        quiet_third_party_libraries()
     from slimline.progress import RichReporter, set_reporter
 
     set_reporter(RichReporter())

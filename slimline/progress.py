@@ -66,8 +66,6 @@ class RichReporter:
                     progress.advance(task_id, amount)
 
             yield _RichStep()
-            if total is not None:
-                progress.update(task_id, completed=total)
 
 
 _current: Reporter = SilentReporter()

@@ -37,7 +37,10 @@ class FallbackConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = True
     max_drop_pt: float | None = Field(default=None, ge=0, description="None: the profile's accuracy budget")
-    eval_samples: int = Field(default=400, ge=10, description="validation examples per candidate")
+    eval_samples: int | None = Field(default=None, ge=10, description="validation examples per candidate "
+                                                                       "(None: the whole validation split)")
+    margin_pt: float = Field(default=0.25, ge=0, description="aim this far inside the budget: the validation "
+                                                             "estimate must carry over to the test split")
     sensitivity_samples: int = Field(default=32, ge=1)
     max_excluded: int = Field(default=24, ge=1)
     time_limit_s: float = Field(default=900, gt=0)
@@ -199,6 +202,8 @@ def quantize_with_fallback(quantize: Quantize, float_model: Path, out_path: Path
                            config: FallbackConfig) -> dict[str, object]:
     """Quantize once, or search when an accuracy budget and labelled data are at hand; returns metadata."""
     budget = config.max_drop_pt if config.max_drop_pt is not None else context.accuracy_drop_budget_pt
+    if budget is not None:
+        budget = max(0.0, budget - config.margin_pt)
     reason = None
     if not config.enabled:
         reason = "disabled in the recipe"
