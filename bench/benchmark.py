@@ -21,6 +21,8 @@ from slimline.progress import reporter
 
 WORKER_GRACE_S = 600.0
 SPREAD_WARNING = "latency spread is high (cv {cv:.2f} > {max_cv:.2f} at {shape}): the verdict may not be reliable"
+GPU_SPREAD_HINT = ("; on a GPU, clock boost and thermal throttling are the usual cause: lock the clocks "
+                   "(nvidia-smi --lock-gpu-clocks) or raise warmup_iters, and check that nothing else uses the GPU")
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ def _spec_for(candidate: Candidate, profile: Profile, inputs: list[TensorSpec], 
     return RunnerSpec(
         label=candidate.label, runtime=candidate.runtime, model_path=str(candidate.model.model_path),
         model_dir=str(candidate.model.path), model_format=candidate.model.manifest.format,
-        task=candidate.model.manifest.task, device=target.device,
+        task=candidate.model.manifest.task, device=target.device, precision=target.precision,
         threads=target.threads, providers=target.providers() if candidate.runtime == "onnxruntime" else [],
         inputs=inputs, shapes=profile.shapes, measurement=profile.measurement,
         eval_npz=str(eval_npz) if eval_npz else None,
@@ -74,7 +76,7 @@ def _to_candidate_result(candidate: Candidate, raw: dict) -> CandidateResult:
         label=candidate.label, runtime=candidate.runtime, format=candidate.model.manifest.format,
         model_dir=str(candidate.model.path), runner=raw["runner"], latency=raw["latency"],
         size_mb=round(candidate.model.size_mb(), 3), peak_rss_mb=round(raw["peak_rss_mb"], 1), load_s=raw["load_s"],
-        accuracy_pct=None if accuracy is None else 100.0 * accuracy,
+        accuracy_pct=None if accuracy is None else 100.0 * accuracy, gpu_memory_mb=raw.get("gpu_memory_mb"),
     )
 
 
@@ -91,8 +93,9 @@ def compare_to_baseline(result: CandidateResult, baseline: CandidateResult,
     return result.model_copy(update=updates)
 
 
-def spread_warnings(result: CandidateResult, max_cv: float) -> list[str]:
-    return [SPREAD_WARNING.format(cv=stats.cv, max_cv=max_cv, shape=shape)
+def spread_warnings(result: CandidateResult, max_cv: float, device: str = "cpu") -> list[str]:
+    hint = GPU_SPREAD_HINT if device == "cuda" else ""
+    return [SPREAD_WARNING.format(cv=stats.cv, max_cv=max_cv, shape=shape) + hint
             for shape, stats in result.latency.items() if stats.cv > max_cv]
 
 
@@ -107,10 +110,11 @@ def measure(candidates: list[Candidate], baseline: Candidate, profile: Profile, 
     (base_candidate, base_raw), *rest = raw_results
     baseline_result = _to_candidate_result(base_candidate, base_raw)
     baseline_result = baseline_result.model_copy(
-        update={"warnings": spread_warnings(baseline_result, profile.measurement.max_cv)})
+        update={"warnings": spread_warnings(baseline_result, profile.measurement.max_cv, profile.target.device)})
     results = []
     for candidate, raw in rest:
         result = compare_to_baseline(_to_candidate_result(candidate, raw), baseline_result,
                                      raw.get("predictions"), base_raw.get("predictions"))
-        results.append(result.model_copy(update={"warnings": spread_warnings(result, profile.measurement.max_cv)}))
+        warnings = spread_warnings(result, profile.measurement.max_cv, profile.target.device)
+        results.append(result.model_copy(update={"warnings": warnings}))
     return baseline_result, results

@@ -36,6 +36,8 @@ def metric_value(metric: str, candidate: CandidateResult) -> tuple[float | None,
         return candidate.size_mb, None
     if metric == "peak_rss_mb":
         return candidate.peak_rss_mb, None
+    if metric == "gpu_memory_mb":
+        return candidate.gpu_memory_mb, None
     if metric == "accuracy_pct":
         return candidate.accuracy_pct, None
     if metric == "accuracy_drop_pt":

@@ -18,6 +18,7 @@ class CandidateResult(BaseModel):
     latency: dict[str, LatencyStats]
     size_mb: float
     peak_rss_mb: float
+    gpu_memory_mb: float | None = None  # CUDA targets with NVML (bench/gpu_memory.py); None elsewhere
     load_s: float
     accuracy_pct: float | None = None
     accuracy_drop_pt: float | None = None

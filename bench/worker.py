@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.eval_data import accuracy_of
+from bench.gpu_memory import GpuMemoryProbe
 from bench.latency import sample_latencies_ms, summarize
 from bench.runners import RunnerSpec, make_runner
 from slimline.errors import SlimlineError
@@ -41,16 +42,19 @@ def _peak_rss_mb() -> float:
 
 def run_worker(spec: RunnerSpec) -> dict[str, object]:
     config = json.loads((Path(spec.model_dir) / "config.json").read_text())
+    gpu_memory = GpuMemoryProbe() if spec.device == "cuda" else None  # baselines before the model loads
     started = time.perf_counter()
     runner = make_runner(spec)
     load_s = time.perf_counter() - started
-    latency = {}
+    latency, phases = {}, {}
     for shape in spec.shapes:
         feeds = synthetic_feeds(spec.inputs, shape, config, seed=spec.seed)
         samples = sample_latencies_ms(lambda feeds=feeds: runner.run(feeds), spec.measurement, runner.synchronize)
         latency[shape.label()] = summarize(samples, shape.batch_size, seed=spec.seed).model_dump()
-    result: dict[str, object] = {"label": spec.label, "runner": runner.describe(), "load_s": load_s,
-                                 "latency": latency}
+        if hasattr(runner, "take_phase_timings"):  # GPU runners: copies and compute timed apart (CUDA events)
+            phases[shape.label()] = runner.take_phase_timings()
+    described = {**runner.describe(), **({"phases_ms": phases} if phases else {})}
+    result: dict[str, object] = {"label": spec.label, "runner": described, "load_s": load_s, "latency": latency}
     if spec.eval_npz:
         arrays = dict(np.load(spec.eval_npz))
         labels = arrays.pop("labels")
@@ -62,6 +66,10 @@ def run_worker(spec: RunnerSpec) -> dict[str, object]:
         result["accuracy"] = accuracy_of(predicted, labels)
         result["predictions"] = predicted.tolist()
     result["peak_rss_mb"] = _peak_rss_mb()
+    memory = gpu_memory.read() if gpu_memory is not None else None
+    if memory is not None:
+        result["gpu_memory_mb"] = memory.mb
+        described["gpu_memory_method"] = memory.method
     return result
 
 

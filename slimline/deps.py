@@ -19,6 +19,10 @@ INSTALL_HINTS: dict[str, str] = {
     "pynvml": "pip install 'slimline[gpu]'",
     "onnxruntime": "pip install onnxruntime  (or 'slimline[gpu]' for onnxruntime-gpu)",
     "optimum": "pip install 'slimline'  (optimum-onnx is a core dependency; reinstall slimline)",
+    "fastapi": "pip install 'slimline[serve]'",
+    "uvicorn": "pip install 'slimline[serve]'",
+    "prometheus_client": "pip install 'slimline[serve]'",
+    "httpx": "pip install 'slimline[serve]'",
 }
 
 

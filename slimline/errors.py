@@ -61,3 +61,8 @@ class ExportError(SlimlineError):
 
 class BenchError(SlimlineError):
     """A benchmark run failed."""
+
+
+class BundleError(BadInputError):
+    """A deployment bundle cannot be built from this input, or fails verification (tampered, incomplete,
+    unsafe archive, or a runtime this machine cannot load it with)."""

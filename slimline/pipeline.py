@@ -20,10 +20,12 @@ from bench.benchmark import Candidate, measure
 from bench.budgets import evaluate_budgets
 from bench.eval_data import build_eval_npz
 from bench.report import Report, StageRecord, write_report
+from bench.runners.base import torch_baseline_precision
 from compress.base import ModelInfo, PassContext, Problem
 from compress.recipe import RecipeStep, order_problems, parse_recipe
 from export.onnx import OnnxExportConfig, export_onnx
-from profiles.schema import Profile
+from export.tensorrt import TENSORRT_EXPORT_STEP, TensorRTExportConfig, current_engine_facts, export_tensorrt
+from profiles.schema import Profile, Shape
 from slimline.artifact import (
     LineageStep,
     Manifest,
@@ -71,6 +73,7 @@ class RunRequest:
     eval_data: DatasetSpec | None = None
     export: OnnxExportConfig = field(default_factory=OnnxExportConfig)
     bench_export: bool = False  # also measure the fp32 ONNX export: what the passes gained over plain ORT
+    tensorrt: TensorRTExportConfig | None = None  # runtime tensorrt only; None: from the profile's target.precision
     seed: int = 0
 
 
@@ -100,8 +103,10 @@ def ensure_writable(out_dir: Path) -> None:
 def _check_runtime_available(profile: Profile) -> None:
     target = profile.target
     if target.runtime == "tensorrt":
-        raise MissingDependency(f"profile {profile.name} targets TensorRT, which this slimline version cannot run yet.",
-                                fix="use an onnxruntime profile (e.g. gpu-t4) until the TensorRT exporter lands.")
+        from slimline.gpu import require_tensorrt
+
+        TensorRTExportConfig.for_target_precision(target.precision)  # e.g. int4 has no TensorRT build: exit 2
+        require_tensorrt(f"profile {profile.name}")  # names every missing piece (module, CUDA torch, device)
     if target.runtime == "onnxruntime":
         from bench.runners.ort_runner import check_providers
 
@@ -231,6 +236,25 @@ def export_producer(model: ModelDir, config: OnnxExportConfig) -> Callable[[Path
     return produce
 
 
+def tensorrt_config(request: RunRequest) -> TensorRTExportConfig:
+    return request.tensorrt or TensorRTExportConfig.for_target_precision(request.profile.target.precision)
+
+
+def tensorrt_context_key(request: RunRequest) -> dict[str, Any]:
+    """An engine depends on the shapes and on the GPU and TensorRT release it was built on: a rerun
+    elsewhere rebuilds instead of reusing an engine this machine cannot load (a driver update does not)."""
+    engine = current_engine_facts().model_dump(include={"tensorrt_version", "compute_capability", "gpu_name"})
+    return {"shapes": [s.model_dump() for s in request.profile.shapes], "engine": engine}
+
+
+def tensorrt_producer(model: ModelDir, config: TensorRTExportConfig,
+                      shapes: list[Shape]) -> Callable[[Path], StageOutput]:
+    def produce(tmp: Path) -> StageOutput:
+        result = export_tensorrt(model, tmp, config, shapes)
+        return StageOutput("tensorrt", result.model_file, result.inputs, result.outputs, result.metadata)
+    return produce
+
+
 def accuracy_budget_pt(profile: Profile) -> float | None:
     """The profile's allowed accuracy loss in points vs fp32, from whichever budget states it."""
     if "accuracy_drop_pt" in profile.budgets:
@@ -260,14 +284,21 @@ class StagesDone:
 
 
 def run_stages(request: RunRequest, plan: Plan) -> StagesDone:
-    """torch-level passes -> export -> ONNX-level passes, each reused when already done."""
+    """torch-level passes -> export -> ONNX-level passes (-> TensorRT build), each reused when already done."""
     context = pass_context(request.profile, plan.eval_data, request.seed)
-    ordered: list[RecipeStep | None] = [*plan.torch_steps, *([None] if plan.needs_export else []), *plan.onnx_steps]
+    engine_build = [TENSORRT_EXPORT_STEP] if request.profile.target.runtime == "tensorrt" else []
+    ordered: list[RecipeStep | str | None] = [*plan.torch_steps, *([None] if plan.needs_export else []),
+                                              *plan.onnx_steps, *engine_build]
     current, records, onnx_stages = plan.source, [], []
     for index, step in enumerate(ordered, start=1):
         if step is None:  # the export between torch-level and ONNX-level passes
             kind, name, config, key = "exporter", EXPORT_STEP, request.export.model_dump(), None
             produce = export_producer(current, request.export)
+        elif isinstance(step, str):  # the TensorRT build after the ONNX-level passes
+            trt_config = tensorrt_config(request)
+            kind, name, config = "exporter", step, trt_config.model_dump(mode="json")
+            key = tensorrt_context_key(request)
+            produce = tensorrt_producer(current, trt_config, request.profile.shapes)
         else:
             kind, name, config, key = "pass", step.name, step.config_dict(), context_key(context)
             produce = pass_producer(step, current, context)
@@ -289,6 +320,8 @@ def _label(model: ModelDir) -> str:
     steps = [s.name for s in model.manifest.lineage if s.kind != "source"]
     if not steps:
         return "source"
+    if steps[-1] == TENSORRT_EXPORT_STEP:
+        return f"{steps[-1]} ({model.manifest.metadata.get('tensorrt', {}).get('precision', '?')})"
     return f"{steps[-1]} (fp32)" if steps[-1].startswith("export.") else steps[-1]
 
 
@@ -306,8 +339,11 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
             eval_npz = Path(scratch) / "eval.npz"
             with reporter().step(f"bench: tokenising {spec.source}/{spec.split}"):
                 eval_facts = build_eval_npz(spec, plan.source.path, profile.shapes[0].sequence_length, eval_npz)
-        baseline = Candidate("torch fp32 eager (baseline)", plan.source, "torch")
-        candidates = [Candidate(_label(m), m, runtime) for m in intermediates]
+        baseline_precision = torch_baseline_precision(profile.target.device, profile.target.precision)
+        baseline = Candidate(f"torch {baseline_precision} eager (baseline)", plan.source, "torch")
+        # ONNX intermediates of a TensorRT run are measured on ONNX Runtime (the profile's CUDA providers)
+        candidates = [Candidate(_label(m), m, "onnxruntime" if m.manifest.format == "onnx" and runtime == "tensorrt"
+                                else runtime) for m in intermediates]
         candidates.append(Candidate(_label(final), final, runtime))
         baseline_result, results = measure(candidates, baseline, profile, inputs, eval_npz)
     final_result = results[-1]

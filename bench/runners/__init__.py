@@ -16,10 +16,9 @@ def make_runner(spec: RunnerSpec) -> Runner:
 
         return OrtRunner(spec)
     if spec.runtime == "tensorrt":
-        from slimline.errors import MissingDependency
+        from bench.runners.trt_runner import TensorRTRunner
 
-        raise MissingDependency("the TensorRT runner is not available in this slimline version.",
-                                fix="use an onnxruntime profile; TensorRT support is tracked separately.")
+        return TensorRTRunner(spec)
     raise ValueError(f"unknown runtime {spec.runtime!r}")
 
 

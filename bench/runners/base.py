@@ -22,6 +22,7 @@ class RunnerSpec(BaseModel):
     model_format: str = "hf"
     task: str
     device: Literal["cpu", "cuda"] = "cpu"
+    precision: str = "fp32"  # the profile's target.precision (the torch baseline runs fp16 on cuda+fp16)
     threads: int = 2
     providers: list[str] = []
     inputs: list[TensorSpec]
@@ -44,3 +45,9 @@ class Runner(Protocol):
     def describe(self) -> dict[str, object]:
         """Runtime facts for the report: providers in use, device, dtype."""
         ...
+
+
+def torch_baseline_precision(device: str, precision: str) -> str:
+    """The GPU baseline for an fp16 target is PyTorch eager in fp16 (what a team would ship without slimline);
+    everywhere else the reference is fp32."""
+    return "fp16" if device == "cuda" and precision == "fp16" else "fp32"

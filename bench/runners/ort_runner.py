@@ -23,6 +23,24 @@ def check_providers(requested: list[str]) -> None:
         )
 
 
+def provider_entries(providers: list[str], precision: str) -> list[str | tuple[str, dict[str, object]]]:
+    """Provider names, with options for TensorRT's EP: fp16 when the target asks for it, and engine and timing
+    caches under the user cache dir, or every new session rebuilds its engines (minutes for a transformer)."""
+    entries: list[str | tuple[str, dict[str, object]]] = []
+    for provider in providers:
+        if provider != "TensorrtExecutionProvider":
+            entries.append(provider)
+            continue
+        from slimline.demo import cache_root
+
+        cache = cache_root() / "ort-tensorrt"
+        cache.mkdir(parents=True, exist_ok=True)
+        entries.append((provider, {"trt_fp16_enable": precision in ("fp16", "mixed"), "trt_engine_cache_enable": True,
+                                   "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True,
+                                   "trt_timing_cache_path": str(cache)}))
+    return entries
+
+
 class OrtRunner:
     def __init__(self, spec: RunnerSpec) -> None:
         import onnxruntime as ort
@@ -33,7 +51,8 @@ class OrtRunner:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(spec.model_path, sess_options=options, providers=spec.providers)
+        self.session = ort.InferenceSession(spec.model_path, sess_options=options,
+                                            providers=provider_entries(spec.providers, spec.precision))
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.threads = spec.threads
 

@@ -1,4 +1,7 @@
-"""PyTorch eager runner: the fp32 baseline every candidate is compared against, and torch-quantized models.
+"""PyTorch eager runner: the baseline every candidate is compared against, and torch-quantized models.
+
+The baseline is fp32, except on a CUDA target whose precision is fp16: there it is the model in fp16
+(`.half()`), the GPU baseline an fp16 TensorRT or ONNX Runtime candidate has to beat.
 
 A torch-quantized directory (torch-int8-dynamic, bitsandbytes int8/nf4/fp4) is loaded through
 slimline.torch_quantized, which knows each scheme's format; describe() names the scheme.
@@ -10,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.runners.base import RunnerSpec
+from bench.runners.base import RunnerSpec, torch_baseline_precision
 from slimline.errors import BenchError, MissingDependency
 from slimline.hf import load_hf_model
 
@@ -33,6 +36,8 @@ class TorchRunner:
             self.scheme = quantization["scheme"]
         elif spec.model_format == "hf":
             self.model = load_hf_model(Path(spec.model_path), spec.task).to(self.device)
+            if torch_baseline_precision(spec.device, spec.precision) == "fp16":
+                self.model = self.model.half()  # the CUDA fp16 baseline: plain .half(), no autocast, no compile
         else:
             raise BenchError(f"the torch runner cannot run a {spec.model_format} model ({spec.model_dir}).",
                              fix="benchmark it with a profile whose runtime matches the model's format.")

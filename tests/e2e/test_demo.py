@@ -39,3 +39,7 @@ def test_the_demo_runs_the_cpu_profile_on_an_accurate_checkpoint_and_measures_ac
     assert report["accuracy_drop_pt"] == pytest.approx(report["measurements"]["accuracy_drop_pt"])
     statuses = {b["name"]: b["status"] for b in report["budgets"]}
     assert statuses["accuracy_drop_pt"] != "not_measured"
+
+    bundle = out / "bundle"
+    assert (bundle / "manifest.json").is_file()
+    assert run_cli("verify", str(bundle)).returncode == 0
