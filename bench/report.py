@@ -112,13 +112,14 @@ def fallback_markdown(search: dict[str, Any]) -> str:
     for index, candidate in enumerate(search["candidates"]):
         chosen = " (chosen)" if index == search["chosen"] else ""
         rows.append([f"{index}{chosen}", str(len(candidate["excluded"])), f"{candidate['accuracy_pct']:.2f}",
-                     f"{candidate['drop_pt']:.2f}", f"{candidate['latency_p50_ms']:.2f}",
+                     f"{candidate['drop_pt']:.2f}", f"{candidate['drop_upper_pt']:.2f}",
+                     f"{candidate['latency_p50_ms']:.2f}",
                      f"{candidate['size_mb']:.1f}"])
-    header = (f"Search target: drop <= {search['budget_pt']:g} pt (the budget less the margin) vs fp32 "
+    header = (f"Search target: drop + z·SE <= {search['budget_pt']:g} pt (paired standard error) vs fp32 "
               f"{search['reference_accuracy_pct']:.2f}%: "
               f"{'met' if search['met_budget'] else 'NOT met'} ({search['stopped_by']}).\n\n")
-    return header + markdown_table(["candidate", "nodes in float", "accuracy %", "drop pt", "p50 ms (quick)",
-                                     "size MB"], rows)
+    return header + markdown_table(["candidate", "nodes in float", "accuracy %", "drop pt", "drop + z·SE pt",
+                                    "p50 ms (quick)", "size MB"], rows)
 
 
 def write_results(directory: Path, name: str, report_json: str, markdown: str) -> tuple[Path, Path]:

@@ -39,8 +39,10 @@ class FallbackConfig(BaseModel):
     max_drop_pt: float | None = Field(default=None, ge=0, description="None: the profile's accuracy budget")
     eval_samples: int | None = Field(default=None, ge=10, description="validation examples per candidate "
                                                                        "(None: the whole validation split)")
-    margin_pt: float = Field(default=0.25, ge=0, description="aim this far inside the budget: the validation "
-                                                             "estimate must carry over to the test split")
+    confidence_z: float = Field(default=1.0, ge=0, description="a candidate passes when drop + z * standard "
+                                                                "error (paired, on the validation split) is "
+                                                                "within the budget, so it carries over to unseen data")
+    margin_pt: float = Field(default=0.0, ge=0, description="aim this much further inside the budget")
     sensitivity_samples: int = Field(default=32, ge=1)
     max_excluded: int = Field(default=24, ge=1)
     time_limit_s: float = Field(default=900, gt=0)
@@ -52,6 +54,7 @@ class SearchCandidate:
     excluded: list[str]
     accuracy_pct: float
     drop_pt: float
+    drop_upper_pt: float  # drop + z * standard error: what the budget is checked against
     latency_p50_ms: float
     size_mb: float
 
@@ -102,8 +105,9 @@ class OrtEvaluator:
                    for i in range(0, count, batch)]
         return np.concatenate(outputs)
 
-    def accuracy_pct(self, path: Path) -> float:
-        return 100.0 * float((self.logits(path).argmax(-1) == self.labels).mean())
+    def correct(self, path: Path) -> np.ndarray:
+        """Per-example correctness on the validation examples (for paired comparisons)."""
+        return self.logits(path).argmax(-1) == self.labels
 
     def latency_p50_ms(self, path: Path) -> float:
         """A quick in-process median to rank candidates; the report's latency comes from bench."""
@@ -121,7 +125,8 @@ def search(quantize: Quantize, float_model: Path, nodes: list[str], base_exclude
            evaluator: OrtEvaluator, budget_pt: float, config: FallbackConfig, out_path: Path) -> SearchResult:
     """Quantize at `out_path`, excluding sensitive nodes step by step until the budget holds."""
     started = time.monotonic()
-    reference = evaluator.accuracy_pct(float_model)
+    reference_correct = evaluator.correct(float_model)
+    reference = 100.0 * float(reference_correct.mean())
     result = SearchResult(budget_pt=budget_pt, reference_accuracy_pct=reference)
     with tempfile.TemporaryDirectory(prefix="slimline-fallback-") as scratch:
         scratch_dir = Path(scratch)
@@ -131,17 +136,19 @@ def search(quantize: Quantize, float_model: Path, nodes: list[str], base_exclude
             path = scratch_dir / f"candidate-{len(paths)}.onnx"
             quantize(excluded, path)
             paths.append(path)
-            accuracy = evaluator.accuracy_pct(path)
-            candidate = SearchCandidate(excluded=list(excluded), accuracy_pct=accuracy, drop_pt=reference - accuracy,
+            correct = evaluator.correct(path)
+            drop, error = paired_drop_pt(reference_correct, correct)
+            candidate = SearchCandidate(excluded=list(excluded), accuracy_pct=100.0 * float(correct.mean()),
+                                        drop_pt=drop, drop_upper_pt=drop + config.confidence_z * error,
                                         latency_p50_ms=evaluator.latency_p50_ms(path),
                                         size_mb=path.stat().st_size / 1e6)
             result.candidates.append(candidate)
-            log.info("fallback candidate %d: %d excluded, drop %.2f pt", len(paths) - 1, len(excluded),
-                     candidate.drop_pt)
+            log.info("fallback candidate %d: %d excluded, drop %.2f pt (upper %.2f)", len(paths) - 1,
+                     len(excluded), candidate.drop_pt, candidate.drop_upper_pt)
             return candidate
 
         first = measure(base_excluded)
-        if first.drop_pt > budget_pt:
+        if first.drop_upper_pt > budget_pt:
             result.sensitivity = _rank(quantize, float_model, nodes, base_excluded, evaluator, config, scratch_dir,
                                        started)
             ranked = sorted(result.sensitivity, key=result.sensitivity.get)
@@ -154,11 +161,11 @@ def search(quantize: Quantize, float_model: Path, nodes: list[str], base_exclude
                         break
                     excluded.append(node)
                     step.advance()
-                    if measure(excluded).drop_pt <= budget_pt:
+                    if measure(excluded).drop_upper_pt <= budget_pt:
                         break
                 else:
                     result.stopped_by = "max_excluded reached" if ranked else "no nodes to exclude"
-        met = [i for i, c in enumerate(result.candidates) if c.drop_pt <= budget_pt]
+        met = [i for i, c in enumerate(result.candidates) if c.drop_upper_pt <= budget_pt]
         result.met_budget = bool(met)
         if met:
             result.chosen = met[0]
@@ -168,6 +175,19 @@ def search(quantize: Quantize, float_model: Path, nodes: list[str], base_exclude
                                 key=lambda i: (result.candidates[i].accuracy_pct, -result.candidates[i].latency_p50_ms))
         shutil.copyfile(paths[result.chosen], out_path)
     return result
+
+
+def paired_drop_pt(reference_correct: np.ndarray, candidate_correct: np.ndarray) -> tuple[float, float]:
+    """Accuracy drop in points and its standard error from paired outcomes on the same examples.
+
+    Only the examples where the two models disagree carry information (McNemar): with b lost and c
+    gained, drop = (b - c) / n and its variance is (b + c - (b - c)^2 / n) / n^2.
+    """
+    n = len(reference_correct)
+    lost = int(np.sum(reference_correct & ~candidate_correct))
+    gained = int(np.sum(~reference_correct & candidate_correct))
+    variance = max(lost + gained - (lost - gained) ** 2 / n, 0.0) / n**2
+    return 100.0 * (lost - gained) / n, 100.0 * float(np.sqrt(variance))
 
 
 def _rank(quantize: Quantize, float_model: Path, nodes: list[str], base_excluded: list[str],

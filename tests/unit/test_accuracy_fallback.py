@@ -9,7 +9,10 @@ import pytest
 import torch
 import yaml
 from conftest import WORDS, make_tiny_bert
+from hypothesis import given
+from hypothesis import strategies as st
 
+from compress.quantize.fallback import paired_drop_pt
 from compress.recipe import parse_recipe
 from profiles.schema import load_profile
 from slimline.data import DatasetSpec
@@ -62,7 +65,7 @@ def test_fallback_leaves_the_sensitive_node_in_float_until_the_budget_holds(frag
     search = out.manifest.metadata["accuracy_fallback"]
     first, chosen = search["candidates"][0], search["candidates"][search["chosen"]]
     assert first["drop_pt"] > 10.0, "fully quantized model must break the budget, or the test proves nothing"
-    assert search["met_budget"] and chosen["drop_pt"] <= 10.0
+    assert search["met_budget"] and chosen["drop_upper_pt"] <= 10.0 and chosen["drop_pt"] <= chosen["drop_upper_pt"]
     assert BROKEN_NODE in chosen["excluded"]
     assert min(search["sensitivity"], key=search["sensitivity"].get) == BROKEN_NODE
 
@@ -81,3 +84,16 @@ def test_fallback_keeps_the_best_candidate_when_the_budget_cannot_be_met(fragile
     if not search["met_budget"]:
         assert search["stopped_by"] == "max_excluded reached"
         assert search["candidates"][search["chosen"]]["accuracy_pct"] == max(accuracies)
+
+
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=400))
+def test_paired_drop_is_the_accuracy_difference_with_a_nonnegative_error(outcomes) -> None:
+    import numpy as np
+
+    reference = np.array([r for r, _ in outcomes])
+    candidate = np.array([c for _, c in outcomes])
+    drop, error = paired_drop_pt(reference, candidate)
+    assert drop == pytest.approx(100 * (reference.mean() - candidate.mean()))
+    assert error >= 0
+    if (reference == candidate).all():
+        assert drop == 0 and error == 0
