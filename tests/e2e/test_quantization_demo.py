@@ -19,15 +19,24 @@ def demo_checkpoint() -> Path:
     return ensure_demo_checkpoint().path
 
 
-@pytest.fixture(scope="module")
-def quick_cpu_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    profile = yaml.safe_load((REPO / "profiles" / "cpu.yaml").read_text())
-    profile["name"] = "cpu-quick"
+def quick_profile(base: str, directory: Path) -> Path:
+    profile = yaml.safe_load((REPO / "profiles" / f"{base}.yaml").read_text())
+    profile["name"] = f"{base}-quick"
     profile["measurement"] = {"warmup_iters": 3, "min_iters": 20, "min_time_s": 1.0, "max_time_s": 10.0,
                               "eval_max_samples": 400}
-    path = tmp_path_factory.mktemp("profiles") / "cpu-quick.yaml"
+    path = directory / f"{base}-quick.yaml"
     path.write_text(yaml.safe_dump(profile))
     return path
+
+
+@pytest.fixture(scope="module")
+def quick_cpu_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return quick_profile("cpu", tmp_path_factory.mktemp("profiles"))
+
+
+@pytest.fixture(scope="module")
+def quick_torch_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return quick_profile("cpu-torch", tmp_path_factory.mktemp("profiles"))
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +59,25 @@ def test_recipe_on_demo_keeps_accuracy_and_reports(recipe: str, demo_checkpoint:
         assert report["measurements"]["size_mb"] <= 0.30 * fp32_mb
     if recipe == "cpu-int8-dynamic":
         assert report["measurements"]["size_mb"] < 30.0  # embeddings quantized too
+
+
+@pytest.mark.parametrize("recipe", ["torch-int8-dynamic", "bnb-int8", "bnb-nf4"])
+def test_torch_runtime_recipe_on_demo(recipe: str, demo_checkpoint: Path, quick_torch_profile: Path,
+                                      tmp_path: Path) -> None:
+    if recipe.startswith("bnb"):
+        pytest.importorskip("bitsandbytes")
+    out = tmp_path / recipe
+    result = run_cli("run", "--checkpoint", str(demo_checkpoint), "--profile", str(quick_torch_profile),
+                     "--recipe", str(REPO / "recipes" / f"{recipe}.yaml"), "--out", str(out))
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["measurements"]["runtime"] == "torch"
+    assert report["accuracy_drop_pt"] is not None and report["accuracy_drop_pt"] <= 3.0
+    assert report["measurements"]["size_mb"] < report["baseline"]["size_mb"]
+
+
+def test_fp16_recipe_is_refused_on_the_cpu_target_before_any_work(demo_checkpoint: Path, tmp_path: Path) -> None:
+    result = run_cli("run", "--checkpoint", str(demo_checkpoint), "--profile", "cpu",
+                     "--recipe", str(REPO / "recipes" / "gpu-fp16.yaml"), "--out", str(tmp_path / "fp16"))
+    assert result.returncode == 2
+    assert "convert.fp16" in result.stderr and not (tmp_path / "fp16" / "stages").exists()

@@ -17,7 +17,9 @@ RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"
 def test_shipped_recipe_parses_and_checks_clean(path: Path) -> None:
     steps = load_recipe(path)
     assert steps
-    target = load_profile("gpu-t4" if path.stem.startswith("gpu") else "cpu").target
-    info = ModelInfo("onnx", "text-classification", "bert")
+    torch_level = path.stem.startswith(("torch", "bnb"))
+    profile = "gpu-t4" if path.stem.startswith("gpu") else "cpu-torch" if torch_level else "cpu"
+    target = load_profile(profile).target
+    info = ModelInfo("hf" if torch_level else "onnx", "text-classification", "bert")
     errors = [p for step in steps for p in step.pass_.check(info, target) if p.severity == "error"]
     assert not errors, errors
