@@ -11,7 +11,7 @@ from slimline.data import DatasetSpec, encode_labelled
 
 
 def build_eval_npz(spec: DatasetSpec, tokenizer_dir: Path, max_length: int, out_path: Path) -> dict[str, object]:
-    """Write input arrays + labels to `out_path`; returns facts for the report (size, hash)."""
+    """Write input arrays + labels (shortest first) to `out_path`; returns facts for the report (hashes)."""
     arrays, data = encode_labelled(spec, tokenizer_dir, max_length)
     np.savez(out_path, **arrays, labels=data.labels)
     digest = hashlib.sha256(out_path.read_bytes()).hexdigest()

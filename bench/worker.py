@@ -20,6 +20,7 @@ from bench.eval_data import accuracy_of
 from bench.gpu_memory import GpuMemoryProbe
 from bench.latency import sample_latencies_ms, summarize
 from bench.runners import RunnerSpec, make_runner
+from slimline.data import trimmed_batches
 from slimline.errors import SlimlineError
 from slimline.inputs import synthetic_feeds
 
@@ -59,8 +60,7 @@ def run_worker(spec: RunnerSpec) -> dict[str, object]:
         arrays = dict(np.load(spec.eval_npz))
         labels = arrays.pop("labels")
         predictions = []
-        for start in range(0, len(labels), spec.eval_batch_size):
-            batch = {k: v[start : start + spec.eval_batch_size] for k, v in arrays.items()}
+        for batch in trimmed_batches(arrays, spec.eval_batch_size):
             predictions.append(runner.run(batch).argmax(-1))
         predicted = np.concatenate(predictions)
         result["accuracy"] = accuracy_of(predicted, labels)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -152,7 +153,12 @@ def label_names_of(model_dir: Path) -> list[str] | None:
 
 def encode_labelled(spec: DatasetSpec, tokenizer_dir: Path,
                     max_length: int) -> tuple[dict[str, np.ndarray], LabelledTexts]:
-    """Tokenise a split with the model's own tokenizer into int64 arrays (padded to the longest)."""
+    """Tokenise a split with the model's own tokenizer into int64 arrays, shortest examples first.
+
+    Sorted by length so that batches cut with `trimmed_batches` carry almost no padding: on the demo
+    (snippets of ~28 tokens, the longest ~70) that makes accuracy passes about twice as fast. The
+    returned labels (`LabelledTexts`) are reordered to match; its sha256 still names the example set.
+    """
     from transformers import AutoTokenizer
 
     if not (tokenizer_dir / "tokenizer_config.json").is_file():
@@ -161,4 +167,28 @@ def encode_labelled(spec: DatasetSpec, tokenizer_dir: Path,
     data = load_dataset(spec, label_names_of(tokenizer_dir))
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     encoded = tokenizer(data.texts, padding="longest", truncation=True, max_length=max_length, return_tensors="np")
-    return {name: np.asarray(values, dtype=np.int64) for name, values in encoded.items()}, data
+    arrays = {name: np.asarray(values, dtype=np.int64) for name, values in encoded.items()}
+    order = np.argsort(arrays["attention_mask"].sum(axis=1), kind="stable") if "attention_mask" in arrays \
+        else np.arange(len(data))
+    arrays = {name: values[order] for name, values in arrays.items()}
+    ordered = LabelledTexts([data.texts[i] for i in order], data.labels[order], data.label_names, data.sha256)
+    return arrays, ordered
+
+
+def trimmed_batches(arrays: dict[str, np.ndarray], batch_size: int,
+                    rows: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of the given rows (all by default) with trailing all-padding columns cut off.
+
+    Only padding is removed (the attention mask is zero there), so each example's output is the
+    same as with the full padded width, up to float rounding.
+    """
+    indices = np.arange(len(next(iter(arrays.values())))) if rows is None else rows
+    for start in range(0, len(indices), batch_size):
+        chosen = indices[start : start + batch_size]
+        batch = {name: values[chosen] for name, values in arrays.items()}
+        mask = batch.get("attention_mask")
+        if mask is not None and mask.ndim == 2:
+            width = max(int(mask.sum(axis=1).max()), 1)
+            batch = {name: values[:, :width] if values.ndim == 2 and values.shape[1] == mask.shape[1] else values
+                     for name, values in batch.items()}
+        yield batch

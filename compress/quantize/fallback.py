@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from compress.base import PassContext
 from slimline.artifact import TensorSpec
-from slimline.data import encode_labelled
+from slimline.data import encode_labelled, trimmed_batches
 from slimline.errors import PassError
 from slimline.inputs import synthetic_feeds
 from slimline.progress import reporter
@@ -99,11 +99,10 @@ class OrtEvaluator:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
     def logits(self, path: Path, rows: int | None = None, batch: int = 32) -> np.ndarray:
+        """Logits on all validation examples, or on `rows` of them spread evenly over the lengths."""
         session = self._session(path)
-        count = len(self.labels) if rows is None else min(rows, len(self.labels))
-        outputs = [session.run(None, {k: v[i : i + batch] for k, v in self.arrays.items()})[0]
-                   for i in range(0, count, batch)]
-        return np.concatenate(outputs)
+        subset = None if rows is None else np.linspace(0, len(self.labels) - 1, min(rows, len(self.labels))).astype(int)
+        return np.concatenate([session.run(None, feeds)[0] for feeds in trimmed_batches(self.arrays, batch, subset)])
 
     def correct(self, path: Path) -> np.ndarray:
         """Per-example correctness on the validation examples (for paired comparisons)."""

@@ -122,3 +122,18 @@ def test_an_unreadable_file_is_a_data_error(tmp_path: Path) -> None:
 def test_a_source_that_is_neither_built_in_nor_a_file_type_we_read_is_rejected(source: str) -> None:
     with pytest.raises(ValidationError, match="source must be"):
         DatasetSpec(source=source)
+
+
+def test_trimmed_batches_cut_only_all_padding_columns_and_keep_every_row() -> None:
+    import numpy as np
+
+    from slimline.data import trimmed_batches
+
+    lengths = np.array([2, 3, 3, 5, 7])
+    mask = (np.arange(8)[None, :] < lengths[:, None]).astype(np.int64)
+    arrays = {"input_ids": mask * 7, "attention_mask": mask}
+    batches = list(trimmed_batches(arrays, batch_size=2))
+    assert [b["input_ids"].shape for b in batches] == [(2, 3), (2, 5), (1, 7)]
+    assert sum(int(b["attention_mask"].sum()) for b in batches) == int(lengths.sum())
+    subset = list(trimmed_batches(arrays, batch_size=8, rows=np.array([0, 1])))
+    assert subset[0]["attention_mask"].shape == (2, 3)
