@@ -115,6 +115,23 @@ def copy_side_files(source: Path, out_dir: Path, skip: set[str]) -> None:
             shutil.copy2(path, out_dir / path.name)
 
 
+class TorchRuntimePass(Pass):
+    """A torch-level pass whose output only the PyTorch runtime can load, so other runtimes are refused."""
+
+    stage = "torch"
+    accepts = frozenset({"hf"})
+    produces = "torch-quantized"
+    #: Why the output cannot leave PyTorch; check() completes the sentence with the target's runtime.
+    torch_only_reason: ClassVar[str]
+
+    def check(self, model: ModelInfo, target: Target) -> list[Problem]:
+        problems = super().check(model, target)
+        if target.runtime != "torch":
+            problems.append(self.error(f"{self.torch_only_reason}, but the target runtime is {target.runtime}; use "
+                                       "a torch-runtime profile, or quantize.ort-int8-dynamic for ONNX Runtime"))
+        return problems
+
+
 _REGISTRY: dict[str, type[Pass]] = {}
 _DISCOVERED = False  # not `bool(_REGISTRY)`: a pass registered before the first lookup must not stop discovery
 

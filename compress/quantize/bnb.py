@@ -16,7 +16,16 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, copy_side_files, register
+from compress.base import (
+    ModelInfo,
+    PassConfig,
+    PassContext,
+    PassResult,
+    Problem,
+    TorchRuntimePass,
+    copy_side_files,
+    register,
+)
 from profiles.schema import Target
 from slimline.artifact import ModelDir
 from slimline.deps import is_available
@@ -42,16 +51,11 @@ class BnbNf4Config(PassConfig):
     skip_modules: list[str] = Field(default_factory=list, description="module names to keep unquantized")
 
 
-class _BitsAndBytesPass(Pass):
-    stage = "torch"
-    accepts = frozenset({"hf"})
-    produces = "torch-quantized"
+class _BitsAndBytesPass(TorchRuntimePass):
+    torch_only_reason = NOT_EXPORTABLE
 
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
         problems = super().check(model, target)
-        if target.runtime != "torch":
-            problems.append(self.error(f"{NOT_EXPORTABLE}, but the target runtime is {target.runtime}; use a "
-                                       "torch-runtime profile, or quantize.ort-int8-dynamic for ONNX Runtime"))
         missing = [module for module in ("bitsandbytes", "accelerate") if not is_available(module)]
         if missing:
             problems.append(self.error(f"needs {' and '.join(missing)}, which cannot be imported here; "

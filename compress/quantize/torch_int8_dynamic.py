@@ -15,7 +15,16 @@ from pathlib import Path
 
 from pydantic import Field
 
-from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, copy_side_files, register
+from compress.base import (
+    ModelInfo,
+    PassConfig,
+    PassContext,
+    PassResult,
+    Problem,
+    TorchRuntimePass,
+    copy_side_files,
+    register,
+)
 from profiles.schema import Target
 from slimline.artifact import ModelDir
 from slimline.errors import PassError
@@ -44,19 +53,13 @@ def excluded(name: str, patterns: list[str]) -> bool:
 
 
 @register("quantize.torch-int8-dynamic")
-class TorchInt8Dynamic(Pass):
+class TorchInt8Dynamic(TorchRuntimePass):
     Config = TorchInt8DynamicConfig
-    stage = "torch"
-    accepts = frozenset({"hf"})
-    produces = "torch-quantized"
+    torch_only_reason = ("produces a PyTorch dynamically quantized model that only the torch runtime can run "
+                         "(it cannot be exported to ONNX)")
 
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
         problems = super().check(model, target)
-        if target.runtime != "torch":
-            problems.append(self.error(
-                f"produces a PyTorch dynamically quantized model that only the torch runtime can run (it cannot "
-                f"be exported to ONNX), but the target runtime is {target.runtime}; use quantize.ort-int8-dynamic "
-                "for ONNX Runtime targets"))
         if target.device != "cpu":
             problems.append(self.error(
                 f"PyTorch's dynamic int8 kernels (fbgemm/qnnpack) run on CPU only, but the target device is "
