@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.eval_data import paired_drop_pt
 from bench.results_model import CandidateResult
 from bench.runners.base import RunnerSpec
 from profiles.schema import Profile
@@ -80,16 +81,18 @@ def _to_candidate_result(candidate: Candidate, raw: dict) -> CandidateResult:
     )
 
 
-def compare_to_baseline(result: CandidateResult, baseline: CandidateResult,
-                        predictions: list[int] | None, baseline_predictions: list[int] | None) -> CandidateResult:
+def compare_to_baseline(result: CandidateResult, baseline: CandidateResult, predictions: list[int] | None,
+                        baseline_predictions: list[int] | None, labels: np.ndarray | None = None) -> CandidateResult:
     updates: dict[str, object] = {
         "speedup_vs_baseline": baseline.primary_latency().p50_ms / result.primary_latency().p50_ms,
     }
     if result.accuracy_pct is not None and baseline.accuracy_pct is not None:
         updates["accuracy_drop_pt"] = baseline.accuracy_pct - result.accuracy_pct
     if predictions is not None and baseline_predictions is not None:
-        updates["agreement_with_baseline_pct"] = 100.0 * float(
-            np.mean(np.asarray(predictions) == np.asarray(baseline_predictions)))
+        mine, theirs = np.asarray(predictions), np.asarray(baseline_predictions)
+        updates["agreement_with_baseline_pct"] = 100.0 * float(np.mean(mine == theirs))
+        if labels is not None:  # same examples for both: the paired error is far smaller than two unpaired ones
+            updates["accuracy_drop_se_pt"] = paired_drop_pt(theirs == labels, mine == labels)[1]
     return result.model_copy(update=updates)
 
 
@@ -108,13 +111,14 @@ def measure(candidates: list[Candidate], baseline: Candidate, profile: Profile, 
             spec = _spec_for(candidate, profile, inputs, eval_npz)
             raw_results.append((candidate, run_in_worker(spec, _worker_timeout_s(profile))))
     (base_candidate, base_raw), *rest = raw_results
+    labels = np.load(eval_npz)["labels"] if eval_npz is not None else None
     baseline_result = _to_candidate_result(base_candidate, base_raw)
     baseline_result = baseline_result.model_copy(
         update={"warnings": spread_warnings(baseline_result, profile.measurement.max_cv, profile.target.device)})
     results = []
     for candidate, raw in rest:
         result = compare_to_baseline(_to_candidate_result(candidate, raw), baseline_result,
-                                     raw.get("predictions"), base_raw.get("predictions"))
+                                     raw.get("predictions"), base_raw.get("predictions"), labels)
         warnings = spread_warnings(result, profile.measurement.max_cv, profile.target.device)
         results.append(result.model_copy(update={"warnings": warnings}))
     return baseline_result, results

@@ -22,6 +22,7 @@ class CandidateResult(BaseModel):
     load_s: float
     accuracy_pct: float | None = None
     accuracy_drop_pt: float | None = None
+    accuracy_drop_se_pt: float | None = None  # paired (McNemar) standard error of the drop, same examples
     agreement_with_baseline_pct: float | None = None
     speedup_vs_baseline: float | None = None
     warnings: list[str] = Field(default_factory=list)

@@ -263,9 +263,10 @@ def accuracy_budget_pt(profile: Profile) -> float | None:
     return budget.limit if budget is not None and budget.kind == "max_drop" else None
 
 
-def pass_context(profile: Profile, tuning_data: DatasetSpec | None, seed: int) -> PassContext:
+def pass_context(profile: Profile, tuning_data: DatasetSpec | None, seed: int, teacher: ModelDir) -> PassContext:
+    """`teacher` is the run's input checkpoint: what distillation learns from unless its config names another."""
     return PassContext(target=profile.target, seed=seed, shape=profile.shapes[0],
-                       accuracy_drop_budget_pt=accuracy_budget_pt(profile), tuning_data=tuning_data)
+                       accuracy_drop_budget_pt=accuracy_budget_pt(profile), tuning_data=tuning_data, teacher=teacher)
 
 
 def context_key(context: PassContext) -> dict[str, Any]:
@@ -273,7 +274,8 @@ def context_key(context: PassContext) -> dict[str, Any]:
     return {"target": context.target.model_dump(mode="json"), "shape": context.shape.model_dump(),
             "cpu_flags": list(cpu_flags()),  # defaults such as reduce_range depend on the instruction sets
             "accuracy_drop_budget_pt": context.accuracy_drop_budget_pt, "seed": context.seed,
-            "tuning_data": context.tuning_data.model_dump() if context.tuning_data else None}
+            "tuning_data": context.tuning_data.model_dump() if context.tuning_data else None,
+            "teacher_manifest_sha256": context.teacher.manifest_sha256 if context.teacher else None}
 
 
 @dataclass
@@ -285,7 +287,7 @@ class StagesDone:
 
 def run_stages(request: RunRequest, plan: Plan) -> StagesDone:
     """torch-level passes -> export -> ONNX-level passes (-> TensorRT build), each reused when already done."""
-    context = pass_context(request.profile, plan.eval_data, request.seed)
+    context = pass_context(request.profile, plan.eval_data, request.seed, teacher=plan.source)
     engine_build = [TENSORRT_EXPORT_STEP] if request.profile.target.runtime == "tensorrt" else []
     ordered: list[RecipeStep | str | None] = [*plan.torch_steps, *([None] if plan.needs_export else []),
                                               *plan.onnx_steps, *engine_build]

@@ -78,7 +78,7 @@ def compress_to(model_path: Path, out: Path, steps: list[RecipeStep], profile: P
         raise RecipeError("the recipe cannot run on this model and target:\n  " + "\n  ".join(map(str, problems)),
                           fix="export first for ONNX-level passes (`slimline export`), or change the recipe.")
     ensure_writable(out.parent if out.parent != Path("") else Path("."))
-    context = pass_context(profile, tuning_data, seed=0)
+    context = pass_context(profile, tuning_data, seed=0, teacher=model)
     for index, step in enumerate(steps, start=1):
         model, _ = run_stage(_work_dir(out), index, "pass", step.name, step.config_dict(), model,
                              pass_producer(step, model, context), context=context_key(context))

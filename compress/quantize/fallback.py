@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.eval_data import paired_drop_pt
 from compress.base import PassContext
 from slimline.artifact import TensorSpec
 from slimline.data import encode_labelled, trimmed_batches
@@ -174,19 +175,6 @@ def search(quantize: Quantize, float_model: Path, nodes: list[str], base_exclude
                                 key=lambda i: (result.candidates[i].accuracy_pct, -result.candidates[i].latency_p50_ms))
         shutil.copyfile(paths[result.chosen], out_path)
     return result
-
-
-def paired_drop_pt(reference_correct: np.ndarray, candidate_correct: np.ndarray) -> tuple[float, float]:
-    """Accuracy drop in points and its standard error from paired outcomes on the same examples.
-
-    Only the examples where the two models disagree carry information (McNemar): with b lost and c
-    gained, drop = (b - c) / n and its variance is (b + c - (b - c)^2 / n) / n^2.
-    """
-    n = len(reference_correct)
-    lost = int(np.sum(reference_correct & ~candidate_correct))
-    gained = int(np.sum(~reference_correct & candidate_correct))
-    variance = max(lost + gained - (lost - gained) ** 2 / n, 0.0) / n**2
-    return 100.0 * (lost - gained) / n, 100.0 * float(np.sqrt(variance))
 
 
 def _rank(quantize: Quantize, float_model: Path, nodes: list[str], base_excluded: list[str],

@@ -12,7 +12,7 @@ from conftest import WORDS, make_tiny_bert
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compress.quantize.fallback import paired_drop_pt
+from bench.eval_data import paired_drop_pt
 from compress.recipe import parse_recipe
 from profiles.schema import load_profile
 from slimline.data import DatasetSpec

@@ -1,0 +1,1 @@
+"""Pruning passes: structured (heads, FFN channels) and whole layers."""
