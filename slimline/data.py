@@ -175,6 +175,18 @@ def encode_labelled(spec: DatasetSpec, tokenizer_dir: Path,
     return arrays, ordered
 
 
+def length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Training batches of similar-length examples in random order: far less padding than random batches.
+
+    The random tie-break inside equal lengths and the shuffled batch order keep epochs different
+    while each batch stays nearly padding-free.
+    """
+    order = np.argsort(lengths + rng.random(len(lengths)), kind="stable")
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
 def trimmed_batches(arrays: dict[str, np.ndarray], batch_size: int,
                     rows: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Batches of the given rows (all by default) with trailing all-padding columns cut off.

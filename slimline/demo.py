@@ -28,7 +28,7 @@ from slimline.artifact import (
     sha256_json,
     write_manifest,
 )
-from slimline.data import ROTTEN_TOMATOES, DatasetSpec, LabelledTexts, load_dataset
+from slimline.data import ROTTEN_TOMATOES, DatasetSpec, LabelledTexts, length_buckets, load_dataset
 from slimline.deps import require
 from slimline.errors import CheckpointError
 from slimline.progress import reporter
@@ -91,14 +91,6 @@ def ensure_demo_checkpoint() -> ModelDir:
     return ModelDir.open(path)
 
 
-def _length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Batches of similar-length examples in random order: far less padding than random batches."""
-    order = np.argsort(lengths + rng.random(len(lengths)), kind="stable")
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
 def _accuracy(model: Any, tokenizer: Any, data: LabelledTexts, max_length: int, batch_size: int = 64) -> float:
     import torch
 
@@ -142,7 +134,7 @@ def _train_into(out_dir: Path) -> None:
     train = splits["train"]
     encoded = tokenizer(train.texts, truncation=True, max_length=cfg["max_length"])
     lengths = np.array([len(ids) for ids in encoded["input_ids"]])
-    batches = _length_buckets(lengths, cfg["batch_size"], np.random.default_rng(cfg["seed"]))
+    batches = length_buckets(lengths, cfg["batch_size"], np.random.default_rng(cfg["seed"]))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
     total_steps = len(batches) * cfg["epochs"]

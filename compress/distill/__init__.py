@@ -1,0 +1,1 @@
+"""Distillation passes: a smaller student learns to match a teacher's outputs."""

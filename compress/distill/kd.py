@@ -1,0 +1,290 @@
+"""Knowledge distillation: the pass's input model (a pruned or layer-dropped student) learns from a teacher.
+
+loss = alpha_kd * T^2 * KL(softmax(teacher/T) || softmax(student/T))
+     + alpha_label * CE(student, labels)
+     + alpha_hidden * MSE(projected student hidden states, matched teacher hidden states)
+
+The teacher is the recipe's input checkpoint unless the config names another directory. Training
+texts come from `data`, or from the run's evaluation source with the split forced to "train": the
+test split, where accuracy is reported, is never trained on. Budgets (epochs, max_steps,
+time_budget_s) stop it at whichever comes first and the manifest records which one did. The loss
+curve is written next to the model as distill_loss.json. The output is a plain HF checkpoint
+(safetensors), reloaded once after saving to prove its config still describes the student's shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, copy_side_files, register
+from compress.distill.training import (
+    Distiller,
+    TrainingOutcome,
+    TrainingSet,
+    encode_training_set,
+    freeze_embeddings,
+    train,
+    uniform_layer_map,
+)
+from profiles.schema import Target
+from slimline.artifact import ModelDir
+from slimline.checkpoint import open_checkpoint
+from slimline.data import DatasetSpec, check_dataset_available, label_names_of
+from slimline.errors import BadInputError, DataError, PassError
+from slimline.hf import load_hf_model
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.safetensors"
+LOSS_CURVE_FILE = "distill_loss.json"
+LOSS_CURVE_SCHEMA_VERSION = 1
+#: Files a student brings from its input directory that the saved student replaces.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".index.json")
+REPLACED_FILES = frozenset({"config.json", "generation_config.json", LOSS_CURVE_FILE})
+VOCABULARY_FILES = ("vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model")
+ROUND_TRIP_ATOL = 1e-4
+
+
+class KDConfig(PassConfig):
+    teacher: str | None = Field(default=None, description="teacher model directory; default: the recipe's input "
+                                                          "checkpoint")
+    data: DatasetSpec | None = Field(default=None, description="training texts (split train unless named; never "
+                                                               "test); default: the run's eval data, train split")
+    epochs: float = Field(default=3.0, gt=0, le=1000)
+    max_steps: int | None = Field(default=None, ge=1)
+    time_budget_s: float | None = Field(default=None, gt=0, description="wall-clock limit from the pass's start: "
+                                                                        "no step starts that would end past it")
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    learning_rate: float = Field(default=1e-4, gt=0, le=1)
+    warmup_fraction: float = Field(default=0.06, ge=0, lt=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    temperature: float = Field(default=2.0, gt=0)
+    alpha_kd: float = Field(default=1.0, ge=0)
+    alpha_label: float = Field(default=0.5, ge=0)
+    alpha_hidden: float = Field(default=0.0, ge=0)
+    layer_map: dict[int, int] | None = Field(default=None, description="student layer -> teacher layer for the "
+                                                                       "hidden loss; default: spread uniformly")
+    max_length: int | None = Field(default=None, ge=8, le=32768, description="tokens per text; default: the "
+                                                                             "profile's sequence length")
+    freeze_embeddings: bool = Field(default=True, description="no gradients for the embedding block (much faster "
+                                                              "on CPU)")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when torch sees one")
+    log_every_steps: int = Field(default=10, ge=1, description="steps averaged into one point of the loss curve")
+    seed: int = 0
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _train_split_by_default(cls, value: Any) -> Any:
+        """A DatasetSpec defaults to the test split (it is made for evaluation); here an unnamed split is train."""
+        if isinstance(value, dict) and "split" not in value:
+            return {**value, "split": "train"}
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KDConfig:
+        if self.alpha_kd == 0 and self.alpha_label == 0 and self.alpha_hidden == 0:
+            raise ValueError("alpha_kd, alpha_label and alpha_hidden are all 0: nothing would be learned")
+        if self.data is not None and self.data.split in ("test", "all"):
+            raise ValueError(f"data.split {self.data.split!r} contains the test split, where accuracy is reported; "
+                             "train on 'train' (or 'validation')")
+        if self.layer_map is not None:
+            if self.alpha_hidden == 0:
+                raise ValueError("layer_map only matters for the hidden-state loss; set alpha_hidden > 0")
+            if not self.layer_map or any(k < 0 or v < 0 for k, v in self.layer_map.items()):
+                raise ValueError("layer_map must map student layer indices to teacher layer indices (both >= 0)")
+        return self
+
+
+@register("distill.kd")
+class KnowledgeDistillation(Pass):
+    Config = KDConfig
+    stage = "torch"
+    accepts = frozenset({"hf"})
+    produces = "hf"
+    needs = frozenset({"teacher"})
+
+    def check(self, model: ModelInfo, target: Target) -> list[Problem]:
+        config: KDConfig = self.config  # type: ignore[assignment]
+        problems = super().check(model, target)
+        if model.task != "text-classification":
+            problems.append(self.error(f"distils text-classification models only (class logits); {model.task} "
+                                       "models are not supported yet"))
+        if config.teacher is not None and not (Path(config.teacher).expanduser() / "config.json").is_file():
+            problems.append(self.error(f"teacher {config.teacher} is not a model directory (no config.json); "
+                                       "name a Hugging Face or slimline model directory, or leave teacher unset "
+                                       "to learn from the recipe's input checkpoint"))
+        if config.data is not None:
+            try:
+                check_dataset_available(config.data)
+            except DataError as err:
+                problems.append(self.error(str(err)))
+        return problems
+
+    def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:
+        import torch
+
+        config: KDConfig = self.config  # type: ignore[assignment]
+        started = time.perf_counter()
+        teacher_dir = self._teacher(context, model)
+        spec = self._training_spec(context)
+        max_length = config.max_length or context.shape.sequence_length
+        data = encode_training_set(spec, model.path, max_length, with_labels=config.alpha_label > 0)
+        device = self._device()
+        seed = context.seed + config.seed
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(context.target.threads)
+        try:
+            torch.manual_seed(seed)
+            student = load_hf_model(model.path, model.manifest.task).to(device)
+            teacher = load_hf_model(teacher_dir.path, teacher_dir.manifest.task).to(device)
+            _check_compatible(student, teacher, model.path, teacher_dir.path, data)
+            layer_map = self._layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
+            if config.freeze_embeddings:
+                freeze_embeddings(student)
+            distiller = Distiller(student, teacher, config, layer_map or {}, len(data), device)
+            outcome = train(distiller, data, np.random.default_rng(seed), started,
+                            f"{self.name}: distilling into a {student.config.num_hidden_layers}-layer student")
+            train_seconds = time.perf_counter() - started
+            copy_side_files(model.path, out_dir, skip={p.name for p in model.path.iterdir() if _replaced(p.name)})
+            save_student(student, out_dir, model.manifest.task, data.batch(np.arange(min(8, len(data))), device))
+        finally:
+            torch.set_num_threads(previous_threads)
+        write_loss_curve(out_dir / LOSS_CURVE_FILE, outcome)
+        summary = outcome.summary()
+        metadata = {
+            "config": config.model_dump(mode="json"),
+            **summary,
+            "seconds": round(train_seconds, 2),
+            "seconds_per_step": round(train_seconds / outcome.steps, 4) if outcome.steps else None,
+            "teacher": {"path": str(teacher_dir.path), "manifest_sha256": teacher_dir.manifest_sha256,
+                        "layers": teacher.config.num_hidden_layers},
+            "student_layers": student.config.num_hidden_layers,
+            "layer_map": {str(k): v for k, v in layer_map.items()} if layer_map else None,
+            "hidden_projection": bool(distiller.projections),
+            "data": {**spec.model_dump(), "examples": len(data), "max_length": max_length},
+            "trainable_parameters": sum(p.numel() for p in student.parameters() if p.requires_grad),
+            "seed": seed, "device": str(device), "threads": context.target.threads,
+            "loss_curve": LOSS_CURVE_FILE,
+        }
+        return PassResult(model_file=MODEL_FILE, metadata={"distillation": metadata},
+                          data_sha256={"distillation": data.sha256})
+
+    def _teacher(self, context: PassContext, student: ModelDir) -> ModelDir:
+        config: KDConfig = self.config  # type: ignore[assignment]
+        if config.teacher is not None:
+            teacher = open_checkpoint(config.teacher)
+        elif context.teacher is not None:
+            teacher = context.teacher
+        else:
+            raise PassError(f"{self.name}: no teacher to learn from.",
+                            fix="name one with `teacher: DIR` in the step, or run the recipe with `slimline run` "
+                                "or `slimline compress`, which use the input checkpoint as the teacher.")
+        if teacher.manifest.format != "hf" or teacher.manifest.task != student.manifest.task:
+            raise PassError(f"{self.name}: the teacher {teacher.path} is a {teacher.manifest.format} "
+                            f"{teacher.manifest.task} model; the student needs a Hugging Face "
+                            f"{student.manifest.task} teacher.",
+                            fix="point teacher at the fp32 Hugging Face checkpoint the student was made from.")
+        if teacher.manifest_sha256 == student.manifest_sha256:
+            log.warning("%s: the teacher is the student itself (%s); distillation will change little",
+                        self.name, teacher.path)
+        return teacher
+
+    def _training_spec(self, context: PassContext) -> DatasetSpec:
+        """The configured data, else the run's eval data source with its split forced to train."""
+        config: KDConfig = self.config  # type: ignore[assignment]
+        if config.data is not None:
+            return config.data
+        if context.tuning_data is None:
+            raise DataError(f"{self.name}: no training texts: the step names no `data` and the run has no eval data.",
+                            fix="add `data: {source: rotten-tomatoes}` (or a .csv/.jsonl path) to the distill.kd "
+                                "step, or pass --eval-data.")
+        return context.tuning_data.model_copy(update={"split": "train"})
+
+    def _layer_map(self, student_layers: int, teacher_layers: int) -> dict[int, int] | None:
+        config: KDConfig = self.config  # type: ignore[assignment]
+        if config.alpha_hidden == 0:
+            return None
+        layer_map = config.layer_map or uniform_layer_map(student_layers, teacher_layers)
+        bad = {k: v for k, v in layer_map.items() if k >= student_layers or v >= teacher_layers}
+        if bad:
+            raise PassError(f"{self.name}: layer_map entries {bad} are out of range: the student has "
+                            f"{student_layers} layers and the teacher {teacher_layers}.",
+                            fix="use 0-based layer indices, or drop layer_map for the uniform default "
+                                f"{uniform_layer_map(student_layers, teacher_layers)}.")
+        return layer_map
+
+    def _device(self) -> Any:
+        import torch
+
+        config: KDConfig = self.config  # type: ignore[assignment]
+        if config.device == "cuda" and not torch.cuda.is_available():
+            raise PassError(f"{self.name}: device 'cuda' was asked for, but torch sees no CUDA device.",
+                            fix="set device: cpu (or auto), or run on a machine with a CUDA build of torch.")
+        use_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+        return torch.device("cuda" if use_cuda else "cpu")
+
+
+def _replaced(name: str) -> bool:
+    return name in REPLACED_FILES or name.endswith(WEIGHT_SUFFIXES)
+
+
+def _check_compatible(student: Any, teacher: Any, student_dir: Path, teacher_dir: Path,
+                      data: TrainingSet) -> None:
+    """Teacher and student must read the same token ids and mean the same classes by each logit."""
+    problems = []
+    if student.config.vocab_size != teacher.config.vocab_size:
+        problems.append(f"vocabulary sizes differ ({student.config.vocab_size} vs {teacher.config.vocab_size})")
+    for name in VOCABULARY_FILES:
+        mine, theirs = student_dir / name, teacher_dir / name
+        if mine.is_file() and theirs.is_file() and mine.read_bytes() != theirs.read_bytes():
+            problems.append(f"their {name} files differ")
+    if label_names_of(student_dir) != label_names_of(teacher_dir) or \
+            student.config.num_labels != teacher.config.num_labels:
+        problems.append(f"their classes differ ({label_names_of(student_dir)} vs {label_names_of(teacher_dir)})")
+    if problems:
+        raise PassError(f"distill.kd: the teacher {teacher_dir} cannot teach the student {student_dir}: "
+                        f"{'; '.join(problems)}.",
+                        fix="distil from the checkpoint the student was pruned from (same tokenizer and labels).")
+    if data.labels is not None and len(data.labels) and int(data.labels.max()) >= student.config.num_labels:
+        raise DataError(f"the training labels go up to {int(data.labels.max())}, but the student has "
+                        f"{student.config.num_labels} classes.", fix="use data labelled with the model's classes.")
+
+
+def save_student(student: Any, out_dir: Path, task: str, probe: dict[str, Any]) -> None:
+    """Save as safetensors, then reload from disk and compare logits on `probe`.
+
+    A config that does not describe the trained shape (num_hidden_layers, intermediate_size or
+    pruned_heads of a pruned student) would otherwise load silently with freshly initialised
+    weights in place of the trained ones; here it fails while the cause is still obvious.
+    """
+    import torch
+
+    student.eval()
+    student.save_pretrained(out_dir, safe_serialization=True)
+    try:
+        reloaded = load_hf_model(out_dir, task).to(next(student.parameters()).device)
+    except BadInputError as err:
+        raise PassError(f"distill.kd: the saved student in {out_dir} does not reload: {err}",
+                        fix="the student's config does not match its weights; check the pass that pruned it.") from err
+    with torch.no_grad():
+        expected, actual = student(**probe).logits, reloaded(**probe).logits
+    difference = float((expected - actual).abs().max())
+    if not difference <= ROUND_TRIP_ATOL:
+        raise PassError(f"distill.kd: the student saved in {out_dir} reloads with different outputs (max |diff| "
+                        f"{difference:.3g} > {ROUND_TRIP_ATOL}): its config.json does not describe its shape.",
+                        fix="the pass that pruned it must update num_hidden_layers / intermediate_size / "
+                            "pruned_heads in the config.")
+
+
+def write_loss_curve(path: Path, outcome: TrainingOutcome) -> None:
+    """One point per logged window (mean loss parts), so the curve can be plotted or read in a diff."""
+    document = {"schema_version": LOSS_CURVE_SCHEMA_VERSION, **outcome.summary(), "points": outcome.curve}
+    path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
