@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -151,6 +151,25 @@ def label_names_of(model_dir: Path) -> list[str] | None:
     return [id2label[key] for key in sorted(id2label, key=int)]
 
 
+def tokenize_split(spec: DatasetSpec, tokenizer_dir: Path, max_length: int,
+                   map_labels: bool = True) -> tuple[dict[str, np.ndarray], LabelledTexts, Any]:
+    """A split tokenised with the model's own tokenizer into int64 arrays padded to the longest, in file order.
+
+    `map_labels=False` leaves the label column unmapped, for uses that ignore labels (teacher-only
+    distillation). Returns the tokenizer too, for callers that need its padding side.
+    """
+    from transformers import AutoTokenizer
+
+    if not (tokenizer_dir / "tokenizer_config.json").is_file():
+        raise DataError(f"{tokenizer_dir} has no tokenizer, so text examples cannot be fed to the model.",
+                        fix="save the tokenizer next to the model (tokenizer.save_pretrained).")
+    data = load_dataset(spec, label_names_of(tokenizer_dir) if map_labels else None)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    encoded = tokenizer(data.texts, padding="longest", truncation=True, max_length=max_length, return_tensors="np")
+    arrays = {name: np.ascontiguousarray(values, dtype=np.int64) for name, values in encoded.items()}
+    return arrays, data, tokenizer
+
+
 def encode_labelled(spec: DatasetSpec, tokenizer_dir: Path,
                     max_length: int) -> tuple[dict[str, np.ndarray], LabelledTexts]:
     """Tokenise a split with the model's own tokenizer into int64 arrays, shortest examples first.
@@ -159,15 +178,7 @@ def encode_labelled(spec: DatasetSpec, tokenizer_dir: Path,
     (snippets of ~28 tokens, the longest ~70) that makes accuracy passes about twice as fast. The
     returned labels (`LabelledTexts`) are reordered to match; its sha256 still names the example set.
     """
-    from transformers import AutoTokenizer
-
-    if not (tokenizer_dir / "tokenizer_config.json").is_file():
-        raise DataError(f"{tokenizer_dir} has no tokenizer, so text examples cannot be fed to the model.",
-                        fix="save the tokenizer next to the model (tokenizer.save_pretrained).")
-    data = load_dataset(spec, label_names_of(tokenizer_dir))
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    encoded = tokenizer(data.texts, padding="longest", truncation=True, max_length=max_length, return_tensors="np")
-    arrays = {name: np.asarray(values, dtype=np.int64) for name, values in encoded.items()}
+    arrays, data, _ = tokenize_split(spec, tokenizer_dir, max_length)
     order = np.argsort(arrays["attention_mask"].sum(axis=1), kind="stable") if "attention_mask" in arrays \
         else np.arange(len(data))
     arrays = {name: values[order] for name, values in arrays.items()}

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from profiles.schema import Shape
-from slimline.artifact import TensorSpec
+from slimline.artifact import ModelDir, TensorSpec
 from slimline.errors import BenchError
 
 DEFAULT_IMAGE_SIZE = 224
@@ -62,3 +62,12 @@ def default_input_specs(task: str) -> list[TensorSpec]:
         return [TensorSpec(name="pixel_values", dtype="float32", shape=["batch", 3, "height", "width"])]
     names = ("input_ids", "attention_mask")
     return [TensorSpec(name=name, dtype="int64", shape=["batch", "sequence"]) for name in names]
+
+
+def torch_feeds_for(hf_model: Any, model: ModelDir, shape: Shape, seed: int = 0) -> dict[str, Any]:
+    """`synthetic_feeds` as torch tensors for an in-memory HF model loaded from the model directory `model`."""
+    import torch
+
+    specs = model.manifest.inputs or default_input_specs(model.manifest.task)
+    feeds = synthetic_feeds(specs, shape, hf_model.config.to_dict(), seed=seed)
+    return {name: torch.from_numpy(value) for name, value in feeds.items()}

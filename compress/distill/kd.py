@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, copy_side_files, register
+from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
 from compress.distill.training import (
     Distiller,
     TrainingOutcome,
@@ -33,11 +33,12 @@ from compress.distill.training import (
     train,
     uniform_layer_map,
 )
+from compress.hf_save import carry_side_files, save_reloadable
 from profiles.schema import Target
 from slimline.artifact import ModelDir
 from slimline.checkpoint import open_checkpoint
 from slimline.data import DatasetSpec, check_dataset_available, label_names_of
-from slimline.errors import BadInputError, DataError, PassError
+from slimline.errors import DataError, PassError
 from slimline.hf import load_hf_model
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,7 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.safetensors"
 LOSS_CURVE_FILE = "distill_loss.json"
 LOSS_CURVE_SCHEMA_VERSION = 1
-#: Files a student brings from its input directory that the saved student replaces.
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".index.json")
-REPLACED_FILES = frozenset({"config.json", "generation_config.json", LOSS_CURVE_FILE})
 VOCABULARY_FILES = ("vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model")
-ROUND_TRIP_ATOL = 1e-4
 
 
 class KDConfig(PassConfig):
@@ -153,8 +150,8 @@ class KnowledgeDistillation(Pass):
             outcome = train(distiller, data, np.random.default_rng(seed), started,
                             f"{self.name}: distilling into a {student.config.num_hidden_layers}-layer student")
             train_seconds = time.perf_counter() - started
-            copy_side_files(model.path, out_dir, skip={p.name for p in model.path.iterdir() if _replaced(p.name)})
-            save_student(student, out_dir, model.manifest.task, data.batch(np.arange(min(8, len(data))), device))
+            carry_side_files(model.path, out_dir, replaced=frozenset({LOSS_CURVE_FILE}))
+            save_reloadable(student, out_dir, model.manifest.task, data.batch(np.arange(min(8, len(data))), device))
         finally:
             torch.set_num_threads(previous_threads)
         write_loss_curve(out_dir / LOSS_CURVE_FILE, outcome)
@@ -232,10 +229,6 @@ class KnowledgeDistillation(Pass):
         return torch.device("cuda" if use_cuda else "cpu")
 
 
-def _replaced(name: str) -> bool:
-    return name in REPLACED_FILES or name.endswith(WEIGHT_SUFFIXES)
-
-
 def _check_compatible(student: Any, teacher: Any, student_dir: Path, teacher_dir: Path,
                       data: TrainingSet) -> None:
     """Teacher and student must read the same token ids and mean the same classes by each logit."""
@@ -256,32 +249,6 @@ def _check_compatible(student: Any, teacher: Any, student_dir: Path, teacher_dir
     if data.labels is not None and len(data.labels) and int(data.labels.max()) >= student.config.num_labels:
         raise DataError(f"the training labels go up to {int(data.labels.max())}, but the student has "
                         f"{student.config.num_labels} classes.", fix="use data labelled with the model's classes.")
-
-
-def save_student(student: Any, out_dir: Path, task: str, probe: dict[str, Any]) -> None:
-    """Save as safetensors, then reload from disk and compare logits on `probe`.
-
-    A config that does not describe the trained shape (num_hidden_layers, intermediate_size or
-    pruned_heads of a pruned student) would otherwise load silently with freshly initialised
-    weights in place of the trained ones; here it fails while the cause is still obvious.
-    """
-    import torch
-
-    student.eval()
-    student.save_pretrained(out_dir, safe_serialization=True)
-    try:
-        reloaded = load_hf_model(out_dir, task).to(next(student.parameters()).device)
-    except BadInputError as err:
-        raise PassError(f"distill.kd: the saved student in {out_dir} does not reload: {err}",
-                        fix="the student's config does not match its weights; check the pass that pruned it.") from err
-    with torch.no_grad():
-        expected, actual = student(**probe).logits, reloaded(**probe).logits
-    difference = float((expected - actual).abs().max())
-    if not difference <= ROUND_TRIP_ATOL:
-        raise PassError(f"distill.kd: the student saved in {out_dir} reloads with different outputs (max |diff| "
-                        f"{difference:.3g} > {ROUND_TRIP_ATOL}): its config.json does not describe its shape.",
-                        fix="the pass that pruned it must update num_hidden_layers / intermediate_size / "
-                            "pruned_heads in the config.")
 
 
 def write_loss_curve(path: Path, outcome: TrainingOutcome) -> None:

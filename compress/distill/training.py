@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from slimline.data import DatasetSpec, label_names_of, length_buckets, load_dataset
-from slimline.errors import DataError
+from slimline.data import DatasetSpec, length_buckets, tokenize_split
 from slimline.progress import reporter
 
 if TYPE_CHECKING:
@@ -62,15 +61,7 @@ def encode_training_set(spec: DatasetSpec, tokenizer_dir: Path, max_length: int,
     Labels are mapped to the student's class names only when the label loss uses them, so a
     teacher-only distillation can run on texts whose label column means something else.
     """
-    from transformers import AutoTokenizer
-
-    if not (tokenizer_dir / "tokenizer_config.json").is_file():
-        raise DataError(f"{tokenizer_dir} has no tokenizer, so the training texts cannot be fed to the student.",
-                        fix="save the tokenizer next to the model (tokenizer.save_pretrained).")
-    data = load_dataset(spec, label_names_of(tokenizer_dir) if with_labels else None)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    encoded = tokenizer(data.texts, padding="longest", truncation=True, max_length=max_length, return_tensors="np")
-    arrays = {name: np.ascontiguousarray(values, dtype=np.int64) for name, values in encoded.items()}
+    arrays, data, tokenizer = tokenize_split(spec, tokenizer_dir, max_length, map_labels=with_labels)
     width = arrays["input_ids"].shape[1]
     lengths = arrays["attention_mask"].sum(axis=1) if "attention_mask" in arrays else np.full(len(data), width)
     return TrainingSet(arrays, lengths, data.labels if with_labels else None, data.sha256, tokenizer.padding_side)

@@ -14,8 +14,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
+from compress.hf_save import carry_side_files, save_reloadable
 from compress.prune.layout import LAYER_DROPPABLE, layer_list, set_layer_list
-from compress.prune.saving import save_pruned
 from profiles.schema import Target
 from slimline.artifact import ModelDir
 from slimline.errors import PassError
@@ -78,7 +78,8 @@ class DropLayers(Pass):
         layers = list(layer_list(hf_model))
         kept = config.kept(len(layers))
         drop_layers(hf_model, kept)
-        save_pruned(hf_model, model.path, out_dir)
+        carry_side_files(model.path, out_dir)
+        save_reloadable(hf_model, out_dir, model.manifest.task)
         log.info("%s: kept layers %s of %d", self.name, kept, len(layers))
         return PassResult(model_file="model.safetensors", metadata={"layers": {
             **config.model_dump(mode="json"), "kept": kept, "layers_before": len(layers), "layers_after": len(kept),

@@ -24,6 +24,7 @@ from compress.base import PassContext
 from slimline.artifact import ModelDir
 from slimline.errors import PassError
 from slimline.hf import load_hf_model
+from slimline.inputs import torch_feeds_for
 
 log = logging.getLogger(__name__)
 Runner = Callable[[], object]
@@ -44,7 +45,7 @@ def run_preflight(pruned: Any, before: dict[str, Any], after: dict[str, Any], mo
         return {"skipped": "disabled in the recipe"}
     target = context.target
     original = load_hf_model(model.path, model.manifest.task)
-    feeds = _torch_feeds(original, model, context)
+    feeds = torch_feeds_for(original, model, context.shape, seed=context.seed)
     if target.device == "cpu" and target.runtime == "onnxruntime":
         method = f"onnxruntime CPU, {target.threads} threads, unfused graph"
         with tempfile.TemporaryDirectory(prefix="slimline-preflight-") as scratch:
@@ -73,16 +74,6 @@ def run_preflight(pruned: Any, before: dict[str, Any], after: dict[str, Any], mo
     else:
         log.info("pre-flight: estimated speed-up %.2fx (%s)", speedup, method)
     return facts
-
-
-def _torch_feeds(hf_model: Any, model: ModelDir, context: PassContext) -> dict[str, Any]:
-    import torch
-
-    from slimline.inputs import default_input_specs, synthetic_feeds
-
-    specs = model.manifest.inputs or default_input_specs(model.manifest.task)
-    feeds = synthetic_feeds(specs, context.shape, hf_model.config.to_dict(), seed=context.seed)
-    return {name: torch.from_numpy(value) for name, value in feeds.items()}
 
 
 def _interleaved(runners: list[Runner], iters: int) -> list[list[float]]:

@@ -23,9 +23,9 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
+from compress.hf_save import carry_side_files, save_reloadable
 from compress.prune.layout import HEAD_AND_FFN_PRUNABLE, encoder_parts, layer_list, original_head_ids
 from compress.prune.preflight import PreflightConfig, run_preflight
-from compress.prune.saving import save_pruned
 from profiles.schema import Target
 from slimline.artifact import ModelDir
 from slimline.data import DatasetSpec
@@ -102,7 +102,8 @@ class StructuredPrune(Pass):
         facts, data_sha256 = prune_in_place(hf_model, model, context, config)
         facts["preflight_estimate"] = run_preflight(hf_model, facts["shape_before"], facts["shape_after"], model,
                                                     context, config.preflight)
-        save_pruned(hf_model, model.path, out_dir)
+        carry_side_files(model.path, out_dir)
+        save_reloadable(hf_model, out_dir, model.manifest.task)
         log.info("%s: %s -> %s", self.name, facts["shape_before"], facts["shape_after"])
         return PassResult(model_file="model.safetensors", data_sha256=data_sha256,
                           metadata={"pruning": {**config.model_dump(mode="json"), **facts}})
@@ -159,15 +160,11 @@ def describe_shape(hf_model: Any) -> dict[str, Any]:
 
 def example_inputs(hf_model: Any, model: ModelDir, context: PassContext) -> dict[str, Any]:
     """Synthetic inputs of the profile's sequence length (batch 2) to trace the dependency graph."""
-    import torch
-
     from profiles.schema import Shape
-    from slimline.inputs import default_input_specs, synthetic_feeds
+    from slimline.inputs import torch_feeds_for
 
-    specs = model.manifest.inputs or default_input_specs(model.manifest.task)
     shape = Shape(batch_size=2, sequence_length=min(context.shape.sequence_length, 32))
-    feeds = synthetic_feeds(specs, shape, hf_model.config.to_dict(), seed=context.seed)
-    return {name: torch.from_numpy(value) for name, value in feeds.items()}
+    return torch_feeds_for(hf_model, model, shape, seed=context.seed)
 
 
 def accumulate_gradients(hf_model: Any, model: ModelDir, context: PassContext,

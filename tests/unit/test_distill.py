@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
 from compress.base import ModelInfo, PassContext, PassResult, registry
-from compress.distill.kd import LOSS_CURVE_FILE, KDConfig, KnowledgeDistillation, save_student
+from compress.distill.kd import LOSS_CURVE_FILE, KDConfig, KnowledgeDistillation
 from compress.distill.training import encode_training_set, uniform_layer_map
+from compress.hf_save import save_reloadable
 from compress.recipe import parse_recipe
 from profiles.schema import Target
 from slimline.artifact import ModelDir
@@ -112,7 +113,7 @@ def test_saved_student_reloads_from_safetensors_with_the_same_logits(student: Mo
     model.config.num_hidden_layers = 1
     model.config.pruned_heads = {0: [0]}
     probe = {"input_ids": torch.arange(5, 21).reshape(2, 8), "attention_mask": torch.ones(2, 8, dtype=torch.long)}
-    save_student(model, tmp_path, "text-classification", probe)
+    save_reloadable(model, tmp_path, "text-classification", probe)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path, use_safetensors=True).eval()
     with torch.no_grad():
@@ -124,7 +125,7 @@ def test_save_refuses_a_student_whose_config_does_not_describe_it(student: Model
     model.bert.encoder.layer = torch.nn.ModuleList([model.bert.encoder.layer[1]])  # num_hidden_layers left at 2
     probe = {"input_ids": torch.arange(5, 21).reshape(2, 8)}
     with pytest.raises(PassError, match="reloads with different outputs"):
-        save_student(model, tmp_path, "text-classification", probe)
+        save_reloadable(model, tmp_path, "text-classification", probe)
 
 
 def test_loss_curve_is_written_next_to_the_model(student: ModelDir, teacher: ModelDir, labelled_csv: Path,
