@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.eval_data import paired_drop_pt
-from bench.results_model import CandidateResult
-from bench.runners.base import RunnerSpec
-from profiles.schema import Profile
-from slimline.artifact import ModelDir, TensorSpec
-from slimline.errors import BenchError, MissingDependency
-from slimline.progress import reporter
+from slimline.bench.results_model import CandidateResult
+from slimline.bench.runners.base import RunnerSpec
+from slimline.core.artifact import ModelDir, TensorSpec
+from slimline.core.errors import BenchError, MissingDependency
+from slimline.core.progress import reporter
+from slimline.core.stats import paired_drop_pt
+from slimline.profiles.schema import Profile
 
 WORKER_GRACE_S = 600.0
 SPREAD_WARNING = "latency spread is high (cv {cv:.2f} > {max_cv:.2f} at {shape}): the verdict may not be reliable"
@@ -56,8 +56,8 @@ def run_in_worker(spec: RunnerSpec, timeout_s: float) -> dict:
         spec_path.write_text(spec.model_dump_json())
         env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads), "TOKENIZERS_PARALLELISM": "false"}
         try:
-            completed = subprocess.run([sys.executable, "-m", "bench.worker", str(spec_path), str(result_path)],
-                                       env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+            command = [sys.executable, "-m", "slimline.bench.worker", str(spec_path), str(result_path)]
+            completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired as err:
             raise BenchError(f"benchmarking {spec.label} took longer than {timeout_s:.0f} s.",
                              fix="lower measurement.max_time_s or eval_max_samples in the profile.") from err

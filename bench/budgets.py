@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from bench.results_model import CandidateResult
-from profiles.schema import Budget
+from slimline.bench.results_model import CandidateResult
+from slimline.profiles.schema import Budget
 
 Status = Literal["pass", "fail", "not_measured"]
 Verdict = Literal["pass", "fail", "incomplete"]

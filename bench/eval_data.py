@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slimline.data import DatasetSpec, encode_labelled
+from slimline.core.data import DatasetSpec, encode_labelled
 
 
 def build_eval_npz(spec: DatasetSpec, tokenizer_dir: Path, max_length: int, out_path: Path) -> dict[str, object]:
@@ -21,16 +21,3 @@ def build_eval_npz(spec: DatasetSpec, tokenizer_dir: Path, max_length: int, out_
 
 def accuracy_of(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float((predictions == labels).mean())
-
-
-def paired_drop_pt(reference_correct: np.ndarray, candidate_correct: np.ndarray) -> tuple[float, float]:
-    """Accuracy drop in points and its standard error from paired outcomes on the same examples.
-
-    Only the examples where the two models disagree carry information (McNemar): with b lost and c
-    gained, drop = (b - c) / n and its variance is (b + c - (b - c)^2 / n) / n^2.
-    """
-    n = len(reference_correct)
-    lost = int(np.sum(reference_correct & ~candidate_correct))
-    gained = int(np.sum(~reference_correct & candidate_correct))
-    variance = max(lost + gained - (lost - gained) ** 2 / n, 0.0) / n**2
-    return 100.0 * (lost - gained) / n, 100.0 * float(np.sqrt(variance))

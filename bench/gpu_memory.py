@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from slimline.gpu import nvml
+from slimline.core.gpu import nvml
 
 MB = 1024 * 1024
 

@@ -2,7 +2,8 @@
 
 Timing loop: warm-up iterations (not counted), then at least `min_iters` iterations AND at least
 `min_time_s`, capped by `max_time_s`. Statistics are order statistics of the per-iteration times
-plus a bootstrap 95% confidence interval of the median, so a verdict can say how sure it is.
+plus a distribution-free 95% confidence interval of the median (order statistics, see
+slimline.core.stats), so a verdict can say how sure it is without inflating the worker's peak memory.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from collections.abc import Callable
 import numpy as np
 from pydantic import BaseModel
 
-from profiles.schema import Measurement
-
-BOOTSTRAP_RESAMPLES = 2000
+from slimline.core.stats import median_ci
+from slimline.profiles.schema import Measurement
 
 
 class LatencyStats(BaseModel):
@@ -55,16 +55,7 @@ def sample_latencies_ms(run_once: Callable[[], object], measurement: Measurement
             return samples
 
 
-def bootstrap_median_ci(samples: np.ndarray, seed: int = 0,
-                        resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    draws = rng.choice(samples, size=(resamples, len(samples)), replace=True)
-    medians = np.median(draws, axis=1)
-    low, high = np.percentile(medians, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def summarize(samples_ms: list[float], batch_size: int, seed: int = 0) -> LatencyStats:
+def summarize(samples_ms: list[float], batch_size: int) -> LatencyStats:
     if len(samples_ms) < 2:
         raise ValueError("need at least two latency samples")
     values = np.asarray(samples_ms, dtype=np.float64)
@@ -74,6 +65,6 @@ def summarize(samples_ms: list[float], batch_size: int, seed: int = 0) -> Latenc
     return LatencyStats(
         iterations=len(values), p50_ms=float(p50), p90_ms=float(p90), p95_ms=float(p95), p99_ms=float(p99),
         mean_ms=mean, stdev_ms=stdev, min_ms=float(values.min()), max_ms=float(values.max()),
-        cv=stdev / mean if mean > 0 else 0.0, p50_ci95_ms=bootstrap_median_ci(values, seed),
+        cv=stdev / mean if mean > 0 else 0.0, p50_ci95_ms=median_ci(values),
         throughput_sps=batch_size * 1000.0 / mean if mean > 0 else 0.0, batch_size=batch_size,
     )

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from bench.budgets import BudgetResult, Verdict
-from bench.results_model import CandidateResult
-from slimline.artifact import atomic_write_text
+from slimline.bench.budgets import BudgetResult, Verdict
+from slimline.bench.results_model import CandidateResult
+from slimline.core.artifact import atomic_write_text
 
 REPORT_SCHEMA_VERSION = 1
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from bench.latency import LatencyStats
+from slimline.bench.latency import LatencyStats
 
 
 class CandidateResult(BaseModel):

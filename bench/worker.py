@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.eval_data import accuracy_of
-from bench.gpu_memory import GpuMemoryProbe
-from bench.latency import sample_latencies_ms, summarize
-from bench.runners import RunnerSpec, make_runner
-from slimline.data import trimmed_batches
-from slimline.errors import SlimlineError
-from slimline.inputs import synthetic_feeds
+from slimline.bench.eval_data import accuracy_of
+from slimline.bench.gpu_memory import GpuMemoryProbe
+from slimline.bench.latency import sample_latencies_ms, summarize
+from slimline.bench.runners import RunnerSpec, make_runner
+from slimline.core.data import trimmed_batches
+from slimline.core.errors import SlimlineError
+from slimline.formats.inputs import synthetic_feeds
 
 
 def _peak_rss_mb() -> float:
@@ -51,7 +51,7 @@ def run_worker(spec: RunnerSpec) -> dict[str, object]:
     for shape in spec.shapes:
         feeds = synthetic_feeds(spec.inputs, shape, config, seed=spec.seed)
         samples = sample_latencies_ms(lambda feeds=feeds: runner.run(feeds), spec.measurement, runner.synchronize)
-        latency[shape.label()] = summarize(samples, shape.batch_size, seed=spec.seed).model_dump()
+        latency[shape.label()] = summarize(samples, shape.batch_size).model_dump()
         if hasattr(runner, "take_phase_timings"):  # GPU runners: copies and compute timed apart (CUDA events)
             phases[shape.label()] = runner.take_phase_timings()
     described = {**runner.describe(), **({"phases_ms": phases} if phases else {})}

@@ -2,25 +2,24 @@
 
 A pass is one module under `compress/` with a frozen pydantic Config (unknown keys forbidden, so
 a typo in a recipe fails at load, not after an hour of calibration) and a class registered with
-`@register("family.name")`. Passes are discovered by importing every module under this package,
-so adding one touches no other file.
+`@register("family.name")`. The catalogue (slimline.compress.catalogue) finds those decorators in the
+source without importing anything, so adding a pass touches no other file and listing or validating
+passes imports only the pass modules a recipe names.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from profiles.schema import Shape, Target
-from slimline.artifact import ModelDir
-from slimline.data import DatasetSpec
+from slimline.core.artifact import ModelDir
+from slimline.core.data import DatasetSpec
+from slimline.profiles.schema import Shape, Target
 
 Stage = Literal["torch", "onnx"]
 Need = Literal["calibration_data", "teacher", "cuda"]
@@ -77,7 +76,12 @@ class PassResult:
     data_sha256: dict[str, str] = field(default_factory=dict)  # e.g. the calibration set, for provenance
 
 
-class Pass(ABC):
+ConfigT = TypeVar("ConfigT", bound=PassConfig)
+
+
+class Pass(ABC, Generic[ConfigT]):
+    """`Pass[MyConfig]` types `self.config` as MyConfig; `Config` names the same class for validation."""
+
     name: ClassVar[str]
     Config: ClassVar[type[PassConfig]]
     stage: ClassVar[Stage]
@@ -85,8 +89,8 @@ class Pass(ABC):
     produces: ClassVar[str]
     needs: ClassVar[frozenset[Need]] = frozenset()
 
-    def __init__(self, config: PassConfig) -> None:
-        self.config = config
+    def __init__(self, config: ConfigT) -> None:
+        self.config: ConfigT = config
 
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
         """Cheap validation against the incoming model and target; override to add pass-specific checks."""
@@ -115,7 +119,7 @@ def copy_side_files(source: Path, out_dir: Path, skip: set[str]) -> None:
             shutil.copy2(path, out_dir / path.name)
 
 
-class TorchRuntimePass(Pass):
+class TorchRuntimePass(Pass[ConfigT]):
     """A torch-level pass whose output only the PyTorch runtime can load, so other runtimes are refused."""
 
     stage = "torch"
@@ -132,14 +136,17 @@ class TorchRuntimePass(Pass):
         return problems
 
 
-_REGISTRY: dict[str, type[Pass]] = {}
-_DISCOVERED = False  # not `bool(_REGISTRY)`: a pass registered before the first lookup must not stop discovery
+_REGISTRY: dict[str, type[Pass[Any]]] = {}
 
 
-def register(name: str):
-    """Class decorator: register a pass under `name` (e.g. "quantize.ort-int8-dynamic")."""
+def register(name: str, *, extra: str | None = None):
+    """Class decorator: register a pass under `name` (e.g. "quantize.ort-int8-dynamic").
 
-    def decorate(cls: type[Pass]) -> type[Pass]:
+    `extra` names the `slimline[extra]` that installs the pass's optional libraries. Both arguments
+    must be string literals: the catalogue reads them from the source without importing the module.
+    """
+
+    def decorate(cls: type[Pass[Any]]) -> type[Pass[Any]]:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise RuntimeError(f"pass name {name!r} registered twice ({_REGISTRY[name]} and {cls})")
         cls.name = name
@@ -149,17 +156,11 @@ def register(name: str):
     return decorate
 
 
-def _discover() -> None:
-    global _DISCOVERED
-    import compress
-
-    for module in pkgutil.walk_packages(compress.__path__, prefix="compress."):
-        importlib.import_module(module.name)
-    _DISCOVERED = True
+def registered(name: str) -> type[Pass[Any]] | None:
+    """The class registered under `name` by a module that is already imported."""
+    return _REGISTRY.get(name)
 
 
-def registry() -> dict[str, type[Pass]]:
-    """All registered passes by name (imports every pass module once; they import heavy libs lazily)."""
-    if not _DISCOVERED:
-        _discover()
-    return dict(sorted(_REGISTRY.items()))
+def registered_passes() -> dict[str, type[Pass[Any]]]:
+    """The passes whose modules are imported so far (the catalogue knows the rest without importing)."""
+    return dict(_REGISTRY)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from slimline.data import ROTTEN_TOMATOES, DatasetSpec, check_dataset_available, encode_labelled, load_dataset
-from slimline.errors import DataError
+from slimline.core.data import ROTTEN_TOMATOES, DatasetSpec, check_dataset_available, encode_labelled, load_dataset
+from slimline.core.errors import DataError
 
 
 class CalibrationSpec(BaseModel):

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compress.base import copy_side_files
-from slimline.errors import BadInputError, PassError
-from slimline.hf import load_hf_model
-from slimline.torch_quantized import is_weight_file
+from slimline.compress.base import copy_side_files
+from slimline.core.errors import BadInputError, PassError
+from slimline.formats.hf import load_hf_model
+from slimline.formats.torch_quantized import is_weight_file
 
 #: Weight files of any framework: the saved model replaces them, so they are never carried along.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".index.json")

@@ -9,9 +9,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from compress.base import Pass, registry
-from slimline.errors import RecipeError
-from slimline.yaml_files import load_yaml_file
+from slimline.compress.base import Pass
+from slimline.compress.catalogue import pass_class, pass_names
+from slimline.core.errors import RecipeError, shorten
+from slimline.core.yaml_files import load_yaml_file
+from slimline.profiles.schema import Profile, recipe_path
 
 
 @dataclass(frozen=True)
@@ -38,23 +40,24 @@ def _config_errors(err: ValidationError) -> str:
 def build_step(index: int, raw: Any, source: str) -> RecipeStep:
     where = f"{source} step {index + 1}"
     if not isinstance(raw, dict):
-        raise RecipeError(f"{where} must be a mapping like {{pass: NAME, with: {{...}}}}, got {raw!r}.",
+        raise RecipeError(f"{where} must be a mapping like {{pass: NAME, with: {{...}}}}, got {shorten(raw)}.",
                           fix="see `slimline passes list` for the pass names.")
     unknown_keys = set(raw) - {"pass", "with"}
     if unknown_keys or "pass" not in raw:
-        raise RecipeError(f"{where} has keys {sorted(raw)}; a step takes exactly 'pass' and optionally 'with'.",
+        raise RecipeError(f"{where} has keys {shorten(list(raw))}; a step takes exactly 'pass' and optionally "
+                          "'with'.",
                           fix="write the step as {pass: NAME, with: {...}}.")
     name = raw["pass"]
-    passes = registry()
-    if name not in passes:
-        close = difflib.get_close_matches(str(name), passes, n=1)
+    pass_cls = pass_class(name) if isinstance(name, str) else None
+    if pass_cls is None:
+        known = pass_names()
+        close = difflib.get_close_matches(shorten(name), known, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise RecipeError(f"{where}: unknown pass {name!r}.",
-                          fix=f"{hint}known passes: {', '.join(passes)}.")
-    pass_cls = passes[name]
+        raise RecipeError(f"{where}: unknown pass {shorten(name)}.",
+                          fix=f"{hint}known passes: {', '.join(known)}.")
     options = raw.get("with") or {}
     if not isinstance(options, dict):
-        raise RecipeError(f"{where}: 'with' must be a mapping of options, got {options!r}.",
+        raise RecipeError(f"{where}: 'with' must be a mapping of options, got {shorten(options)}.",
                           fix=f"see `slimline passes list` for {name}'s options.")
     try:
         config = pass_cls.Config.model_validate(options)
@@ -65,10 +68,19 @@ def build_step(index: int, raw: Any, source: str) -> RecipeStep:
     return RecipeStep(index, pass_cls(config))
 
 
+#: Keys a recipe file may have when it is a mapping rather than a plain list of steps.
+RECIPE_FILE_KEYS = frozenset({"passes", "description", "schema_version"})
+
+
 def parse_recipe(data: Any, source: str) -> list[RecipeStep]:
     if data is None:
         return []
-    if isinstance(data, dict) and "passes" in data:
+    if isinstance(data, dict):
+        unknown = set(map(str, data)) - RECIPE_FILE_KEYS
+        if unknown or "passes" not in data:
+            raise RecipeError(f"recipe {source} is a mapping with keys {shorten(sorted(map(str, data)))}; it takes "
+                              f"'passes' and optionally {sorted(RECIPE_FILE_KEYS - {'passes'})}.",
+                              fix="write it as a YAML list of {pass: NAME, with: {...}} or {passes: [...]}.")
         data = data["passes"]
     if not isinstance(data, list):
         raise RecipeError(f"recipe {source} must be a list of steps (or a mapping with 'passes').",
@@ -76,8 +88,22 @@ def parse_recipe(data: Any, source: str) -> list[RecipeStep]:
     return [build_step(i, raw, source) for i, raw in enumerate(data)]
 
 
-def load_recipe(path: Path | str) -> list[RecipeStep]:
-    return parse_recipe(load_yaml_file(Path(path), RecipeError, "recipe"), str(path))
+def load_recipe(name_or_path: Path | str) -> list[RecipeStep]:
+    """Load a shipped recipe by name (`slimline recipes`: cpu-fast, ...) or any recipe YAML by path."""
+    path = recipe_path(name_or_path)
+    return parse_recipe(load_yaml_file(path, RecipeError, "recipe"), str(path))
+
+
+def profile_recipe(profile: Profile) -> list[RecipeStep]:
+    """The profile's default recipe: a shipped recipe named by the profile, or its inline steps."""
+    if isinstance(profile.recipe, str):
+        return load_recipe(profile.recipe)
+    return parse_recipe(profile.recipe, f"profile {profile.name}")
+
+
+def recipe_as_data(steps: list[RecipeStep]) -> list[dict[str, Any]]:
+    """Steps as plain `{pass, with}` dicts (YAML/JSON, reports, the benchmark scripts)."""
+    return [{"pass": step.name, "with": step.config_dict()} for step in steps]
 
 
 def order_problems(steps: list[RecipeStep]) -> list[str]:

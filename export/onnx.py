@@ -16,11 +16,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from export.parity import check_parity
-from slimline.artifact import ModelDir, TensorSpec
-from slimline.deps import require
-from slimline.errors import ExportError
-from slimline.hf import load_hf_model
+from slimline.core.artifact import ModelDir, TensorSpec
+from slimline.core.deps import require
+from slimline.core.errors import ExportError
+from slimline.export.parity import check_parity
+from slimline.formats.hf import load_hf_model
 
 log = logging.getLogger(__name__)
 ONNX_MODEL_FILE = "model.onnx"
@@ -59,8 +59,8 @@ def _export_with_optimum(source: Path, out_dir: Path, task: str, opset: int) -> 
 def _export_with_torch(source: Path, out_dir: Path, task: str, opset: int) -> None:
     import torch
 
-    from profiles.schema import Shape
-    from slimline.inputs import default_input_specs, synthetic_feeds
+    from slimline.formats.inputs import default_input_specs, synthetic_feeds
+    from slimline.profiles.schema import Shape
 
     model = load_hf_model(source, task)
     config = json.loads((source / "config.json").read_text())

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from profiles.schema import Shape
-from slimline.artifact import TensorSpec
-from slimline.errors import ExportError
-from slimline.hf import load_hf_model
-from slimline.inputs import synthetic_feeds
+from slimline.core.artifact import TensorSpec
+from slimline.core.errors import ExportError
+from slimline.formats.hf import load_hf_model
+from slimline.formats.inputs import synthetic_feeds
+from slimline.profiles.schema import Shape
 
 #: Real sentences used for text models that ship a tokenizer, padded into one batch.
 PARITY_SENTENCES = [

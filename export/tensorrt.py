@@ -21,19 +21,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from export.onnx import SIDE_FILE_PATTERNS, ExportResult
-from export.tensorrt_plan import (
+from slimline.core.artifact import ModelDir
+from slimline.core.errors import ExportError
+from slimline.core.gpu import require_tensorrt
+from slimline.export.onnx import SIDE_FILE_PATTERNS, ExportResult
+from slimline.export.tensorrt_plan import (
     BuilderPlan,
     TensorRTExportConfig,
     default_timing_cache_dir,
     optimization_profile_shapes,
     select_builder_flags,
 )
-from profiles.schema import Shape
-from slimline.artifact import ModelDir
-from slimline.engine_facts import EngineFacts, check_engine_compatible, current_engine_facts
-from slimline.errors import ExportError
-from slimline.gpu import require_tensorrt
+from slimline.formats.engine_facts import EngineFacts, check_engine_compatible, current_engine_facts
+from slimline.profiles.schema import Shape
 
 log = logging.getLogger(__name__)
 ENGINE_FILE = "model.plan"

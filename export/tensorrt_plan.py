@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from profiles.schema import Shape
-from slimline.artifact import TensorSpec
-from slimline.engine_facts import parse_compute_capability
-from slimline.errors import ExportError, ProfileError, RecipeError
-from slimline.inputs import image_size
+from slimline.core.artifact import TensorSpec
+from slimline.core.errors import ExportError, ProfileError, RecipeError
+from slimline.formats.engine_facts import parse_compute_capability
+from slimline.formats.inputs import image_size
+from slimline.profiles.schema import Shape
 
 TensorRTPrecision = Literal["fp32", "fp16", "int8-qdq", "best"]
 #: profile target.precision -> the TensorRT build precision that serves it.
@@ -32,7 +32,7 @@ TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
 
 def default_timing_cache_dir() -> Path:
-    from slimline.demo import cache_root
+    from slimline.core.paths import cache_root
 
     return cache_root() / "tensorrt"
 

@@ -1,6 +1,6 @@
 """Deployment-target profiles: the schema and the YAML files shipped beside it."""
 
-from profiles.schema import (
+from slimline.profiles.schema import (
     BUDGET_METRICS,
     Budget,
     Measurement,

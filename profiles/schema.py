@@ -12,11 +12,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from slimline.errors import ProfileError
-from slimline.yaml_files import load_yaml_file
+from slimline.core.errors import ProfileError, RecipeError, shorten
+from slimline.core.yaml_files import load_yaml_file
 
 PROFILE_SCHEMA_VERSION = 1
 PROFILES_DIR = Path(__file__).parent
+#: Recipes shipped with slimline (package data beside the profiles), loadable by name.
+RECIPES_DIR = PROFILES_DIR / "recipes"
 
 #: metric -> which limit kinds make sense for it. The unit is part of the name.
 BUDGET_METRICS: dict[str, tuple[str, ...]] = {
@@ -117,7 +119,8 @@ class Profile(BaseModel):
     description: str = ""
     target: Target = Field(default_factory=Target)
     shapes: list[Shape] = Field(default_factory=lambda: [Shape()], min_length=1)
-    recipe: list[dict[str, Any]] = Field(default_factory=list)
+    #: The default recipe: a shipped recipe's name (profiles/recipes/NAME.yaml) or the steps themselves.
+    recipe: str | list[dict[str, Any]] = Field(default_factory=list)
     measurement: Measurement = Field(default_factory=Measurement)
     budgets: dict[str, Budget] = Field(default_factory=dict)
 
@@ -153,6 +156,22 @@ def parse_profile(data: Any, source: str) -> Profile:
 
 def list_profiles() -> list[str]:
     return sorted(path.stem for path in PROFILES_DIR.glob("*.yaml"))
+
+
+def list_recipes() -> list[str]:
+    return sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A shipped recipe's file for a bare name (`cpu-fast`), else the path as given."""
+    path = Path(name_or_path)
+    if path.suffix or path.exists() or len(path.parts) != 1:
+        return path
+    shipped = RECIPES_DIR / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        raise RecipeError(f"no recipe named {shorten(str(name_or_path))}.",
+                          fix=f"use one of {', '.join(list_recipes())} or a path to a YAML file.")
+    return shipped
 
 
 def load_profile(name_or_path: str | Path) -> Profile:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,9 +126,20 @@ def fast_profile(tmp_path: Path) -> Path:
     return path
 
 
+def slimline_script() -> str:
+    """The installed `slimline` console script (beside this interpreter), as a user runs it."""
+    script = Path(sys.executable).with_name("slimline")
+    if not script.is_file():
+        found = shutil.which("slimline")
+        if found is None:
+            pytest.fail("the `slimline` console script is not installed: run scripts/install.sh")
+        return found
+    return str(script)
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
             timeout_s: float = 600) -> subprocess.CompletedProcess:
-    """Run the real console entry point in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "slimline.cli", *args], capture_output=True, text=True,
+    """Run the installed `slimline` console script in a subprocess, as a user would."""
+    return subprocess.run([slimline_script(), *args], capture_output=True, text=True,
                           cwd=cwd, env={**os.environ, **(env or {}), "COLUMNS": "200"}, check=False,
                           timeout=timeout_s)

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from bench.runners.base import Runner, RunnerSpec
+from slimline.bench.runners.base import Runner, RunnerSpec
 
 
 def make_runner(spec: RunnerSpec) -> Runner:
     """The runner for `spec.runtime`; each imports its runtime lazily."""
     if spec.runtime == "torch":
-        from bench.runners.torch_runner import TorchRunner
+        from slimline.bench.runners.torch_runner import TorchRunner
 
         return TorchRunner(spec)
     if spec.runtime == "onnxruntime":
-        from bench.runners.ort_runner import OrtRunner
+        from slimline.bench.runners.ort_runner import OrtRunner
 
         return OrtRunner(spec)
     if spec.runtime == "tensorrt":
-        from bench.runners.trt_runner import TensorRTRunner
+        from slimline.bench.runners.trt_runner import TensorRTRunner
 
         return TensorRTRunner(spec)
     raise ValueError(f"unknown runtime {spec.runtime!r}")

@@ -7,8 +7,8 @@ from typing import Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from profiles.schema import Measurement, Shape
-from slimline.artifact import TensorSpec
+from slimline.core.artifact import TensorSpec
+from slimline.profiles.schema import Measurement, Shape
 
 
 class RunnerSpec(BaseModel):

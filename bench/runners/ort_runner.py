@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.runners.base import RunnerSpec
-from slimline.errors import MissingDependency
+from slimline.bench.runners.base import RunnerSpec
+from slimline.core.errors import MissingDependency
 
 
 def check_providers(requested: list[str]) -> None:
@@ -31,7 +31,7 @@ def provider_entries(providers: list[str], precision: str) -> list[str | tuple[s
         if provider != "TensorrtExecutionProvider":
             entries.append(provider)
             continue
-        from slimline.demo import cache_root
+        from slimline.core.paths import cache_root
 
         cache = cache_root() / "ort-tensorrt"
         cache.mkdir(parents=True, exist_ok=True)

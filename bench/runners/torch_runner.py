@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.runners.base import RunnerSpec, torch_baseline_precision
-from slimline.errors import BenchError, MissingDependency
-from slimline.hf import load_hf_model
+from slimline.bench.runners.base import RunnerSpec, torch_baseline_precision
+from slimline.core.errors import BenchError, MissingDependency
+from slimline.formats.hf import load_hf_model
 
 
 class TorchRunner:
@@ -30,7 +30,7 @@ class TorchRunner:
         self.device = torch.device(spec.device)
         self.scheme = "none"
         if spec.model_format == "torch-quantized":
-            from slimline.torch_quantized import load_torch_quantized
+            from slimline.formats.torch_quantized import load_torch_quantized
 
             self.model, quantization = load_torch_quantized(Path(spec.model_dir), spec.task, spec.device)
             self.scheme = quantization["scheme"]

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.runners.base import RunnerSpec
-from slimline.artifact import ModelDir
-from slimline.engine_facts import REBUILD_HINT, check_engine_compatible, current_engine_facts
-from slimline.errors import BenchError
-from slimline.gpu import require_tensorrt
+from slimline.bench.runners.base import RunnerSpec
+from slimline.core.artifact import ModelDir
+from slimline.core.errors import BenchError
+from slimline.core.gpu import require_tensorrt
+from slimline.formats.engine_facts import REBUILD_HINT, check_engine_compatible, current_engine_facts
 
 
 def _phase_stats(samples: list[float]) -> dict[str, float]:

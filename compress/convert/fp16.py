@@ -11,11 +11,20 @@ from pathlib import Path
 
 from pydantic import Field
 
-from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, copy_side_files, register
-from profiles.schema import Target
-from slimline.artifact import ModelDir
-from slimline.deps import require
-from slimline.errors import PassError
+from slimline.compress.base import (
+    ModelInfo,
+    Pass,
+    PassConfig,
+    PassContext,
+    PassResult,
+    Problem,
+    copy_side_files,
+    register,
+)
+from slimline.core.artifact import ModelDir
+from slimline.core.deps import require
+from slimline.core.errors import PassError
+from slimline.profiles.schema import Target
 
 FP16_MODEL_FILE = "model.onnx"
 
@@ -27,7 +36,7 @@ class Fp16Config(PassConfig):
 
 
 @register("convert.fp16")
-class ConvertFp16(Pass):
+class ConvertFp16(Pass[Fp16Config]):
     Config = Fp16Config
     stage = "onnx"
     accepts = frozenset({"onnx"})
@@ -43,7 +52,7 @@ class ConvertFp16(Pass):
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:
         onnx = require("onnx", purpose=self.name)
         onnx_model_module = require("onnxruntime.transformers.onnx_model", purpose=self.name)
-        config: Fp16Config = self.config  # type: ignore[assignment]
+        config = self.config
         try:
             onnx_model = onnx_model_module.OnnxModel(onnx.load(str(model.model_path)))
             onnx_model.convert_float_to_float16(keep_io_types=config.keep_io_types,

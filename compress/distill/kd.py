@@ -23,8 +23,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
-from compress.distill.training import (
+from slimline.compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
+from slimline.compress.distill.training import (
     Distiller,
     TrainingOutcome,
     TrainingSet,
@@ -33,13 +33,13 @@ from compress.distill.training import (
     train,
     uniform_layer_map,
 )
-from compress.hf_save import carry_side_files, save_reloadable
-from profiles.schema import Target
-from slimline.artifact import ModelDir
-from slimline.checkpoint import open_checkpoint
-from slimline.data import DatasetSpec, check_dataset_available, label_names_of
-from slimline.errors import DataError, PassError
-from slimline.hf import load_hf_model
+from slimline.compress.hf_save import carry_side_files, save_reloadable
+from slimline.core.artifact import ModelDir
+from slimline.core.data import DatasetSpec, check_dataset_available, label_names_of
+from slimline.core.errors import DataError, PassError
+from slimline.formats.checkpoint import open_checkpoint
+from slimline.formats.hf import load_hf_model
+from slimline.profiles.schema import Target
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class KDConfig(PassConfig):
 
 
 @register("distill.kd")
-class KnowledgeDistillation(Pass):
+class KnowledgeDistillation(Pass[KDConfig]):
     Config = KDConfig
     stage = "torch"
     accepts = frozenset({"hf"})
@@ -109,7 +109,7 @@ class KnowledgeDistillation(Pass):
     needs = frozenset({"teacher"})
 
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
-        config: KDConfig = self.config  # type: ignore[assignment]
+        config = self.config
         problems = super().check(model, target)
         if model.task != "text-classification":
             problems.append(self.error(f"distils text-classification models only (class logits); {model.task} "
@@ -128,7 +128,7 @@ class KnowledgeDistillation(Pass):
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:
         import torch
 
-        config: KDConfig = self.config  # type: ignore[assignment]
+        config = self.config
         started = time.perf_counter()
         teacher_dir = self._teacher(context, model)
         spec = self._training_spec(context)
@@ -175,7 +175,7 @@ class KnowledgeDistillation(Pass):
                           data_sha256={"distillation": data.sha256})
 
     def _teacher(self, context: PassContext, student: ModelDir) -> ModelDir:
-        config: KDConfig = self.config  # type: ignore[assignment]
+        config = self.config
         if config.teacher is not None:
             teacher = open_checkpoint(config.teacher)
         elif context.teacher is not None:
@@ -196,7 +196,7 @@ class KnowledgeDistillation(Pass):
 
     def _training_spec(self, context: PassContext) -> DatasetSpec:
         """The configured data, else the run's eval data source with its split forced to train."""
-        config: KDConfig = self.config  # type: ignore[assignment]
+        config = self.config
         if config.data is not None:
             return config.data
         if context.tuning_data is None:
@@ -206,7 +206,7 @@ class KnowledgeDistillation(Pass):
         return context.tuning_data.model_copy(update={"split": "train"})
 
     def _layer_map(self, student_layers: int, teacher_layers: int) -> dict[int, int] | None:
-        config: KDConfig = self.config  # type: ignore[assignment]
+        config = self.config
         if config.alpha_hidden == 0:
             return None
         layer_map = config.layer_map or uniform_layer_map(student_layers, teacher_layers)
@@ -221,7 +221,7 @@ class KnowledgeDistillation(Pass):
     def _device(self) -> Any:
         import torch
 
-        config: KDConfig = self.config  # type: ignore[assignment]
+        config = self.config
         if config.device == "cuda" and not torch.cuda.is_available():
             raise PassError(f"{self.name}: device 'cuda' was asked for, but torch sees no CUDA device.",
                             fix="set device: cpu (or auto), or run on a machine with a CUDA build of torch.")

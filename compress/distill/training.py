@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from slimline.data import DatasetSpec, length_buckets, tokenize_split
-from slimline.progress import reporter
+from slimline.core.data import DatasetSpec, length_buckets, tokenize_split
+from slimline.core.progress import reporter
 
 if TYPE_CHECKING:
     import torch
 
-    from compress.distill.kd import KDConfig
+    from slimline.compress.distill.kd import KDConfig
 
 log = logging.getLogger(__name__)
 

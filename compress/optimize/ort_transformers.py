@@ -15,11 +15,20 @@ from typing import Literal
 
 from pydantic import Field
 
-from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, copy_side_files, register
-from profiles.schema import Target
-from slimline.artifact import ModelDir
-from slimline.deps import require
-from slimline.errors import PassError
+from slimline.compress.base import (
+    ModelInfo,
+    Pass,
+    PassConfig,
+    PassContext,
+    PassResult,
+    Problem,
+    copy_side_files,
+    register,
+)
+from slimline.core.artifact import ModelDir
+from slimline.core.deps import require
+from slimline.core.errors import PassError
+from slimline.profiles.schema import Target
 
 log = logging.getLogger(__name__)
 OPTIMIZED_MODEL_FILE = "model.onnx"
@@ -38,14 +47,14 @@ class OrtTransformersConfig(PassConfig):
 
 
 @register("optimize.ort-transformers")
-class OrtTransformersOptimizer(Pass):
+class OrtTransformersOptimizer(Pass[OrtTransformersConfig]):
     Config = OrtTransformersConfig
     stage = "onnx"
     accepts = frozenset({"onnx"})
     produces = "onnx"
 
     def _ort_model_type(self, model_type: str | None) -> str | None:
-        config: OrtTransformersConfig = self.config  # type: ignore[assignment]
+        config = self.config
         if config.model_type != "auto":
             return config.model_type
         return ORT_MODEL_TYPES.get(model_type or "")
@@ -61,7 +70,7 @@ class OrtTransformersOptimizer(Pass):
 
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:
         optimizer = require("onnxruntime.transformers.optimizer", purpose=self.name)
-        config: OrtTransformersConfig = self.config  # type: ignore[assignment]
+        config = self.config
         ort_type = self._ort_model_type(model.manifest.metadata.get("model_type"))
         try:
             optimized = optimizer.optimize_model(str(model.model_path), model_type=ort_type, num_heads=0,

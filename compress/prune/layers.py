@@ -13,13 +13,13 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
-from compress.hf_save import carry_side_files, save_reloadable
-from compress.prune.layout import LAYER_DROPPABLE, layer_list, set_layer_list
-from profiles.schema import Target
-from slimline.artifact import ModelDir
-from slimline.errors import PassError
-from slimline.hf import load_hf_model
+from slimline.compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
+from slimline.compress.hf_save import carry_side_files, save_reloadable
+from slimline.compress.prune.layout import LAYER_DROPPABLE, layer_list, set_layer_list
+from slimline.core.artifact import ModelDir
+from slimline.core.errors import PassError
+from slimline.formats.hf import load_hf_model
+from slimline.profiles.schema import Target
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class DropLayersConfig(PassConfig):
 
 
 @register("prune.layers")
-class DropLayers(Pass):
+class DropLayers(Pass[DropLayersConfig]):
     Config = DropLayersConfig
     stage = "torch"
     accepts = frozenset({"hf"})
@@ -73,7 +73,7 @@ class DropLayers(Pass):
         return problems
 
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:
-        config: DropLayersConfig = self.config  # type: ignore[assignment]
+        config = self.config
         hf_model = load_hf_model(model.path, model.manifest.task)
         layers = list(layer_list(hf_model))
         kept = config.kept(len(layers))

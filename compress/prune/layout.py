@@ -10,9 +10,10 @@ task head are never touched: they are shared by every layer and fixed by the con
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported by the passes' apply(), not when the catalogue lists them
+    import torch
 
 #: model_type -> path of the encoder layer list from the task model's base model.
 ENCODER_LAYER_LISTS = {
@@ -55,6 +56,8 @@ def set_layer_list(model: Any, layers: list[torch.nn.Module]) -> None:
     path = ENCODER_LAYER_LISTS.get(model_type) or DECODER_LAYER_LISTS[model_type]
     parent_path, _, name = path.rpartition(".")
     parent = _attribute(model.base_model, parent_path) if parent_path else model.base_model
+    import torch
+
     setattr(parent, name, torch.nn.ModuleList(layers))
 
 

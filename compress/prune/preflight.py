@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from compress.base import PassContext
-from slimline.artifact import ModelDir
-from slimline.errors import PassError
-from slimline.hf import load_hf_model
-from slimline.inputs import torch_feeds_for
+from slimline.compress.base import PassContext
+from slimline.core.artifact import ModelDir
+from slimline.core.errors import PassError
+from slimline.formats.hf import load_hf_model
+from slimline.formats.inputs import torch_feeds_for
 
 log = logging.getLogger(__name__)
 Runner = Callable[[], object]

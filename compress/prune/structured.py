@@ -22,15 +22,15 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
-from compress.hf_save import carry_side_files, save_reloadable
-from compress.prune.layout import HEAD_AND_FFN_PRUNABLE, encoder_parts, layer_list, original_head_ids
-from compress.prune.preflight import PreflightConfig, run_preflight
-from profiles.schema import Target
-from slimline.artifact import ModelDir
-from slimline.data import DatasetSpec
-from slimline.errors import MissingDependency, PassError
-from slimline.hf import load_hf_model
+from slimline.compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
+from slimline.compress.hf_save import carry_side_files, save_reloadable
+from slimline.compress.prune.layout import HEAD_AND_FFN_PRUNABLE, encoder_parts, layer_list, original_head_ids
+from slimline.compress.prune.preflight import PreflightConfig, run_preflight
+from slimline.core.artifact import ModelDir
+from slimline.core.data import DatasetSpec
+from slimline.core.errors import MissingDependency, PassError
+from slimline.formats.hf import load_hf_model
+from slimline.profiles.schema import Target
 
 log = logging.getLogger(__name__)
 ROUND_TO = 8  # GEMM kernels (MLAS, cuBLAS, oneDNN) tile in multiples of 8: other widths waste lanes
@@ -71,7 +71,7 @@ def heads_to_keep(num_heads: int, ratio: float) -> int:
 
 
 @register("prune.structured")
-class StructuredPrune(Pass):
+class StructuredPrune(Pass[StructuredPruneConfig]):
     Config = StructuredPruneConfig
     stage = "torch"
     accepts = frozenset({"hf"})
@@ -79,7 +79,7 @@ class StructuredPrune(Pass):
 
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
         problems = super().check(model, target)
-        config: StructuredPruneConfig = self.config  # type: ignore[assignment]
+        config = self.config
         if model.model_type is not None and model.model_type not in HEAD_AND_FFN_PRUNABLE:
             problems.append(self.error(
                 f"prunes heads and FFN channels of BERT-style encoders ({', '.join(sorted(HEAD_AND_FFN_PRUNABLE))}), "
@@ -97,7 +97,7 @@ class StructuredPrune(Pass):
         return problems
 
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:
-        config: StructuredPruneConfig = self.config  # type: ignore[assignment]
+        config = self.config
         hf_model = load_hf_model(model.path, model.manifest.task)
         facts, data_sha256 = prune_in_place(hf_model, model, context, config)
         facts["preflight_estimate"] = run_preflight(hf_model, facts["shape_before"], facts["shape_after"], model,
@@ -160,8 +160,8 @@ def describe_shape(hf_model: Any) -> dict[str, Any]:
 
 def example_inputs(hf_model: Any, model: ModelDir, context: PassContext) -> dict[str, Any]:
     """Synthetic inputs of the profile's sequence length (batch 2) to trace the dependency graph."""
-    from profiles.schema import Shape
-    from slimline.inputs import torch_feeds_for
+    from slimline.formats.inputs import torch_feeds_for
+    from slimline.profiles.schema import Shape
 
     shape = Shape(batch_size=2, sequence_length=min(context.shape.sequence_length, 32))
     return torch_feeds_for(hf_model, model, shape, seed=context.seed)
@@ -172,7 +172,7 @@ def accumulate_gradients(hf_model: Any, model: ModelDir, context: PassContext,
     """Label-loss gradients on a train-split sample, summed in `.grad`, for Taylor importance."""
     import torch
 
-    from slimline.data import encode_labelled, trimmed_batches
+    from slimline.core.data import encode_labelled, trimmed_batches
 
     if context.tuning_data is None:
         raise PassError("Taylor importance needs labelled examples and this run has none.",

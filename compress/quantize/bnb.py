@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from compress.base import (
+from slimline.compress.base import (
+    ConfigT,
     ModelInfo,
     PassConfig,
     PassContext,
@@ -26,10 +27,10 @@ from compress.base import (
     copy_side_files,
     register,
 )
-from profiles.schema import Target
-from slimline.artifact import ModelDir
-from slimline.deps import is_available
-from slimline.torch_quantized import BNB_INSTALL, WEIGHTS_FILE, bnb_scheme, is_weight_file, quantize_bnb
+from slimline.core.artifact import ModelDir
+from slimline.core.deps import is_available
+from slimline.formats.torch_quantized import BNB_INSTALL, WEIGHTS_FILE, bnb_scheme, is_weight_file, quantize_bnb
+from slimline.profiles.schema import Target
 
 NOT_EXPORTABLE = ("bitsandbytes models cannot be exported to ONNX or TensorRT (optimum #1914), so they run "
                   "only on the torch runtime")
@@ -51,7 +52,7 @@ class BnbNf4Config(PassConfig):
     skip_modules: list[str] = Field(default_factory=list, description="module names to keep unquantized")
 
 
-class _BitsAndBytesPass(TorchRuntimePass):
+class _BitsAndBytesPass(TorchRuntimePass[ConfigT]):
     torch_only_reason = NOT_EXPORTABLE
 
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
@@ -73,18 +74,18 @@ class _BitsAndBytesPass(TorchRuntimePass):
         return PassResult(model_file=WEIGHTS_FILE, metadata={"quantization": info})
 
 
-@register("quantize.bnb-int8")
-class BnbInt8(_BitsAndBytesPass):
+@register("quantize.bnb-int8", extra="bnb")
+class BnbInt8(_BitsAndBytesPass[BnbInt8Config]):
     Config = BnbInt8Config
 
     def quantization_options(self) -> dict[str, Any]:
         return {"scheme": bnb_scheme("int8"), **self.config.model_dump(mode="json")}
 
 
-@register("quantize.bnb-nf4")
-class BnbNf4(_BitsAndBytesPass):
+@register("quantize.bnb-nf4", extra="bnb")
+class BnbNf4(_BitsAndBytesPass[BnbNf4Config]):
     Config = BnbNf4Config
 
     def quantization_options(self) -> dict[str, Any]:
-        config: BnbNf4Config = self.config  # type: ignore[assignment]
+        config = self.config
         return {"scheme": bnb_scheme("4bit", config.quant_type), **config.model_dump(mode="json")}

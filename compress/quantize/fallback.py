@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.eval_data import paired_drop_pt
-from compress.base import PassContext
-from slimline.artifact import TensorSpec
-from slimline.data import encode_labelled, trimmed_batches
-from slimline.errors import PassError
-from slimline.inputs import synthetic_feeds
-from slimline.progress import reporter
+from slimline.compress.base import PassContext
+from slimline.core.artifact import TensorSpec
+from slimline.core.data import encode_labelled, trimmed_batches
+from slimline.core.errors import PassError
+from slimline.core.progress import reporter
+from slimline.core.stats import paired_drop_pt
+from slimline.formats.inputs import synthetic_feeds
 
 log = logging.getLogger(__name__)
 Quantize = Callable[[list[str], Path], None]

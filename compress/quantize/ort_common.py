@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from slimline.errors import PassError
+from slimline.core.errors import PassError
 
 log = logging.getLogger(__name__)
 ONNX_PROTOBUF_LIMIT_BYTES = 2**31 - 1

@@ -14,11 +14,20 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, copy_side_files, register
-from profiles.schema import Target
-from slimline.artifact import ModelDir
-from slimline.deps import require
-from slimline.errors import PassError
+from slimline.compress.base import (
+    ModelInfo,
+    Pass,
+    PassConfig,
+    PassContext,
+    PassResult,
+    Problem,
+    copy_side_files,
+    register,
+)
+from slimline.core.artifact import ModelDir
+from slimline.core.deps import require
+from slimline.core.errors import PassError
+from slimline.profiles.schema import Target
 
 INT4_MODEL_FILE = "model.onnx"
 
@@ -39,7 +48,7 @@ class Int4WeightOnlyConfig(PassConfig):
 
 
 @register("quantize.ort-int4-weight-only")
-class OrtInt4WeightOnly(Pass):
+class OrtInt4WeightOnly(Pass[Int4WeightOnlyConfig]):
     Config = Int4WeightOnlyConfig
     stage = "onnx"
     accepts = frozenset({"onnx"})
@@ -59,7 +68,7 @@ class OrtInt4WeightOnly(Pass):
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:
         nbits = require("onnxruntime.quantization.matmul_nbits_quantizer", purpose=self.name)
         onnx = require("onnx", purpose=self.name)
-        config: Int4WeightOnlyConfig = self.config  # type: ignore[assignment]
+        config = self.config
         source = model.model_path
         try:
             quantizer = nbits.MatMulNBitsQuantizer(

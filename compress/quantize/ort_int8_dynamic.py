@@ -13,14 +13,23 @@ from typing import Literal
 
 from pydantic import Field
 
-from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, copy_side_files, register
-from compress.quantize.fallback import FallbackConfig, quantize_with_fallback
-from compress.quantize.ort_common import float_model_for_quantization
-from profiles.schema import Target
-from slimline.artifact import ModelDir
-from slimline.deps import require
-from slimline.errors import PassError
-from slimline.machine import has_vnni
+from slimline.compress.base import (
+    ModelInfo,
+    Pass,
+    PassConfig,
+    PassContext,
+    PassResult,
+    Problem,
+    copy_side_files,
+    register,
+)
+from slimline.compress.quantize.fallback import FallbackConfig, quantize_with_fallback
+from slimline.compress.quantize.ort_common import float_model_for_quantization
+from slimline.core.artifact import ModelDir
+from slimline.core.deps import require
+from slimline.core.errors import PassError
+from slimline.core.machine import has_vnni
+from slimline.profiles.schema import Target
 
 log = logging.getLogger(__name__)
 QUANTIZED_MODEL_FILE = "model.onnx"
@@ -52,7 +61,7 @@ def gemm_aware_exclusions(excluded: list[str]) -> list[str]:
 
 
 @register("quantize.ort-int8-dynamic")
-class OrtInt8Dynamic(Pass):
+class OrtInt8Dynamic(Pass[Int8DynamicConfig]):
     Config = Int8DynamicConfig
     stage = "onnx"
     accepts = frozenset({"onnx"})
@@ -71,7 +80,7 @@ class OrtInt8Dynamic(Pass):
 
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:
         quantization = require("onnxruntime.quantization", purpose=self.name)
-        config: Int8DynamicConfig = self.config  # type: ignore[assignment]
+        config = self.config
         source = model.model_path
         with float_model_for_quantization(source, config.preprocess, self.name) as float_model:
             weight_type = getattr(quantization.QuantType, "QInt8" if config.weight_type == "qint8" else "QUInt8")

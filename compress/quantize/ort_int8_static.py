@@ -13,15 +13,24 @@ from typing import Literal
 
 from pydantic import Field
 
-from compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, copy_side_files, register
-from compress.calibration import CalibrationSpec, TextCalibrationReader, check_calibration_set
-from compress.quantize.fallback import FallbackConfig, quantize_with_fallback
-from compress.quantize.ort_common import float_model_for_quantization
-from profiles.schema import Target
-from slimline.artifact import ModelDir
-from slimline.deps import require
-from slimline.errors import BadInputError, PassError
-from slimline.machine import has_vnni
+from slimline.compress.base import (
+    ModelInfo,
+    Pass,
+    PassConfig,
+    PassContext,
+    PassResult,
+    Problem,
+    copy_side_files,
+    register,
+)
+from slimline.compress.calibration import CalibrationSpec, TextCalibrationReader, check_calibration_set
+from slimline.compress.quantize.fallback import FallbackConfig, quantize_with_fallback
+from slimline.compress.quantize.ort_common import float_model_for_quantization
+from slimline.core.artifact import ModelDir
+from slimline.core.deps import require
+from slimline.core.errors import BadInputError, PassError
+from slimline.core.machine import has_vnni
+from slimline.profiles.schema import Target
 
 STATIC_MODEL_FILE = "model.onnx"
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -47,7 +56,7 @@ def _quant_type(quantization, name: str):
 
 
 @register("quantize.ort-int8-static")
-class OrtInt8Static(Pass):
+class OrtInt8Static(Pass[Int8StaticConfig]):
     Config = Int8StaticConfig
     stage = "onnx"
     accepts = frozenset({"onnx"})
@@ -55,7 +64,7 @@ class OrtInt8Static(Pass):
     needs = frozenset({"calibration_data"})
 
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
-        config: Int8StaticConfig = self.config  # type: ignore[assignment]
+        config = self.config
         problems = super().check(model, target)
         if target.device == "cuda" and target.runtime == "onnxruntime":
             problems.append(self.error("ONNX Runtime's CUDA EP has no INT8 kernels (onnxruntime #12229): the "
@@ -74,7 +83,7 @@ class OrtInt8Static(Pass):
 
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:
         quantization = require("onnxruntime.quantization", purpose=self.name)
-        config: Int8StaticConfig = self.config  # type: ignore[assignment]
+        config = self.config
         input_names = {spec.name for spec in model.manifest.inputs}
         reader = TextCalibrationReader(config.calibration, model.path, input_names)
         source = model.model_path

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from compress.base import (
+from slimline.compress.base import (
     ModelInfo,
     PassConfig,
     PassContext,
@@ -25,11 +25,10 @@ from compress.base import (
     copy_side_files,
     register,
 )
-from profiles.schema import Target
-from slimline.artifact import ModelDir
-from slimline.errors import PassError
-from slimline.hf import load_hf_model
-from slimline.torch_quantized import (
+from slimline.core.artifact import ModelDir
+from slimline.core.errors import PassError
+from slimline.formats.hf import load_hf_model
+from slimline.formats.torch_quantized import (
     INT8_DYNAMIC,
     WEIGHTS_FILE,
     is_weight_file,
@@ -37,6 +36,7 @@ from slimline.torch_quantized import (
     quantize_int8_dynamic,
     save_int8_dynamic,
 )
+from slimline.profiles.schema import Target
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def excluded(name: str, patterns: list[str]) -> bool:
 
 
 @register("quantize.torch-int8-dynamic")
-class TorchInt8Dynamic(TorchRuntimePass):
+class TorchInt8Dynamic(TorchRuntimePass[TorchInt8DynamicConfig]):
     Config = TorchInt8DynamicConfig
     torch_only_reason = ("produces a PyTorch dynamically quantized model that only the torch runtime can run "
                          "(it cannot be exported to ONNX)")
@@ -67,7 +67,7 @@ class TorchInt8Dynamic(TorchRuntimePass):
         return problems
 
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:
-        config: TorchInt8DynamicConfig = self.config  # type: ignore[assignment]
+        config = self.config
         hf_model = load_hf_model(model.path, model.manifest.task)
         linears = linear_module_names(hf_model)
         unmatched = [p for p in config.exclude if not any(excluded(name, [p]) for name in linears)]

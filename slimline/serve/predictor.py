@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from slimline.bundle import BundleManifest
-from slimline.errors import BundleError
+from slimline.core.errors import BundleError
+from slimline.deploy.manifest import BundleManifest
 
 INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slimline.bundle import BundleManifest, bundle_directory, read_manifest, verify_directory
-from slimline.deps import require
-from slimline.errors import BadInputError
+from slimline.core.deps import require
+from slimline.core.errors import BadInputError
+from slimline.deploy.manifest import BundleManifest, bundle_directory, read_manifest, verify_directory
 from slimline.serve.app import ServeSettings, create_app
 
 GRACEFUL_SHUTDOWN_S = 10

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from conftest import REPO, run_cli
 
-from profiles.schema import list_profiles
+from slimline.profiles.schema import list_profiles
 
 FAST_PROFILE = REPO / "tests" / "fixtures" / "fast-cpu.yaml"
 

@@ -18,8 +18,8 @@ DEMO_TIMEOUT_S = 3600
 
 
 def test_the_demo_runs_the_cpu_profile_on_an_accurate_checkpoint_and_measures_accuracy(tmp_path: Path) -> None:
-    from slimline.artifact import ModelDir
-    from slimline.demo import MIN_TEST_ACCURACY, demo_checkpoint_path
+    from slimline.core.artifact import ModelDir
+    from slimline.pipeline.demo import MIN_TEST_ACCURACY, demo_checkpoint_path
 
     out = tmp_path / "demo"
     completed = run_cli("demo", "--out", str(out), timeout_s=DEMO_TIMEOUT_S)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from slimline.artifact import ModelDir
+from slimline.core.artifact import ModelDir
 
 FAST_PROFILE = REPO / "tests" / "fixtures" / "fast-cpu.yaml"
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import REPO, run_cli
 
-from slimline.gpu import tensorrt_problems, torch_cuda_problem
+from slimline.core.gpu import tensorrt_problems, torch_cuda_problem
 
 TRT_PROFILES = ["gpu-a100-trt", "jetson-orin-trt"]
 no_tensorrt_here = pytest.mark.skipif(not tensorrt_problems(), reason="this machine has TensorRT and a CUDA GPU")
@@ -65,10 +65,10 @@ def test_doctor_json_is_machine_readable_and_says_there_is_no_gpu() -> None:
 
 def _engine(tiny_bert: Path, tmp_path: Path, precision: str = "fp32"):
     pytest.importorskip("tensorrt", reason="gpu: the tensorrt module is not installed")
-    from export.tensorrt import TENSORRT_EXPORT_STEP, TensorRTExportConfig
-    from profiles.schema import Shape
-    from slimline.pipeline import run_stage, tensorrt_producer
-    from slimline.standalone import export_to
+    from slimline.export.tensorrt import TENSORRT_EXPORT_STEP, TensorRTExportConfig
+    from slimline.pipeline.single import export_to
+    from slimline.pipeline.stages import run_stage, tensorrt_producer
+    from slimline.profiles.schema import Shape
 
     onnx_dir = export_to(tiny_bert, tmp_path / "onnx")
     config = TensorRTExportConfig(precision=precision, timing_cache=tmp_path / "timing.cache", workspace_mb=512)
@@ -79,8 +79,8 @@ def _engine(tiny_bert: Path, tmp_path: Path, precision: str = "fp32"):
 
 
 def _runner(engine, shapes):
-    from bench.runners import RunnerSpec, make_runner
-    from profiles.schema import Measurement
+    from slimline.bench.runners import RunnerSpec, make_runner
+    from slimline.profiles.schema import Measurement
 
     return make_runner(RunnerSpec(label="trt", runtime="tensorrt", model_path=str(engine.model_path),
                                   model_dir=str(engine.path), model_format="tensorrt", task=engine.manifest.task,
@@ -93,8 +93,8 @@ def test_a_tiny_bert_engine_builds_records_its_facts_and_agrees_with_onnx_runtim
                                                                                    tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from profiles.schema import Shape
-    from slimline.inputs import synthetic_feeds
+    from slimline.formats.inputs import synthetic_feeds
+    from slimline.profiles.schema import Shape
 
     onnx_dir, engine, _, shapes = _engine(tiny_bert, tmp_path)
     assert engine.manifest.format == "tensorrt" and engine.model_path.name == "model.plan"
@@ -115,8 +115,8 @@ def test_a_tiny_bert_engine_builds_records_its_facts_and_agrees_with_onnx_runtim
 @pytest.mark.gpu
 def test_an_engine_recorded_for_another_tensorrt_release_is_refused_before_loading(tiny_bert: Path,
                                                                                    tmp_path: Path) -> None:
-    from slimline.artifact import ModelDir
-    from slimline.errors import CheckpointError
+    from slimline.core.artifact import ModelDir
+    from slimline.core.errors import CheckpointError
 
     _, engine, _, shapes = _engine(tiny_bert, tmp_path)
     moved = Path(shutil.copytree(engine.path, tmp_path / "elsewhere"))

@@ -21,7 +21,7 @@ DISTILL_LIMIT_S = 600
 
 @pytest.fixture(scope="module")
 def demo_checkpoint() -> Path:
-    from slimline.demo import ensure_demo_checkpoint
+    from slimline.pipeline.demo import ensure_demo_checkpoint
 
     return ensure_demo_checkpoint().path
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def demo_checkpoint() -> Path:
-    from slimline.demo import ensure_demo_checkpoint
+    from slimline.pipeline.demo import ensure_demo_checkpoint
 
     return ensure_demo_checkpoint().path
 
@@ -59,7 +59,7 @@ def assert_within_accuracy_budget(report: dict, budget_pt: float = 1.0) -> None:
 def test_recipe_on_demo_keeps_accuracy_and_reports(recipe: str, demo_checkpoint: Path, quick_cpu_profile: Path,
                                                    run_dir: Path) -> None:
     result = run_cli("run", "--checkpoint", str(demo_checkpoint), "--profile", str(quick_cpu_profile),
-                     "--recipe", str(REPO / "recipes" / f"{recipe}.yaml"), "--out", str(run_dir))
+                     "--recipe", recipe, "--out", str(run_dir))
     assert result.returncode in (0, 1), result.stderr[-3000:]
     report = json.loads((run_dir / "report.json").read_text())
     assert_within_accuracy_budget(report)
@@ -78,7 +78,7 @@ def test_torch_runtime_recipe_on_demo(recipe: str, demo_checkpoint: Path, quick_
         pytest.importorskip("bitsandbytes")
     out = tmp_path / recipe
     result = run_cli("run", "--checkpoint", str(demo_checkpoint), "--profile", str(quick_torch_profile),
-                     "--recipe", str(REPO / "recipes" / f"{recipe}.yaml"), "--out", str(out))
+                     "--recipe", recipe, "--out", str(out))
     assert result.returncode in (0, 1), result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["measurements"]["runtime"] == "torch"
@@ -88,6 +88,6 @@ def test_torch_runtime_recipe_on_demo(recipe: str, demo_checkpoint: Path, quick_
 
 def test_fp16_recipe_is_refused_on_the_cpu_target_before_any_work(demo_checkpoint: Path, tmp_path: Path) -> None:
     result = run_cli("run", "--checkpoint", str(demo_checkpoint), "--profile", "cpu",
-                     "--recipe", str(REPO / "recipes" / "gpu-fp16.yaml"), "--out", str(tmp_path / "fp16"))
+                     "--recipe", "gpu-fp16", "--out", str(tmp_path / "fp16"))
     assert result.returncode == 2
     assert "convert.fp16" in result.stderr and not (tmp_path / "fp16" / "stages").exists()

@@ -78,7 +78,7 @@ def test_a_run_writes_a_markdown_report_with_the_verdict(good_run: Run) -> None:
 
 
 def test_each_stage_directory_has_a_manifest_with_lineage_and_file_hashes(good_run: Run, tiny_bert: Path) -> None:
-    from slimline.checkpoint import open_checkpoint
+    from slimline.formats.checkpoint import open_checkpoint
 
     export_dir, int8_dir = _stage_dirs(good_run.out)
     assert export_dir.name.startswith("01-export.onnx-") and int8_dir.name.startswith(f"02-{INT8}-")

@@ -11,14 +11,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_bert
+from conftest import make_tiny_bert, slimline_script
 
 httpx = pytest.importorskip("httpx")
 
@@ -45,7 +44,7 @@ def _free_port() -> int:
 def start_server(bundle: Path, log: Path, *extra: str) -> Server:
     port = _free_port()
     handle = open(log, "w")  # noqa: SIM115 - the server writes to it for its whole life
-    process = subprocess.Popen([sys.executable, "-m", "slimline.cli", "serve", str(bundle), "--host", "127.0.0.1",
+    process = subprocess.Popen([slimline_script(), "serve", str(bundle), "--host", "127.0.0.1",
                                 "--port", str(port), *extra], stdout=handle, stderr=subprocess.STDOUT,
                                env={**os.environ, "COLUMNS": "200"})
     handle.close()
@@ -75,8 +74,8 @@ def stop(server: Server, sig: int) -> int:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from slimline.bundle import package
-    from slimline.standalone import export_to
+    from slimline.deploy.bundle import package
+    from slimline.pipeline.single import export_to
 
     root = tmp_path_factory.mktemp("serve")
     checkpoint = make_tiny_bert(root / "model", seed=0, initializer_range=0.2)  # predictions that vary by text
@@ -87,7 +86,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def expected(bundle: Path) -> list[tuple[str, float]]:
     """The engine run directly in this process, one text at a time."""
-    from slimline.bundle import read_manifest
+    from slimline.deploy.manifest import read_manifest
     from slimline.serve.predictor import Predictor
 
     predictor = Predictor(bundle, read_manifest(bundle), threads=1)
@@ -104,7 +103,7 @@ def server(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 
 
 def test_health_names_the_model_and_its_version(server: Server, bundle: Path) -> None:
-    from slimline.bundle import read_manifest
+    from slimline.deploy.manifest import read_manifest
 
     health = httpx.get(f"{server.url}/health").json()
     manifest = read_manifest(bundle)
@@ -150,7 +149,7 @@ def test_a_bad_request_gets_a_4xx_with_a_message_and_the_server_keeps_serving(se
 
 
 def test_metrics_count_requests_errors_latency_and_batch_sizes(server: Server, bundle: Path) -> None:
-    from slimline.bundle import read_manifest
+    from slimline.deploy.manifest import read_manifest
 
     httpx.post(f"{server.url}/v1/predict", json={"texts": ["good", "bad"]})
     httpx.post(f"{server.url}/v1/predict", content=b"{", headers={"content-type": "application/json"})

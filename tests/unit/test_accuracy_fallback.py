@@ -12,11 +12,11 @@ from conftest import WORDS, make_tiny_bert
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.eval_data import paired_drop_pt
-from compress.recipe import parse_recipe
-from profiles.schema import load_profile
-from slimline.data import DatasetSpec
-from slimline.standalone import compress_to, export_to
+from slimline.compress.recipe import parse_recipe
+from slimline.core.data import DatasetSpec
+from slimline.core.stats import paired_drop_pt
+from slimline.pipeline.single import compress_to, export_to
+from slimline.profiles.schema import load_profile
 
 BROKEN_NODE = "/bert/encoder/layer.1/output/dense/MatMul"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from slimline.artifact import (
+from slimline.core.artifact import (
     MANIFEST_NAME,
     LineageStep,
     Manifest,
@@ -18,7 +18,7 @@ from slimline.artifact import (
     new_provenance,
     write_manifest,
 )
-from slimline.errors import EXIT_BAD_INPUT, CheckpointError, OutputError
+from slimline.core.errors import EXIT_BAD_INPUT, CheckpointError, OutputError
 
 
 class BodyFailed(Exception):

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.budgets import BudgetResult, evaluate_budget, evaluate_budgets, verdict_of
-from bench.latency import summarize
-from bench.results_model import CandidateResult
-from profiles.schema import Budget
+from slimline.bench.budgets import BudgetResult, evaluate_budget, evaluate_budgets, verdict_of
+from slimline.bench.latency import summarize
+from slimline.bench.results_model import CandidateResult
+from slimline.profiles.schema import Budget
 
 value = st.floats(min_value=0.0, max_value=1e6, allow_nan=False, allow_infinity=False)
 percent = st.floats(min_value=0.0, max_value=100.0, allow_nan=False)

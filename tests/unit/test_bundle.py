@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from profiles.schema import Profile, Shape, Target
-from slimline.artifact import TensorSpec
-from slimline.errors import EXIT_BAD_INPUT, BundleError
+from slimline.core.artifact import TensorSpec
+from slimline.core.errors import EXIT_BAD_INPUT, BundleError
+from slimline.profiles.schema import Profile, Shape, Target
 
 FAST_PROFILE = REPO / "tests" / "fixtures" / "fast-cpu.yaml"
 INT8 = "quantize.ort-int8-dynamic"
@@ -34,14 +34,14 @@ def _sha256(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def onnx_dir(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from slimline.standalone import export_to
+    from slimline.pipeline.single import export_to
 
     return export_to(tiny_bert, tmp_path_factory.mktemp("export") / "onnx").path
 
 
 @pytest.fixture(scope="module")
 def bundle(onnx_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from slimline.bundle import package
+    from slimline.deploy.bundle import package
 
     out = tmp_path_factory.mktemp("bundle") / "tiny"
     package(onnx_dir, out, name="tiny-bert", archive=True)
@@ -170,14 +170,14 @@ def test_a_newer_onnxruntime_patch_than_recorded_is_accepted(copy_of: Path) -> N
 
     major, minor = onnxruntime.__version__.split(".")[:2]
     _set_runtime_version(copy_of, f"{major}.{minor}.0")
-    from slimline.bundle import verify_bundle
+    from slimline.deploy.manifest import verify_bundle
 
     assert verify_bundle(copy_of).recorded_runtime_version == f"{major}.{minor}.0"
 
 
 def test_a_tensorrt_plan_needs_the_release_that_built_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from slimline import bundle_runtime
-    from slimline.bundle_runtime import RuntimeRequirement, check_runtime
+    from slimline.deploy import runtime as bundle_runtime
+    from slimline.deploy.runtime import RuntimeRequirement, check_runtime
 
     monkeypatch.setattr(bundle_runtime, "local_version", lambda runtime: "10.4.0.26")
     assert check_runtime(RuntimeRequirement(name="tensorrt", version="10.4.0.11")) == "10.4.0.26"
@@ -191,7 +191,7 @@ def test_verify_refuses_an_engine_the_runtime_cannot_load_even_when_hashes_match
     engine.write_bytes(b"not an onnx model at all")
     manifest["files"][manifest["engine"]] = _sha256(engine)
     (copy_of / "manifest.json").write_text(json.dumps(manifest))
-    from slimline.bundle import verify_bundle
+    from slimline.deploy.manifest import verify_bundle
 
     with pytest.raises(BundleError, match="cannot load"):
         verify_bundle(copy_of)
@@ -199,7 +199,7 @@ def test_verify_refuses_an_engine_the_runtime_cannot_load_even_when_hashes_match
 
 def test_package_refuses_a_plain_checkpoint_and_an_existing_out(tiny_bert: Path, onnx_dir: Path,
                                                                   bundle: Path) -> None:
-    from slimline.bundle import package
+    from slimline.deploy.bundle import package
 
     with pytest.raises(BundleError, match="not a slimline model directory"):
         package(tiny_bert, bundle.parent / "never")
@@ -209,7 +209,7 @@ def test_package_refuses_a_plain_checkpoint_and_an_existing_out(tiny_bert: Path,
 
 
 def test_the_archive_is_reproducible(bundle: Path, tmp_path: Path) -> None:
-    from slimline.bundle_archive import write_archive
+    from slimline.deploy.archive import write_archive
 
     first, second = write_archive(bundle, tmp_path / "a.tar.gz"), write_archive(bundle, tmp_path / "b.tar.gz")
     assert first.read_bytes() == second.read_bytes()
@@ -241,7 +241,7 @@ UNSAFE_ARCHIVES = {
 
 @pytest.mark.parametrize("name", list(UNSAFE_ARCHIVES))
 def test_extraction_refuses_members_that_escape_the_bundle_and_writes_nothing(name: str, tmp_path: Path) -> None:
-    from slimline.bundle_archive import extract_archive
+    from slimline.deploy.archive import extract_archive
 
     members, reason = UNSAFE_ARCHIVES[name]
     archive = _archive(tmp_path / "evil.tar.gz", members)
@@ -261,7 +261,7 @@ def test_verify_of_an_unsafe_archive_exits_2(tmp_path: Path) -> None:
 
 
 def test_a_bundle_archive_round_trips_to_identical_files(bundle: Path, tmp_path: Path) -> None:
-    from slimline.bundle_archive import extract_archive
+    from slimline.deploy.archive import extract_archive
 
     root = extract_archive(bundle.parent / "tiny.tar.gz", tmp_path)
     assert root == tmp_path / "tiny"
@@ -276,7 +276,7 @@ def _text_model_io() -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 
 def test_triton_config_for_onnx_with_dynamic_axes_batches_as_the_profile_says() -> None:
-    from slimline.triton import config_for, render_config_pbtxt
+    from slimline.deploy.triton import config_for, render_config_pbtxt
 
     inputs, outputs = _text_model_io()
     profile = Profile(name="t", target=Target(threads=4),
@@ -295,7 +295,7 @@ def test_triton_config_for_onnx_with_dynamic_axes_batches_as_the_profile_says() 
 
 
 def test_triton_config_without_a_dynamic_batch_axis_or_for_a_plan() -> None:
-    from slimline.triton import config_for, render_config_pbtxt
+    from slimline.deploy.triton import config_for, render_config_pbtxt
 
     inputs = [TensorSpec(name="input_ids", dtype="int32", shape=[1, "sequence"])]
     outputs = [TensorSpec(name="logits", dtype="float16", shape=[1, 3])]
@@ -308,7 +308,7 @@ def test_triton_config_without_a_dynamic_batch_axis_or_for_a_plan() -> None:
 
 
 def test_wilson_interval_brackets_the_accuracy() -> None:
-    from slimline.model_card import wilson_interval_pct
+    from slimline.deploy.model_card import wilson_interval_pct
 
     low, high = wilson_interval_pct(85.0, 1000)
     assert 82.6 < low < 85.0 < high < 87.2

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from slimline.checkpoint import SUPPORTED_TASKS, infer_task, open_checkpoint
-from slimline.errors import EXIT_BAD_INPUT, CheckpointError
+from slimline.core.errors import EXIT_BAD_INPUT, CheckpointError
+from slimline.formats.checkpoint import SUPPORTED_TASKS, infer_task, open_checkpoint
 
 
 class _RunsCodeWhenUnpickled:
@@ -175,7 +175,7 @@ def test_a_pickle_that_is_not_a_state_dict_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_slimline_model_directory_is_opened_through_its_manifest(tiny_bert: Path, tmp_path: Path) -> None:
-    from slimline.artifact import Manifest, new_provenance, write_manifest
+    from slimline.core.artifact import Manifest, new_provenance, write_manifest
 
     model_dir = Path(shutil.copytree(tiny_bert, tmp_path / "m"))
     write_manifest(model_dir, Manifest(format="hf", task="text-classification", provenance=new_provenance()))

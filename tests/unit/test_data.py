@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from slimline.data import DatasetSpec, load_dataset, split_indices
-from slimline.errors import EXIT_BAD_INPUT, DataError
+from slimline.core.data import DatasetSpec, load_dataset, split_indices
+from slimline.core.errors import EXIT_BAD_INPUT, DataError
 
 SPLITS = ("train", "validation", "test")
 counts = st.integers(min_value=0, max_value=3000)
@@ -127,7 +127,7 @@ def test_a_source_that_is_neither_built_in_nor_a_file_type_we_read_is_rejected(s
 def test_trimmed_batches_cut_only_all_padding_columns_and_keep_every_row() -> None:
     import numpy as np
 
-    from slimline.data import trimmed_batches
+    from slimline.core.data import trimmed_batches
 
     lengths = np.array([2, 3, 3, 5, 7])
     mask = (np.arange(8)[None, :] < lengths[:, None]).astype(np.int64)

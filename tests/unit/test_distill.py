@@ -15,16 +15,17 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
-from compress.base import ModelInfo, PassContext, PassResult, registry
-from compress.distill.kd import LOSS_CURVE_FILE, KDConfig, KnowledgeDistillation
-from compress.distill.training import encode_training_set, uniform_layer_map
-from compress.hf_save import save_reloadable
-from compress.recipe import parse_recipe
-from profiles.schema import Target
-from slimline.artifact import ModelDir
-from slimline.checkpoint import open_checkpoint
-from slimline.data import DatasetSpec
-from slimline.errors import DataError, PassError, RecipeError
+from slimline.compress.base import ModelInfo, PassContext, PassResult
+from slimline.compress.catalogue import registry
+from slimline.compress.distill.kd import LOSS_CURVE_FILE, KDConfig, KnowledgeDistillation
+from slimline.compress.distill.training import encode_training_set, uniform_layer_map
+from slimline.compress.hf_save import save_reloadable
+from slimline.compress.recipe import parse_recipe
+from slimline.core.artifact import ModelDir
+from slimline.core.data import DatasetSpec
+from slimline.core.errors import DataError, PassError, RecipeError
+from slimline.formats.checkpoint import open_checkpoint
+from slimline.profiles.schema import Target
 
 CPU = Target(device="cpu", runtime="torch", threads=1)
 FAST = {"batch_size": 8, "learning_rate": 3e-3, "warmup_fraction": 0.0, "device": "cpu", "log_every_steps": 2}

@@ -9,15 +9,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.benchmark import GPU_SPREAD_HINT, spread_warnings
-from bench.budgets import evaluate_budget
-from bench.gpu_memory import GpuMemoryProbe, process_gpu_memory
-from bench.latency import summarize
-from bench.results_model import CandidateResult
-from bench.runners.base import torch_baseline_precision
-from bench.runners.ort_runner import provider_entries
-from bench.runners.trt_runner import TensorRTRunner
-from profiles.schema import Budget
+from slimline.bench.benchmark import GPU_SPREAD_HINT, spread_warnings
+from slimline.bench.budgets import evaluate_budget
+from slimline.bench.gpu_memory import GpuMemoryProbe, process_gpu_memory
+from slimline.bench.latency import summarize
+from slimline.bench.results_model import CandidateResult
+from slimline.bench.runners.base import torch_baseline_precision
+from slimline.bench.runners.ort_runner import provider_entries
+from slimline.bench.runners.trt_runner import TensorRTRunner
+from slimline.profiles.schema import Budget
 
 MB = 1024 * 1024
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from profiles.schema import Shape
-from slimline.artifact import TensorSpec
-from slimline.errors import BenchError
-from slimline.inputs import default_input_specs, synthetic_feeds
+from slimline.core.artifact import TensorSpec
+from slimline.core.errors import BenchError
+from slimline.formats.inputs import default_input_specs, synthetic_feeds
+from slimline.profiles.schema import Shape
 
 TEXT_SPECS = [TensorSpec(name=name, dtype="int64", shape=["batch", "sequence"])
               for name in ("input_ids", "attention_mask", "token_type_ids", "position_ids")]

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from profiles.schema import BUDGET_METRICS, Budget, Profile, list_profiles, load_profile, parse_profile
-from slimline.errors import EXIT_BAD_INPUT, ProfileError
+from slimline.core.errors import EXIT_BAD_INPUT, ProfileError
+from slimline.profiles.schema import BUDGET_METRICS, Budget, Profile, list_profiles, load_profile, parse_profile
 
 KINDS = ("max", "min", "max_drop")
 FIXTURE_PROFILE = Path(__file__).resolve().parents[1] / "fixtures" / "fast-cpu.yaml"
@@ -35,12 +35,12 @@ def test_the_shipped_profiles_include_the_documented_targets() -> None:
 
 @pytest.mark.parametrize("name", list_profiles())
 def test_every_shipped_profile_loads_and_its_recipe_parses(name: str) -> None:
-    from compress.recipe import parse_recipe
+    from slimline.compress.recipe import profile_recipe
 
     profile = load_profile(name)
     assert profile.name == name
     assert profile.budgets, "a shipped profile without budgets would always pass"
-    parse_recipe(profile.recipe, f"profile {name}")
+    profile_recipe(profile)
 
 
 def test_the_test_fixture_profile_loads_by_path() -> None:

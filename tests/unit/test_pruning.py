@@ -18,14 +18,15 @@ from transformers import (
     BertForSequenceClassification,
 )
 
-from compress.base import ModelInfo, PassContext, registry
-from compress.prune.layers import DropLayersConfig
-from compress.prune.structured import StructuredPruneConfig, heads_to_keep, kept_width, prune_in_place
-from profiles.schema import Target
-from slimline.checkpoint import open_checkpoint
-from slimline.data import DatasetSpec
-from slimline.errors import PassError
-from slimline.hf import load_hf_model
+from slimline.compress.base import ModelInfo, PassContext
+from slimline.compress.catalogue import registry
+from slimline.compress.prune.layers import DropLayersConfig
+from slimline.compress.prune.structured import StructuredPruneConfig, heads_to_keep, kept_width, prune_in_place
+from slimline.core.data import DatasetSpec
+from slimline.core.errors import PassError
+from slimline.formats.checkpoint import open_checkpoint
+from slimline.formats.hf import load_hf_model
+from slimline.profiles.schema import Target
 
 CPU = Target(device="cpu", runtime="onnxruntime", threads=1)
 NO_PREFLIGHT = {"preflight": {"enabled": False}}

@@ -10,13 +10,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from compress.base import ModelInfo, registry
-from compress.quantize.ort_int8_dynamic import gemm_aware_exclusions
-from compress.recipe import parse_recipe
-from profiles.schema import Target, load_profile
-from slimline.artifact import ModelDir
-from slimline.errors import RecipeError
-from slimline.standalone import compress_to, export_to
+from slimline.compress.base import ModelInfo
+from slimline.compress.catalogue import registry
+from slimline.compress.quantize.ort_int8_dynamic import gemm_aware_exclusions
+from slimline.compress.recipe import parse_recipe
+from slimline.core.artifact import ModelDir
+from slimline.core.errors import RecipeError
+from slimline.pipeline.single import compress_to, export_to
+from slimline.profiles.schema import Target, load_profile
 
 CPU = Target(device="cpu", runtime="onnxruntime", threads=1)
 CUDA = Target(device="cuda", runtime="onnxruntime", threads=1)
@@ -63,7 +64,7 @@ def test_static_int8_refuses_too_small_calibration_set(labelled_csv: Path) -> No
 
 
 def test_static_int8_warns_without_vnni(labelled_csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import compress.quantize.ort_int8_static as static
+    import slimline.compress.quantize.ort_int8_static as static
 
     monkeypatch.setattr(static, "has_vnni", lambda: False)
     quantizer = make("quantize.ort-int8-static", calibration={"source": str(labelled_csv), "split": "all"})

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from compress import base
-from compress.base import ModelInfo, Pass, PassConfig, PassResult, registry
-from compress.quantize.ort_int8_dynamic import Int8DynamicConfig, OrtInt8Dynamic
-from compress.recipe import RecipeStep, load_recipe, order_problems, parse_recipe
-from profiles.schema import Target
-from slimline.errors import EXIT_BAD_INPUT, RecipeError
+from slimline.compress import base
+from slimline.compress.base import ModelInfo, Pass, PassConfig, PassResult
+from slimline.compress.catalogue import registry
+from slimline.compress.quantize.ort_int8_dynamic import Int8DynamicConfig, OrtInt8Dynamic
+from slimline.compress.recipe import RecipeStep, load_recipe, order_problems, parse_recipe
+from slimline.core.errors import EXIT_BAD_INPUT, RecipeError
+from slimline.profiles.schema import Target
 
 INT8 = "quantize.ort-int8-dynamic"
 TEST_TORCH_PASS = "test.torch-noop"
@@ -118,9 +119,15 @@ def test_with_must_be_a_mapping(options: object) -> None:
         parse_recipe([{"pass": INT8, "with": options}], "test")
 
 
-@pytest.mark.parametrize("data", ["quantize.ort-int8-dynamic", {"steps": []}, 42])
+@pytest.mark.parametrize("data", ["quantize.ort-int8-dynamic", 42])
 def test_a_recipe_that_is_not_a_list_is_rejected(data: object) -> None:
     with pytest.raises(RecipeError, match="must be a list of steps"):
+        parse_recipe(data, "test")
+
+
+@pytest.mark.parametrize("data", [{"steps": []}, {"passes": [], "pases": []}, {"description": "no passes"}])
+def test_a_recipe_mapping_with_unknown_or_missing_top_level_keys_is_rejected(data: object) -> None:
+    with pytest.raises(RecipeError, match="it takes 'passes'"):
         parse_recipe(data, "test")
 
 
@@ -158,7 +165,8 @@ def test_the_test_only_pass_does_not_leak_into_the_registry() -> None:
 def test_registering_a_custom_pass_first_does_not_hide_the_built_in_passes(tmp_path: Path) -> None:
     """A user's own @register'd pass, imported before the registry is first read, must not stop discovery."""
     script = textwrap.dedent(f"""
-        from compress.base import Pass, PassConfig, register, registry
+        from slimline.compress.base import Pass, PassConfig, register
+        from slimline.compress.catalogue import registry
 
         @register("user.custom")
         class Custom(Pass):

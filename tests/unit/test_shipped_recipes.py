@@ -1,4 +1,4 @@
-"""Every recipe shipped in recipes/ parses against the registry and suits the profile it is meant for."""
+"""Every recipe shipped in profiles/recipes/ parses against the registry and suits the profile it is meant for."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from compress.base import ModelInfo
-from compress.recipe import load_recipe
-from profiles.schema import load_profile
+from slimline.compress.base import ModelInfo
+from slimline.compress.recipe import load_recipe
+from slimline.profiles.schema import RECIPES_DIR, load_profile
 
-RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
+RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
+
+
+def test_the_recipes_ship_beside_the_profiles() -> None:
+    assert len(RECIPES) >= 9, RECIPES_DIR
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])

@@ -14,12 +14,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-import slimline.engine_facts
-import slimline.gpu
-from export.tensorrt import TensorRTExportConfig, export_tensorrt
-from profiles.schema import Shape
-from slimline.artifact import Manifest, ModelDir, TensorSpec, new_provenance
-from slimline.errors import ExportError
+import slimline.core.gpu
+import slimline.formats.engine_facts
+from slimline.core.artifact import Manifest, ModelDir, TensorSpec, new_provenance
+from slimline.core.errors import ExportError
+from slimline.export.tensorrt import TensorRTExportConfig, export_tensorrt
+from slimline.profiles.schema import Shape
 
 INPUTS = [TensorSpec(name=n, dtype="int64", shape=["batch", "sequence"]) for n in ("input_ids", "attention_mask")]
 
@@ -126,8 +126,8 @@ def onnx_model(tmp_path: Path) -> ModelDir:
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     recorded: list[tuple[Any, ...]] = []
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(recorded))
-    monkeypatch.setattr(slimline.gpu, "torch_cuda_problem", lambda: None)
-    monkeypatch.setattr(slimline.engine_facts, "cuda_device_facts",
+    monkeypatch.setattr(slimline.core.gpu, "torch_cuda_problem", lambda: None)
+    monkeypatch.setattr(slimline.formats.engine_facts, "cuda_device_facts",
                         lambda index=0: {"name": "NVIDIA A100", "compute_capability": "8.0", "memory_gb": 40.0})
     return recorded
 
@@ -162,8 +162,8 @@ def test_a_second_build_reuses_the_timing_cache_the_first_one_saved(onnx_model: 
 def test_a_failed_build_reports_what_tensorrt_logged(onnx_model: ModelDir, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt([], plan=None))
-    monkeypatch.setattr(slimline.gpu, "torch_cuda_problem", lambda: None)
-    monkeypatch.setattr(slimline.engine_facts, "cuda_device_facts",
+    monkeypatch.setattr(slimline.core.gpu, "torch_cuda_problem", lambda: None)
+    monkeypatch.setattr(slimline.formats.engine_facts, "cuda_device_facts",
                         lambda index=0: {"name": "GPU", "compute_capability": "8.6", "memory_gb": 1.0})
     with pytest.raises(ExportError, match="out of workspace") as caught:
         export_tensorrt(onnx_model, tmp_path, TensorRTExportConfig(use_timing_cache=False), [Shape()])

@@ -12,7 +12,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from export.tensorrt import (
+from slimline.core.artifact import Manifest, ModelDir, TensorSpec, new_provenance
+from slimline.core.errors import (
+    EXIT_BAD_INPUT,
+    CheckpointError,
+    ExportError,
+    MissingDependency,
+    ProfileError,
+    RecipeError,
+)
+from slimline.export.tensorrt import (
     EngineFacts,
     TensorRTExportConfig,
     check_engine_compatible,
@@ -20,10 +29,8 @@ from export.tensorrt import (
     optimization_profile_shapes,
     select_builder_flags,
 )
-from profiles.schema import Profile, Shape, Target
-from slimline.artifact import Manifest, ModelDir, TensorSpec, new_provenance
-from slimline.errors import EXIT_BAD_INPUT, CheckpointError, ExportError, MissingDependency, ProfileError, RecipeError
-from slimline.pipeline import RunRequest, plan_run
+from slimline.pipeline.plan import RunRequest, plan_run
+from slimline.profiles.schema import Profile, Shape, Target
 
 TORCH_EXPORT = [TensorSpec(name=n, dtype="int64", shape=["batch", "sequence"]) for n in ("input_ids", "attention_mask")]
 OPTIMUM_EXPORT = [TensorSpec(name=n, dtype="int64", shape=["batch_size", "sequence_length"])

@@ -12,16 +12,15 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from compress.base import ModelInfo, PassContext
-from compress.quantize import bnb as bnb_module
-from compress.quantize.bnb import BnbInt8, BnbInt8Config, BnbNf4, BnbNf4Config
-from compress.quantize.torch_int8_dynamic import TorchInt8Dynamic, TorchInt8DynamicConfig
-from compress.recipe import parse_recipe
-from profiles.schema import Measurement, Profile, Shape, Target
-from slimline.checkpoint import open_checkpoint
-from slimline.errors import PassError, RecipeError
-from slimline.hf import load_hf_model
-from slimline.torch_quantized import (
+from slimline.compress.base import ModelInfo, PassContext
+from slimline.compress.quantize import bnb as bnb_module
+from slimline.compress.quantize.bnb import BnbInt8, BnbInt8Config, BnbNf4, BnbNf4Config
+from slimline.compress.quantize.torch_int8_dynamic import TorchInt8Dynamic, TorchInt8DynamicConfig
+from slimline.compress.recipe import parse_recipe
+from slimline.core.errors import PassError, RecipeError
+from slimline.formats.checkpoint import open_checkpoint
+from slimline.formats.hf import load_hf_model
+from slimline.formats.torch_quantized import (
     QUANTIZATION_FILE,
     WEIGHTS_FILE,
     linear_module_names,
@@ -29,6 +28,7 @@ from slimline.torch_quantized import (
     quantize_int8_dynamic,
     save_int8_dynamic,
 )
+from slimline.profiles.schema import Measurement, Profile, Shape, Target
 
 REPO = Path(__file__).resolve().parents[2]
 TORCH_INT8 = "quantize.torch-int8-dynamic"
@@ -155,7 +155,7 @@ def test_bnb_quantizes_on_cpu_and_reloads_with_identical_outputs(tiny_bert: Path
 
 
 def _request(checkpoint: Path, out: Path, target: Target, recipe: list[dict]):
-    from slimline.pipeline import RunRequest
+    from slimline.pipeline.plan import RunRequest
 
     profile = Profile(name="t", target=target, shapes=[Shape(sequence_length=16)],
                       measurement=Measurement(min_iters=5, min_time_s=0, max_time_s=5))
@@ -164,7 +164,7 @@ def _request(checkpoint: Path, out: Path, target: Target, recipe: list[dict]):
 
 def test_a_torch_quantized_model_before_an_onnx_export_is_refused_before_any_work(tiny_bert: Path,
                                                                                  tmp_path: Path) -> None:
-    from slimline.pipeline import plan_run
+    from slimline.pipeline.plan import plan_run
 
     out = tmp_path / "out"
     for recipe in ([{"pass": TORCH_INT8}], [{"pass": TORCH_INT8}, {"pass": "quantize.ort-int8-dynamic"}]):
@@ -176,7 +176,7 @@ def test_a_torch_quantized_model_before_an_onnx_export_is_refused_before_any_wor
 
 
 def test_a_torch_level_pass_alone_on_a_torch_target_plans_without_export(tiny_bert: Path, tmp_path: Path) -> None:
-    from slimline.pipeline import plan_run
+    from slimline.pipeline.plan import plan_run
 
     plan = plan_run(_request(tiny_bert, tmp_path / "out", TORCH_CPU, [{"pass": TORCH_INT8}]))
     assert not plan.needs_export and [s.name for s in plan.torch_steps] == [TORCH_INT8] and not plan.onnx_steps
@@ -184,9 +184,9 @@ def test_a_torch_level_pass_alone_on_a_torch_target_plans_without_export(tiny_be
 
 def test_the_torch_runner_runs_a_torch_quantized_directory_and_names_its_scheme(tiny_bert: Path,
                                                                                 tmp_path: Path) -> None:
-    from bench.runners.base import RunnerSpec
-    from bench.runners.torch_runner import TorchRunner
-    from slimline.inputs import default_input_specs, synthetic_feeds
+    from slimline.bench.runners.base import RunnerSpec
+    from slimline.bench.runners.torch_runner import TorchRunner
+    from slimline.formats.inputs import default_input_specs, synthetic_feeds
 
     TorchInt8Dynamic(TorchInt8DynamicConfig()).apply(open_checkpoint(tiny_bert), tmp_path,
                                                      PassContext(target=TORCH_CPU))
@@ -201,6 +201,7 @@ def test_the_torch_runner_runs_a_torch_quantized_directory_and_names_its_scheme(
 
 
 def test_discovering_the_passes_does_not_import_bitsandbytes() -> None:
-    code = "import sys; from compress.base import registry; registry(); print('bitsandbytes' in sys.modules)"
+    code = ("import sys; from slimline.compress.catalogue import registry; registry(); "
+            "print('bitsandbytes' in sys.modules)")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert completed.stdout.strip() == "False"

@@ -1,0 +1,173 @@
+"""Regenerate bench/results/quantization-cpu.{json,md}: every quantization recipe vs the peers, one run.
+
+On the demo checkpoint with the `cpu` profile (batch 1, seq 128, 2 threads): torch fp32 eager
+(baseline), ONNX Runtime fp32, each slimline quantization recipe, and the recipe a user would pick
+instead -- Optimum's ORTQuantizer dynamic presets for this CPU (`avx2`, plus `avx512_vnni` where the
+CPU has VNNI) -- all through the same harness, inputs and test split.
+Usage: python -m bench.quantization_cpu [--work DIR] [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from benchmarks import add_results_dir_argument
+from slimline.bench.benchmark import Candidate, measure
+from slimline.bench.eval_data import build_eval_npz
+from slimline.bench.report import markdown_table, write_results
+from slimline.bench.results_model import CandidateResult
+from slimline.compress.recipe import parse_recipe, profile_recipe, recipe_as_data
+from slimline.core.artifact import LineageStep, Manifest, ModelDir, atomic_directory, new_provenance, write_manifest
+from slimline.core.machine import has_vnni, library_versions, machine_info
+from slimline.core.progress import RichReporter, reporter, set_reporter
+from slimline.pipeline.demo import ensure_demo_checkpoint
+from slimline.pipeline.plan import RunRequest, plan_run
+from slimline.pipeline.stages import run_stages
+from slimline.profiles.schema import load_profile
+
+NO_FALLBACK = {"fallback": {"enabled": False}}
+#: name -> recipe. The first is the `cpu` profile's default recipe (whose fallback stays on).
+RECIPES: dict[str, list[dict[str, Any]]] = {
+    "slimline cpu default (fused + int8 dynamic)": [],  # filled from the profile
+    "int8 dynamic, unfused graph": [{"pass": "quantize.ort-int8-dynamic", "with": NO_FALLBACK}],
+    "fused fp32 (no quantization)": [{"pass": "optimize.ort-transformers"}],
+    "int8 static QDQ, per-channel, minmax": [
+        {"pass": "quantize.ort-int8-static", "with": {"format": "qdq", **NO_FALLBACK}}],
+    "int4 weight-only (MatMul + embeddings)": [{"pass": "quantize.ort-int4-weight-only"}],
+    "fused + int4 weight-only": [{"pass": "optimize.ort-transformers"}, {"pass": "quantize.ort-int4-weight-only"}],
+}
+
+
+def optimum_presets() -> list[str]:
+    return ["avx2", "avx512_vnni"] if has_vnni() else ["avx2"]
+
+
+def optimum_candidate(onnx_dir: ModelDir, preset: str, work: Path) -> Candidate:
+    """Optimum's ORTQuantizer dynamic preset on the same fp32 export, wrapped as a model directory."""
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    final = work / f"optimum-{preset}"
+    if not final.exists():
+        with reporter().step(f"optimum ORTQuantizer {preset} preset"), atomic_directory(final) as tmp:
+            quantizer = ORTQuantizer.from_pretrained(onnx_dir.path, file_name=onnx_dir.model_path.name)
+            config = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=False)
+            quantizer.quantize(save_dir=tmp, quantization_config=config)
+            write_manifest(tmp, Manifest(
+                format="onnx", task=onnx_dir.manifest.task, model_file="model_quantized.onnx",
+                inputs=onnx_dir.manifest.inputs, outputs=onnx_dir.manifest.outputs,
+                lineage=[*onnx_dir.manifest.lineage, LineageStep(kind="pass", name=f"optimum.ORTQuantizer.{preset}",
+                                                                  config={"is_static": False, "per_channel": False},
+                                                                  parent_manifest_sha256=onnx_dir.manifest_sha256)],
+                provenance=new_provenance(), metadata=dict(onnx_dir.manifest.metadata)))
+    return Candidate(f"optimum ORTQuantizer {preset} (dynamic)", ModelDir.open(final), "onnxruntime")
+
+
+def build_candidates(work: Path, only: list[str] | None) -> tuple[Candidate, list[Candidate], Any, Any]:
+    profile = load_profile("cpu")
+    checkpoint = ensure_demo_checkpoint()
+    recipes = dict(RECIPES)
+    recipes["slimline cpu default (fused + int8 dynamic)"] = recipe_as_data(profile_recipe(profile))
+    candidates: list[Candidate] = []
+    onnx_fp32: ModelDir | None = None
+    for name, steps in recipes.items():
+        if only and name not in only:
+            continue
+        request = RunRequest(checkpoint=checkpoint.path, profile=profile, out_dir=work / "stages",
+                             recipe=parse_recipe(steps, name))
+        plan = plan_run(request)
+        done = run_stages(request, plan)
+        onnx_fp32 = done.onnx_stages[0]
+        candidates.append(Candidate(name, done.final, "onnxruntime"))
+    if onnx_fp32 is None:
+        raise SystemExit("no recipe selected")
+    candidates.insert(0, Candidate("onnxruntime fp32 (export)", onnx_fp32, "onnxruntime"))
+    candidates += [optimum_candidate(onnx_fp32, preset, work) for preset in optimum_presets()]
+    baseline = Candidate("torch fp32 eager (baseline)", ModelDir.open(checkpoint.path), "torch")
+    return baseline, candidates, profile, checkpoint
+
+
+def summarise(baseline: CandidateResult, results: list[CandidateResult], fp32_onnx_mb: float) -> dict[str, Any]:
+    """The issue's targets, computed from this run's numbers."""
+    by_label = {r.label: r for r in results}
+    peers = [r for r in results if r.label.startswith("optimum")]
+    default = by_label.get("slimline cpu default (fused + int8 dynamic)")
+    summary: dict[str, Any] = {}
+    if peers and default:
+        fastest = min(peers, key=lambda r: r.primary_latency().p50_ms)
+        ratio = fastest.primary_latency().p50_ms / default.primary_latency().p50_ms
+        summary["default_vs_fastest_optimum"] = {
+            "fastest_optimum": fastest.label, "speedup": ratio, "target": 1.5, "met": ratio >= 1.5,
+            "default_accuracy_drop_pt": default.accuracy_drop_pt,
+            "accuracy_target_met": default.accuracy_drop_pt is not None and default.accuracy_drop_pt <= 1.0,
+        }
+        summary["default_speedup_vs_torch_fp32"] = default.speedup_vs_baseline
+    int4 = [r for r in results if "int4" in r.label]
+    if int4:
+        smallest = min(int4, key=lambda r: r.size_mb)
+        summary["int4_size_vs_fp32"] = {"label": smallest.label, "size_mb": smallest.size_mb,
+                                        "fp32_onnx_size_mb": fp32_onnx_mb, "fraction": smallest.size_mb / fp32_onnx_mb,
+                                        "target": 0.30, "met": smallest.size_mb / fp32_onnx_mb <= 0.30}
+    return summary
+
+
+def render(payload: dict[str, Any]) -> str:
+    machine = payload["machine"]
+    rows = []
+    for r in [payload["baseline"], *payload["candidates"]]:
+        stats = next(iter(r["latency"].values()))
+        low, high = stats["p50_ci95_ms"]
+        rows.append([r["label"], f"{stats['p50_ms']:.2f}", f"[{low:.2f}, {high:.2f}]", f"{stats['p95_ms']:.2f}",
+                     f"{stats['cv']:.2f}", f"{r['size_mb']:.1f}", f"{r['peak_rss_mb']:.0f}",
+                     "-" if r["accuracy_pct"] is None else f"{r['accuracy_pct']:.2f}",
+                     "-" if r.get("accuracy_drop_pt") is None else f"{r['accuracy_drop_pt']:.2f}",
+                     "1.00" if r is payload["baseline"] else f"{r['speedup_vs_baseline']:.2f}"])
+    lines = [
+        "# Quantization on CPU: slimline recipes vs Optimum presets (one run)", "",
+        f"- created: {payload['created_at']}; command: `python -m bench.quantization_cpu`",
+        f"- machine: {machine['cpu_model']}, {machine['cpu_count']} cores, instruction sets: "
+        f"{', '.join(machine['cpu_flags'])} (VNNI: {payload['has_vnni']})",
+        f"- profile `cpu`: batch 1, sequence 128, {payload['threads']} threads; accuracy on "
+        f"{payload['eval_data']['examples']} test examples of Rotten Tomatoes, each model run as exported",
+        f"- versions: {', '.join(f'{k} {v}' for k, v in payload['versions'].items())}", "",
+        markdown_table(["model", "p50 ms", "p50 95% CI", "p95 ms", "cv", "size MB", "peak RSS MB", "accuracy %",
+                         "drop pt", "speed-up vs torch"], rows), "",
+        "## Targets", "", "```json", json.dumps(payload["summary"], indent=2), "```", "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--work", default="runs/bench-quantization-cpu")
+    parser.add_argument("--only", nargs="*", help="recipe names to include (default: all)")
+    parser.add_argument("--name", default="quantization-cpu")
+    add_results_dir_argument(parser)
+    args = parser.parse_args(argv)
+    set_reporter(RichReporter())
+    work = Path(args.work)
+    baseline, candidates, profile, checkpoint = build_candidates(work, args.only)
+    eval_npz = work / "eval.npz"
+    eval_spec = plan_run(RunRequest(checkpoint=checkpoint.path, profile=profile, out_dir=work)).eval_data
+    eval_facts = build_eval_npz(eval_spec, checkpoint.path, profile.shapes[0].sequence_length, eval_npz)
+    inputs = candidates[0].model.manifest.inputs
+    base_result, results = measure(candidates, baseline, profile, inputs, eval_npz)
+    payload = {
+        "schema_version": 1, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(), "has_vnni": has_vnni(), "versions": library_versions(),
+        "threads": profile.target.threads, "shape": profile.shapes[0].model_dump(), "eval_data": eval_facts,
+        "baseline": base_result.model_dump(), "candidates": [r.model_dump() for r in results],
+        "summary": summarise(base_result, results, candidates[0].model.size_mb()),
+    }
+    write_results(args.results_dir, args.name, json.dumps(payload, indent=2) + "\n", render(payload))
+    print(render(payload))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

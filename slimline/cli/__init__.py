@@ -1,0 +1,1 @@
+"""The `slimline` command: a package of command modules, each a thin layer over slimline.api."""

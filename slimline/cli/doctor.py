@@ -1,0 +1,41 @@
+"""`slimline doctor [--json]`: what this machine can run. Registered by slimline.cli.build_parser."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from slimline.cli.console import console as _console
+from slimline.core.errors import EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from slimline.core.doctor import diagnose
+
+    report = diagnose()
+    if args.json:  # plain text: rich would wrap long strings and break the JSON
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+        return EXIT_OK
+    console = _console()
+    console.print(f"python {report.python} on {report.platform}", markup=False)
+    console.print(f"CPU: {report.cpu_model} ({', '.join(report.cpu_flags) or 'no relevant instruction sets'})",
+                  markup=False)
+    console.print("versions: " + ", ".join(f"{name} {version}" for name, version in report.versions.items()),
+                  markup=False)
+    table = Table(title="runtimes, providers and devices")
+    for column in ("capability", "status", "found", "fix"):
+        table.add_column(column, overflow="fold")
+    for check in report.checks:
+        status = "[green]yes[/]" if check.ok else "[red]no[/]"
+        table.add_row(escape(check.name), status, escape(check.detail), escape(check.fix or ""))  # fixes hold [extras]
+    console.print(table)
+    return EXIT_OK
+
+
+def add_doctor_command(sub: argparse._SubParsersAction) -> None:
+    doctor = sub.add_parser("doctor", help="which runtimes, execution providers and GPUs this machine has")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.set_defaults(handler=cmd_doctor)

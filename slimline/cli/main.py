@@ -1,0 +1,69 @@
+"""The `slimline` command's entry point: the parser from the command modules, logging, and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from slimline.cli.catalogue import add_catalogue_commands
+from slimline.cli.console import print_error
+from slimline.cli.deploy import add_deploy_commands
+from slimline.cli.doctor import add_doctor_command
+from slimline.cli.stages import add_stage_commands
+from slimline.core.errors import EXIT_STAGE_FAILED, SlimlineError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slimline", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    add_stage_commands(sub)  # run, demo, export, compress, bench
+    add_catalogue_commands(sub)  # profiles, recipes, passes
+    add_deploy_commands(sub)  # package, verify, serve
+    add_doctor_command(sub)
+    return parser
+
+
+def quiet_third_party_libraries() -> None:
+    """Libraries' advice to their developers (tracer notes, deprecations, "newly initialized" weights)
+    drowns the progress lines a user reads; -v brings it back. slimline's own warnings use logging."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for category in (UserWarning, FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    logging.getLogger().setLevel(logging.ERROR)  # ORT's quantizer logs its advice on the root logger
+    logging.getLogger("slimline").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        quiet_third_party_libraries()
+    from slimline.core.progress import RichReporter, set_reporter
+
+    set_reporter(RichReporter())
+    try:
+        return args.handler(args)
+    except SlimlineError as err:
+        print_error(f"error ({type(err).__name__}): ", str(err))
+        return err.exit_code
+    except KeyboardInterrupt:
+        print_error("interrupted: ", "finished stages are kept; partial ones were discarded.")
+        return 130
+    except Exception as err:  # a bug or an unexpected library failure: still exit with a stage failure
+        logging.getLogger("slimline").debug("unexpected error", exc_info=True)
+        print_error("unexpected error: ", f"{type(err).__name__}: {err} (rerun with -v for details)")
+        return EXIT_STAGE_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

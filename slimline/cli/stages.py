@@ -1,0 +1,95 @@
+"""`slimline run | demo | export | compress | bench`: arguments in, slimline.api out."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from slimline import api
+from slimline.cli.console import console, print_report, verdict_exit
+from slimline.core.errors import EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    report = api.run(args.checkpoint, out=args.out, profile=args.profile, recipe=args.recipe, task=args.task,
+                     eval_data=args.eval_data, bench_export=args.bench_export)
+    print_report(report)
+    console().print(f"report: {Path(args.out) / 'report.json'} and report.md")
+    return verdict_exit(report)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    profile = api.as_profile(args.profile)  # validate before the (slow) first build of the checkpoint
+    checkpoint = api.demo_checkpoint()
+    accuracy = checkpoint.manifest.metadata.get("accuracy", {})
+    console().print(f"demo checkpoint: {checkpoint.path} (test accuracy {accuracy.get('test', float('nan')):.4f})")
+    report = api.run(checkpoint.path, out=args.out, profile=profile, bench_export=True)
+    print_report(report)
+    console().print(f"report: {Path(args.out) / 'report.json'} and report.md")
+    bundle = api.package(args.out, out=Path(args.out) / "bundle", name="minilm-l6-rotten-tomatoes", force=True)
+    console().print(f"bundle: {bundle.path} (check it with `slimline verify {bundle.path}`, "
+                    f"serve it with `slimline serve {bundle.path}`)")
+    return verdict_exit(report)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    model_dir = api.export(args.checkpoint, out=args.out, task=args.task, opset=args.opset, exporter=args.exporter)
+    parity = model_dir.manifest.metadata.get("parity", {})
+    console().print(f"exported {model_dir.model_path} with {model_dir.manifest.metadata.get('exporter')} "
+                    f"(parity max|diff| {parity.get('max_abs_diff', float('nan')):.2e})")
+    return EXIT_OK
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    model_dir = api.compress(args.model, recipe=args.recipe, out=args.out, profile=args.profile,
+                             eval_data=args.eval_data)
+    console().print(f"wrote {model_dir.path} ({model_dir.manifest.format}, {model_dir.size_mb():.1f} MB)")
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    report = api.bench(args.model, out=args.out, profile=args.profile, baseline=args.baseline,
+                       eval_data=args.eval_data)
+    print_report(report)
+    return verdict_exit(report)
+
+
+def add_stage_commands(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="compress -> export -> bench -> verdict for one checkpoint and profile")
+    run.add_argument("--checkpoint", required=True, help="Hugging Face checkpoint directory")
+    run.add_argument("--profile", default="cpu", help="profile name or YAML path (default: cpu)")
+    run.add_argument("--out", required=True, help="run directory (stages/, report.json, report.md)")
+    run.add_argument("--recipe", help="recipe name or YAML (default: the profile's recipe)")
+    run.add_argument("--task", help="override the task inferred from config.json")
+    run.add_argument("--eval-data", help="labelled data for accuracy: rotten-tomatoes[:split] or FILE.csv/.jsonl")
+    run.add_argument("--bench-export", action="store_true", help="also benchmark the fp32 ONNX export")
+    run.set_defaults(handler=cmd_run)
+
+    demo = sub.add_parser("demo", help="build the offline demo checkpoint (cached) and run a profile on it")
+    demo.add_argument("--profile", default="cpu")
+    demo.add_argument("--out", default="slimline-demo")
+    demo.set_defaults(handler=cmd_demo)
+
+    export = sub.add_parser("export", help="export a Hugging Face checkpoint to an ONNX model directory")
+    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--out", required=True)
+    export.add_argument("--task")
+    export.add_argument("--opset", type=int, default=18)
+    export.add_argument("--exporter", choices=["auto", "optimum", "torch"], default="auto")
+    export.set_defaults(handler=cmd_export)
+
+    compress = sub.add_parser("compress", help="apply a recipe's passes to a model directory")
+    compress.add_argument("--model", required=True, help="input model directory (HF checkpoint or slimline dir)")
+    compress.add_argument("--recipe", required=True, help="recipe name or YAML")
+    compress.add_argument("--profile", default="cpu", help="target the passes are checked against")
+    compress.add_argument("--out", required=True)
+    compress.add_argument("--eval-data", help="labelled data for accuracy-aware passes (validation split is used)")
+    compress.set_defaults(handler=cmd_compress)
+
+    bench = sub.add_parser("bench", help="benchmark a model directory against its fp32 source on a profile")
+    bench.add_argument("--model", required=True)
+    bench.add_argument("--profile", default="cpu")
+    bench.add_argument("--out", required=True)
+    bench.add_argument("--baseline", help="fp32 HF checkpoint (default: the model's lineage source)")
+    bench.add_argument("--eval-data")
+    bench.set_defaults(handler=cmd_bench)

@@ -1,0 +1,131 @@
+"""`slimline doctor`: which runtimes, execution providers and devices this machine has, and how to get the rest.
+
+Every probe catches its own failure (a doctor that crashes on a broken install tells nothing) and
+reports what it found, never what a profile hopes for: on a CPU-only machine it says so.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from slimline.core.deps import is_available
+from slimline.core.gpu import NVML_INSTALL, nvml, tensorrt_problem, tensorrt_version, torch_cuda_problem
+from slimline.core.machine import cpu_flags, library_versions, machine_info
+
+ORT_GPU_INSTALL = ("pip uninstall -y onnxruntime && pip install 'slimline[gpu]'  (onnxruntime-gpu; NVIDIA GPU with "
+                   "CUDA 12 and cuDNN 9 libraries)")
+BNB_INSTALL = "pip install 'slimline[bnb]'"
+
+
+class Check(BaseModel):
+    """One capability: whether this machine has it, what was found, and the fix when it does not."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+
+class DoctorReport(BaseModel):
+    python: str
+    platform: str
+    cpu_model: str
+    cpu_flags: list[str]
+    versions: dict[str, str]
+    onnxruntime_providers: list[str] = Field(default_factory=list)
+    torch_cuda_build: str | None = None
+    cuda_devices: list[dict[str, Any]] = Field(default_factory=list)
+    nvidia_driver: str | None = None
+    tensorrt: str | None = None
+    checks: list[Check]
+
+
+def _onnxruntime_checks(providers: list[str], error: str | None) -> list[Check]:
+    if error is not None:
+        return [Check(name="onnxruntime", ok=False, detail=error, fix="pip install slimline")]
+    checks = [Check(name="onnxruntime", ok=True, detail="providers: " + ", ".join(providers))]
+    for provider, needs in (("CUDAExecutionProvider", "profiles with device cuda (gpu-t4)"),
+                            ("TensorrtExecutionProvider", "target.execution_providers [TensorrtExecutionProvider]")):
+        found = provider in providers
+        detail = ("in this onnxruntime build (it still needs the CUDA libraries at session start)" if found
+                  else f"not in this onnxruntime build; needed by {needs}")
+        checks.append(Check(name=f"onnxruntime {provider}", ok=found, detail=detail,
+                            fix=None if found else ORT_GPU_INSTALL))
+    return checks
+
+
+def _torch_check() -> tuple[Check, str | None, list[dict[str, Any]]]:
+    problem = torch_cuda_problem()
+    if problem is not None:
+        cuda_build = None
+        if is_available("torch"):
+            import torch
+
+            cuda_build = torch.version.cuda
+        return Check(name="torch CUDA", ok=False, detail=problem.what, fix=problem.fix), cuda_build, []
+    import torch
+
+    from slimline.core.gpu import cuda_device_facts
+
+    devices = [cuda_device_facts(i) for i in range(torch.cuda.device_count())]
+    names = ", ".join(f"{d['name']} (sm {d['compute_capability']}, {d['memory_gb']} GB)" for d in devices)
+    return Check(name="torch CUDA", ok=True, detail=f"CUDA {torch.version.cuda}: {names}"), torch.version.cuda, devices
+
+
+def _nvml_check() -> tuple[Check, str | None]:
+    if not is_available("pynvml"):
+        return Check(name="NVML (GPU memory, driver)", ok=False, detail="nvidia-ml-py is not installed: "
+                     "no driver version in manifests; GPU memory falls back to a cudaMemGetInfo delta",
+                     fix=NVML_INSTALL), None
+    with nvml() as lib:
+        if lib is None:
+            return Check(name="NVML (GPU memory, driver)", ok=False, detail="nvidia-ml-py is installed but NVML "
+                         "cannot start: no NVIDIA driver on this machine", fix="install the NVIDIA driver"), None
+        version = lib.nvmlSystemGetDriverVersion()
+        driver = version.decode() if isinstance(version, bytes) else str(version)
+    return Check(name="NVML (GPU memory, driver)", ok=True, detail=f"NVIDIA driver {driver}"), driver
+
+
+def _tensorrt_check() -> Check:
+    problem = tensorrt_problem()
+    if problem is not None:
+        return Check(name="TensorRT", ok=False, detail=problem.what + "; needed by runtime tensorrt profiles "
+                     "(gpu-a100-trt, jetson-orin-trt)", fix=problem.fix)
+    return Check(name="TensorRT", ok=True, detail=f"tensorrt {tensorrt_version() or '?'} imports")
+
+
+def _bitsandbytes_check(cuda_ok: bool) -> Check:
+    if not is_available("bitsandbytes"):
+        return Check(name="bitsandbytes", ok=False, detail="not installed: quantize.bnb-* passes unavailable",
+                     fix=BNB_INSTALL)
+    version = library_versions().get("bitsandbytes", "?")
+    if cuda_ok:
+        return Check(name="bitsandbytes", ok=True, detail=f"bitsandbytes {version}; int8/NF4 on CUDA available")
+    return Check(name="bitsandbytes", ok=True, detail=f"bitsandbytes {version} installed; its int8/NF4 CUDA kernels "
+                 "need a CUDA device, which torch does not see here")
+
+
+def diagnose() -> DoctorReport:
+    """Probe everything; import torch and onnxruntime (seconds), never fail."""
+    providers: list[str] = []
+    ort_error = None
+    try:
+        import onnxruntime
+
+        providers = list(onnxruntime.get_available_providers())
+    except Exception as err:  # ImportError, or a broken onnxruntime-gpu install
+        ort_error = f"onnxruntime cannot be imported: {type(err).__name__}: {err}"
+    torch_check, cuda_build, devices = _torch_check()
+    nvml_check, driver = _nvml_check()
+    trt_check = _tensorrt_check()
+    checks = [*_onnxruntime_checks(providers, ort_error), torch_check, nvml_check, trt_check,
+              _bitsandbytes_check(torch_check.ok)]
+    machine = machine_info()
+    return DoctorReport(python=sys.version.split()[0], platform=platform.platform(), cpu_model=machine["cpu_model"],
+                        cpu_flags=list(cpu_flags()), versions=library_versions(), onnxruntime_providers=providers,
+                        torch_cuda_build=cuda_build, cuda_devices=devices, nvidia_driver=driver,
+                        tensorrt=tensorrt_version() if trt_check.ok else None, checks=checks)

@@ -1,0 +1,73 @@
+"""Model inputs for a given shape, built from the model's declared inputs and its config.
+
+Export's parity check and every bench runner use these, so the baseline and each candidate see
+exactly the same tensors. Token ids are seeded random draws from the vocabulary; masks are ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from slimline.core.artifact import ModelDir, TensorSpec
+from slimline.core.errors import BenchError
+from slimline.profiles.schema import Shape
+
+DEFAULT_IMAGE_SIZE = 224
+
+
+def _numpy_dtype(dtype: str) -> Any:
+    return {"int64": np.int64, "int32": np.int32, "float32": np.float32, "float16": np.float16}[dtype]
+
+
+def image_size(config: dict[str, Any], shape: Shape) -> int:
+    if shape.image_size is not None:
+        return shape.image_size
+    size = config.get("image_size", DEFAULT_IMAGE_SIZE)
+    return int(size if isinstance(size, int) else size[0])
+
+
+def synthetic_feeds(specs: list[TensorSpec], shape: Shape, config: dict[str, Any],
+                    seed: int = 0) -> dict[str, np.ndarray]:
+    """One input dict of `shape` for a model whose inputs are `specs`."""
+    rng = np.random.default_rng(seed)
+    batch, seq = shape.batch_size, shape.sequence_length
+    feeds: dict[str, np.ndarray] = {}
+    for spec in specs:
+        dtype = _numpy_dtype(spec.dtype)
+        if spec.name == "input_ids":
+            vocab = int(config.get("vocab_size", 1000))
+            low = 1000 if vocab > 2000 else 0  # skip special tokens on real vocabularies
+            feeds[spec.name] = rng.integers(low, vocab, size=(batch, seq)).astype(dtype)
+        elif spec.name == "attention_mask":
+            feeds[spec.name] = np.ones((batch, seq), dtype=dtype)
+        elif spec.name == "token_type_ids":
+            feeds[spec.name] = np.zeros((batch, seq), dtype=dtype)
+        elif spec.name == "position_ids":
+            feeds[spec.name] = np.broadcast_to(np.arange(seq, dtype=dtype), (batch, seq)).copy()
+        elif spec.name == "pixel_values":
+            size = image_size(config, shape)
+            channels = int(config.get("num_channels", 3))
+            feeds[spec.name] = rng.standard_normal((batch, channels, size, size)).astype(dtype)
+        else:
+            raise BenchError(f"do not know how to build model input {spec.name!r} ({spec.dtype} {spec.shape}).",
+                             fix="export the model without that input, or add it to slimline.inputs.")
+    return feeds
+
+
+def default_input_specs(task: str) -> list[TensorSpec]:
+    """Inputs of a model that has no exported graph to read them from (PyTorch-runtime targets)."""
+    if task == "image-classification":
+        return [TensorSpec(name="pixel_values", dtype="float32", shape=["batch", 3, "height", "width"])]
+    names = ("input_ids", "attention_mask")
+    return [TensorSpec(name=name, dtype="int64", shape=["batch", "sequence"]) for name in names]
+
+
+def torch_feeds_for(hf_model: Any, model: ModelDir, shape: Shape, seed: int = 0) -> dict[str, Any]:
+    """`synthetic_feeds` as torch tensors for an in-memory HF model loaded from the model directory `model`."""
+    import torch
+
+    specs = model.manifest.inputs or default_input_specs(model.manifest.task)
+    feeds = synthetic_feeds(specs, shape, hf_model.config.to_dict(), seed=seed)
+    return {name: torch.from_numpy(value) for name, value in feeds.items()}

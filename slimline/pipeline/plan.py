@@ -1,0 +1,137 @@
+"""Plan a run: every check that can fail on bad input, before any heavy work (Olive's and llm-compressor's habit)."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from slimline.compress.base import ModelInfo, Problem
+from slimline.compress.recipe import RecipeStep, order_problems, profile_recipe
+from slimline.core.artifact import (
+    ModelDir,
+    describe_os_error,
+)
+from slimline.core.data import DatasetSpec, check_dataset_available
+from slimline.core.errors import CheckpointError, MissingDependency, RecipeError
+from slimline.export.onnx import OnnxExportConfig
+from slimline.export.tensorrt import TensorRTExportConfig
+from slimline.formats.checkpoint import open_checkpoint
+from slimline.profiles.schema import Profile
+
+EXPORT_STEP = "export.onnx"
+#: Model formats the ONNX exporter reads.
+EXPORT_ACCEPTS = frozenset({"hf"})
+
+
+@dataclass
+class RunRequest:
+    checkpoint: Path
+    profile: Profile
+    out_dir: Path
+    recipe: list[RecipeStep] | None = None  # None: the profile's default recipe
+    task: str | None = None
+    eval_data: DatasetSpec | None = None
+    export: OnnxExportConfig = field(default_factory=OnnxExportConfig)
+    bench_export: bool = False  # also measure the fp32 ONNX export: what the passes gained over plain ORT
+    tensorrt: TensorRTExportConfig | None = None  # runtime tensorrt only; None: from the profile's target.precision
+    seed: int = 0
+
+
+@dataclass
+class Plan:
+    source: ModelDir
+    torch_steps: list[RecipeStep]
+    onnx_steps: list[RecipeStep]
+    needs_export: bool
+    eval_data: DatasetSpec | None
+    warnings: list[str]
+
+    @property
+    def steps(self) -> list[RecipeStep]:
+        return [*self.torch_steps, *self.onnx_steps]
+
+
+def ensure_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".slimline-write-test-"):
+            pass
+    except OSError as err:
+        raise describe_os_error(err, out_dir) from err
+
+
+def _check_runtime_available(profile: Profile) -> None:
+    target = profile.target
+    if target.runtime == "tensorrt":
+        from slimline.core.gpu import require_tensorrt
+
+        TensorRTExportConfig.for_target_precision(target.precision)  # e.g. int4 has no TensorRT build: exit 2
+        require_tensorrt(f"profile {profile.name}")  # names every missing piece (module, CUDA torch, device)
+    if target.runtime == "onnxruntime":
+        from slimline.bench.runners.ort_runner import check_providers
+
+        check_providers(target.providers())
+    if target.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MissingDependency(f"profile {profile.name} targets a CUDA GPU, but this machine has none visible "
+                                    "to torch.", fix="run it on an NVIDIA GPU machine with a CUDA build of torch.")
+
+
+def _export_problems(current: ModelInfo, steps: list[RecipeStep]) -> list[Problem]:
+    """The exporter reads only Hugging Face models: a torch-level pass that produced anything else
+    (e.g. torch-quantized) leaves nothing the ONNX export can take."""
+    if current.format in EXPORT_ACCEPTS:
+        return []
+    producer = next((s for s in reversed(steps) if s.pass_.stage == "torch"), None)
+    after = f"step {producer.index + 1} ({producer.name})" if producer else "the input"
+    return [Problem("error", f"accepts only {sorted(EXPORT_ACCEPTS)} models, but {after} produces a "
+                    f"{current.format} model, which cannot be exported to ONNX; such a pass needs a profile "
+                    "whose runtime is torch", EXPORT_STEP)]
+
+
+def plan_run(request: RunRequest) -> Plan:
+    """Every cheap check, in order; raises a BadInputError subclass (exit 2) on the first problem."""
+    profile = request.profile
+    steps = request.recipe if request.recipe is not None else profile_recipe(profile)
+    source = open_checkpoint(request.checkpoint, request.task)
+    if source.manifest.format != "hf":
+        raise CheckpointError(f"{request.checkpoint} is a {source.manifest.format} model; `run` starts from a "
+                              "Hugging Face checkpoint.", fix="use `slimline bench` to measure an exported model.")
+    ordering = order_problems(steps)
+    if ordering:
+        raise RecipeError("the recipe's passes cannot follow each other:\n  " + "\n  ".join(ordering),
+                          fix="reorder the steps.")
+    needs_export = profile.target.runtime != "torch"
+    problems: list[Problem] = []
+    model_type = source.manifest.metadata.get("model_type")
+    current = ModelInfo("hf", source.manifest.task, model_type)
+    exported = False
+    for step in steps:
+        if step.pass_.stage == "onnx" and not exported:
+            if needs_export:
+                problems += _export_problems(current, steps)
+            else:
+                problems.append(step.pass_.error("works on ONNX models, but the target runtime is torch (no export)"))
+            current, exported = ModelInfo("onnx", current.task, model_type), True
+        problems += step.pass_.check(current, profile.target)
+        current = ModelInfo(step.pass_.produces, current.task, model_type)
+    if needs_export and not exported:
+        problems += _export_problems(current, steps)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise RecipeError("the recipe cannot run on this target:\n  " + "\n  ".join(map(str, errors)),
+                          fix="change the recipe or pick a profile whose target suits it.")
+    _check_runtime_available(profile)
+    ensure_writable(request.out_dir)
+    eval_data = request.eval_data
+    if eval_data is None and source.manifest.task == "text-classification":
+        hinted = source.manifest.metadata.get("eval_data")
+        eval_data = DatasetSpec.model_validate(hinted) if hinted else None
+    if eval_data is not None:
+        check_dataset_available(eval_data)
+    return Plan(source=source, torch_steps=[s for s in steps if s.pass_.stage == "torch"],
+                onnx_steps=[s for s in steps if s.pass_.stage == "onnx"], needs_export=needs_export,
+                eval_data=eval_data, warnings=[str(p) for p in problems if p.severity == "warning"])

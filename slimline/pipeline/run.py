@@ -1,0 +1,99 @@
+"""run = check everything -> torch-level passes -> export -> ONNX-level passes -> bench -> report.
+
+Each stage writes `OUT/stages/NN-<step>-<hash8>/`, named by the hash of its input manifest and
+its config: a rerun reuses finished stages and never overwrites a good one. All checks that can
+fail on bad input run before any heavy work (Olive's and llm-compressor's habit).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from slimline.bench.benchmark import Candidate, measure
+from slimline.bench.budgets import evaluate_budgets
+from slimline.bench.eval_data import build_eval_npz
+from slimline.bench.report import Report, StageRecord, write_report
+from slimline.bench.runners.base import torch_baseline_precision
+from slimline.compress.recipe import recipe_as_data
+from slimline.core.artifact import (
+    ModelDir,
+)
+from slimline.core.errors import OutputError
+from slimline.core.machine import library_versions, machine_info
+from slimline.core.progress import reporter
+from slimline.export.tensorrt import TENSORRT_EXPORT_STEP
+from slimline.formats.inputs import default_input_specs
+from slimline.pipeline.plan import Plan, RunRequest, plan_run
+from slimline.pipeline.stages import run_stages
+
+
+def execute(request: RunRequest, plan: Plan) -> Report:
+    done = run_stages(request, plan)
+    intermediates = done.onnx_stages[:1] if request.bench_export and len(done.onnx_stages) > 1 else []
+    return bench_and_report(request, plan, done.final, intermediates, done.records)
+
+
+def _label(model: ModelDir) -> str:
+    """Short name for tables: the last step that made the model (the export alone means fp32 ONNX)."""
+    steps = [s.name for s in model.manifest.lineage if s.kind != "source"]
+    if not steps:
+        return "source"
+    if steps[-1] == TENSORRT_EXPORT_STEP:
+        return f"{steps[-1]} ({model.manifest.metadata.get('tensorrt', {}).get('precision', '?')})"
+    return f"{steps[-1]} (fp32)" if steps[-1].startswith("export.") else steps[-1]
+
+
+def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermediates: list[ModelDir],
+                     records: list[StageRecord]) -> Report:
+    profile = request.profile
+    runtime = profile.target.runtime
+    inputs = final.manifest.inputs or default_input_specs(final.manifest.task)
+    with tempfile.TemporaryDirectory(prefix="slimline-eval-") as scratch:
+        eval_facts, eval_npz = None, None
+        if plan.eval_data is not None:
+            spec = plan.eval_data
+            if profile.measurement.eval_max_samples:
+                spec = spec.model_copy(update={"max_samples": profile.measurement.eval_max_samples})
+            eval_npz = Path(scratch) / "eval.npz"
+            with reporter().step(f"bench: tokenising {spec.source}/{spec.split}"):
+                eval_facts = build_eval_npz(spec, plan.source.path, profile.shapes[0].sequence_length, eval_npz)
+        baseline_precision = torch_baseline_precision(profile.target.device, profile.target.precision)
+        baseline = Candidate(f"torch {baseline_precision} eager (baseline)", plan.source, "torch")
+        # ONNX intermediates of a TensorRT run are measured on ONNX Runtime (the profile's CUDA providers)
+        candidates = [Candidate(_label(m), m, "onnxruntime" if m.manifest.format == "onnx" and runtime == "tensorrt"
+                                else runtime) for m in intermediates]
+        candidates.append(Candidate(_label(final), final, runtime))
+        baseline_result, results = measure(candidates, baseline, profile, inputs, eval_npz)
+    final_result = results[-1]
+    budgets, verdict = evaluate_budgets(profile.budgets, final_result, baseline_result)
+    warnings = [*plan.warnings, *baseline_result.warnings, *final_result.warnings]
+    if plan.eval_data is None:
+        warnings.append("no labelled eval data: accuracy was not measured (pass --eval-data)")
+    return Report(
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), machine=machine_info(),
+        versions=library_versions(), profile=profile.model_dump(mode="json"),
+        recipe=recipe_as_data(plan.steps), checkpoint=str(plan.source.path),
+        stages=records, eval_data=eval_facts, baseline=baseline_result, measurements=final_result,
+        intermediates=results[:-1], speedup_vs_baseline=final_result.speedup_vs_baseline,
+        accuracy_drop_pt=final_result.accuracy_drop_pt, budgets=budgets, verdict=verdict, warnings=warnings,
+        accuracy_fallback=final.manifest.metadata.get("accuracy_fallback"),
+    )
+
+
+def run(request: RunRequest) -> Report:
+    """Plan (all cheap checks), execute the stages, benchmark, and write report.json/report.md."""
+    plan = plan_run(request)
+    report = execute(request, plan)
+    write_report(report, request.out_dir)
+    return report
+
+
+def load_report(out_dir: Path) -> dict[str, Any]:
+    path = out_dir / "report.json"
+    if not path.is_file():
+        raise OutputError(f"{path} does not exist.", fix="run `slimline run` first.")
+    return json.loads(path.read_text())

@@ -1,0 +1,105 @@
+"""The single-stage commands (`export`, `compress`, `bench`) on top of the pipeline's stage runner.
+
+Intermediate stages go to a hidden work directory beside `--out`; the final directory is copied
+into `--out` atomically, so an existing good `--out` is replaced only by a complete new one.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from slimline.bench.report import Report, write_report
+from slimline.compress.base import ModelInfo
+from slimline.compress.recipe import RecipeStep, order_problems
+from slimline.core.artifact import ModelDir, atomic_directory
+from slimline.core.data import DatasetSpec
+from slimline.core.errors import CheckpointError, RecipeError
+from slimline.export.onnx import OnnxExportConfig
+from slimline.formats.checkpoint import open_checkpoint
+from slimline.pipeline.plan import EXPORT_STEP, Plan, RunRequest, ensure_writable
+from slimline.pipeline.run import bench_and_report
+from slimline.pipeline.stages import context_key, export_producer, pass_context, pass_producer, run_stage
+from slimline.profiles.schema import Profile
+
+RUNTIMES_FOR_FORMAT = {"onnx": ("onnxruntime",), "hf": ("torch",), "torch-quantized": ("torch",),
+                       "tensorrt": ("tensorrt",)}
+
+
+def _work_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.work"
+
+
+def _publish(stage: ModelDir, out: Path) -> ModelDir:
+    with atomic_directory(out, replace=True) as tmp:
+        shutil.copytree(stage.path, tmp, dirs_exist_ok=True)
+    shutil.rmtree(_work_dir(out), ignore_errors=True)
+    return ModelDir.open(out)
+
+
+def export_to(checkpoint: Path, out: Path, *, task: str | None = None, opset: int = 18,
+              exporter: str = "auto") -> ModelDir:
+    source = open_checkpoint(checkpoint, task)
+    ensure_writable(out.parent if out.parent != Path("") else Path("."))
+    config = OnnxExportConfig(opset=opset, exporter=exporter)  # type: ignore[arg-type]
+    stage, _ = run_stage(_work_dir(out), 1, "exporter", EXPORT_STEP, config.model_dump(), source,
+                         export_producer(source, config))
+    return _publish(stage, out)
+
+
+def compress_to(model_path: Path, out: Path, steps: list[RecipeStep], profile: Profile,
+                tuning_data: DatasetSpec | None = None) -> ModelDir:
+    """Apply the recipe's passes in order; every pass must accept the format the previous one produced.
+
+    `tuning_data` feeds accuracy-aware passes (they use its validation split) with the profile's budget.
+    """
+    if not steps:
+        raise RecipeError("the recipe has no passes.", fix="add at least one {pass: NAME} step.")
+    model = open_checkpoint(model_path)
+    ordering = order_problems(steps)
+    if ordering:
+        raise RecipeError("the recipe's passes cannot follow each other:\n  " + "\n  ".join(ordering),
+                          fix="reorder the steps.")
+    info = ModelInfo(model.manifest.format, model.manifest.task, model.manifest.metadata.get("model_type"))
+    problems = []
+    for step in steps:
+        problems += [p for p in step.pass_.check(info, profile.target) if p.severity == "error"]
+        info = ModelInfo(step.pass_.produces, info.task, info.model_type)
+    if problems:
+        raise RecipeError("the recipe cannot run on this model and target:\n  " + "\n  ".join(map(str, problems)),
+                          fix="export first for ONNX-level passes (`slimline export`), or change the recipe.")
+    ensure_writable(out.parent if out.parent != Path("") else Path("."))
+    context = pass_context(profile, tuning_data, seed=0, teacher=model)
+    for index, step in enumerate(steps, start=1):
+        model, _ = run_stage(_work_dir(out), index, "pass", step.name, step.config_dict(), model,
+                             pass_producer(step, model, context), context=context_key(context))
+    return _publish(model, out)
+
+
+def _lineage_source(model: ModelDir) -> Path:
+    for step in model.manifest.lineage:
+        if step.kind == "source" and "path" in step.config:
+            return Path(step.config["path"])
+    raise CheckpointError(f"{model.path}'s lineage names no source checkpoint to use as the baseline.",
+                          fix="pass --baseline with the fp32 Hugging Face checkpoint.")
+
+
+def bench_model(model_path: Path, profile: Profile, out: Path, *, baseline: Path | None = None,
+                eval_data: DatasetSpec | None = None) -> Report:
+    """Benchmark an existing model directory against its fp32 source checkpoint on `profile`."""
+    model = ModelDir.open(model_path)
+    runtimes = RUNTIMES_FOR_FORMAT.get(model.manifest.format, ())
+    if profile.target.runtime not in runtimes:
+        raise RecipeError(f"{model_path} is a {model.manifest.format} model; profile {profile.name} runs "
+                          f"{profile.target.runtime}, which cannot load it.",
+                          fix=f"use a profile whose runtime is one of {list(runtimes)}.")
+    source = open_checkpoint(baseline or _lineage_source(model))
+    ensure_writable(out)
+    hinted = source.manifest.metadata.get("eval_data")
+    if eval_data is None and hinted and model.manifest.task == "text-classification":
+        eval_data = DatasetSpec.model_validate(hinted)
+    request = RunRequest(checkpoint=source.path, profile=profile, out_dir=out, eval_data=eval_data)
+    plan = Plan(source=source, torch_steps=[], onnx_steps=[], needs_export=False, eval_data=eval_data, warnings=[])
+    report = bench_and_report(request, plan, model, [], [])
+    write_report(report, out)
+    return report

@@ -1,0 +1,182 @@
+"""Stages: each writes `OUT/stages/NN-<step>-<hash8>/`, named by the hash of its input manifest and config,
+so a rerun reuses finished stages and never overwrites a good one."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slimline.bench.report import StageRecord
+from slimline.compress.base import PassContext
+from slimline.compress.recipe import RecipeStep
+from slimline.core.artifact import (
+    LineageStep,
+    Manifest,
+    ModelDir,
+    TensorSpec,
+    atomic_directory,
+    new_provenance,
+    sha256_json,
+    write_manifest,
+)
+from slimline.core.data import DatasetSpec
+from slimline.core.errors import CheckpointError
+from slimline.core.machine import cpu_flags
+from slimline.core.progress import reporter
+from slimline.export.onnx import OnnxExportConfig, export_onnx
+from slimline.export.tensorrt import TENSORRT_EXPORT_STEP, TensorRTExportConfig, current_engine_facts, export_tensorrt
+from slimline.pipeline.plan import EXPORT_STEP, Plan, RunRequest
+from slimline.profiles.schema import Profile, Shape
+
+#: Facts about the source that every stage carries forward (the eval-data hint, class names).
+INHERITED_METADATA = ("model_type", "label_names", "eval_data")
+
+
+@dataclass
+class StageOutput:
+    """What a stage's producer wrote: the manifest fields that depend on the stage."""
+
+    format: str
+    model_file: str | None
+    inputs: list[TensorSpec]
+    outputs: list[str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    data_sha256: dict[str, str] = field(default_factory=dict)
+
+
+def _stage_dir(out_dir: Path, index: int, name: str, parent: ModelDir, config: dict[str, Any]) -> Path:
+    key = sha256_json({"parent": parent.manifest_sha256, "step": name, "config": config})[:8]
+    return out_dir / "stages" / f"{index:02d}-{name}-{key}"
+
+
+def _reusable(path: Path) -> ModelDir | None:
+    if not path.exists():
+        return None
+    try:
+        return ModelDir.open(path)
+    except CheckpointError:
+        return None  # damaged: rebuilt into a temporary sibling, swapped in only when complete
+
+
+def run_stage(out_dir: Path, index: int, kind: str, name: str, config: dict[str, Any], parent: ModelDir,
+              produce: Callable[[Path], StageOutput], seed: int = 0,
+              context: dict[str, Any] | None = None) -> tuple[ModelDir, StageRecord]:
+    """Run one stage into its hashed directory, or reuse it when already complete and intact.
+
+    `produce(tmp)` writes the model files into `tmp` and describes them.
+    """
+    final = _stage_dir(out_dir, index, name, parent, {"config": config, "context": context})
+    started = time.perf_counter()
+    existing = _reusable(final)
+    if existing is None:
+        with reporter().step(f"stage {index:02d}: {name}"), atomic_directory(final, replace=True) as tmp:
+            output: StageOutput = produce(tmp)
+            lineage = [*parent.manifest.lineage, LineageStep(kind=kind, name=name, config=config, context=context,
+                                                             parent_manifest_sha256=parent.manifest_sha256)]
+            inherited = {k: v for k, v in parent.manifest.metadata.items() if k in INHERITED_METADATA}
+            write_manifest(tmp, Manifest(
+                format=output.format, task=parent.manifest.task, model_file=output.model_file, inputs=output.inputs,
+                outputs=output.outputs, lineage=lineage,
+                provenance=new_provenance(seeds={"run": seed}, data_sha256=output.data_sha256),
+                metadata={**inherited, **output.metadata},
+            ))
+        existing = ModelDir.open(final)
+        reused = False
+    else:
+        reused = True
+    record = StageRecord(name=name, kind=kind, directory=str(final), manifest_sha256=existing.manifest_sha256,
+                         reused=reused, seconds=round(time.perf_counter() - started, 2))
+    return existing, record
+
+
+def pass_producer(step: RecipeStep, model: ModelDir, context: PassContext) -> Callable[[Path], StageOutput]:
+    def produce(tmp: Path) -> StageOutput:
+        result = step.pass_.apply(model, tmp, context)
+        return StageOutput(step.pass_.produces, result.model_file, model.manifest.inputs, model.manifest.outputs,
+                           result.metadata, result.data_sha256)
+    return produce
+
+
+def export_producer(model: ModelDir, config: OnnxExportConfig) -> Callable[[Path], StageOutput]:
+    def produce(tmp: Path) -> StageOutput:
+        result = export_onnx(model, tmp, config)
+        return StageOutput("onnx", result.model_file, result.inputs, result.outputs, result.metadata)
+    return produce
+
+
+def tensorrt_config(request: RunRequest) -> TensorRTExportConfig:
+    return request.tensorrt or TensorRTExportConfig.for_target_precision(request.profile.target.precision)
+
+
+def tensorrt_context_key(request: RunRequest) -> dict[str, Any]:
+    """An engine depends on the shapes and on the GPU and TensorRT release it was built on: a rerun
+    elsewhere rebuilds instead of reusing an engine this machine cannot load (a driver update does not)."""
+    engine = current_engine_facts().model_dump(include={"tensorrt_version", "compute_capability", "gpu_name"})
+    return {"shapes": [s.model_dump() for s in request.profile.shapes], "engine": engine}
+
+
+def tensorrt_producer(model: ModelDir, config: TensorRTExportConfig,
+                      shapes: list[Shape]) -> Callable[[Path], StageOutput]:
+    def produce(tmp: Path) -> StageOutput:
+        result = export_tensorrt(model, tmp, config, shapes)
+        return StageOutput("tensorrt", result.model_file, result.inputs, result.outputs, result.metadata)
+    return produce
+
+
+def accuracy_budget_pt(profile: Profile) -> float | None:
+    """The profile's allowed accuracy loss in points vs fp32, from whichever budget states it."""
+    if "accuracy_drop_pt" in profile.budgets:
+        return profile.budgets["accuracy_drop_pt"].limit
+    budget = profile.budgets.get("accuracy_pct")
+    return budget.limit if budget is not None and budget.kind == "max_drop" else None
+
+
+def pass_context(profile: Profile, tuning_data: DatasetSpec | None, seed: int, teacher: ModelDir) -> PassContext:
+    """`teacher` is the run's input checkpoint: what distillation learns from unless its config names another."""
+    return PassContext(target=profile.target, seed=seed, shape=profile.shapes[0],
+                       accuracy_drop_budget_pt=accuracy_budget_pt(profile), tuning_data=tuning_data, teacher=teacher)
+
+
+def context_key(context: PassContext) -> dict[str, Any]:
+    """What besides its config can change a pass's output: part of the stage's hash and lineage."""
+    return {"target": context.target.model_dump(mode="json"), "shape": context.shape.model_dump(),
+            "cpu_flags": list(cpu_flags()),  # defaults such as reduce_range depend on the instruction sets
+            "accuracy_drop_budget_pt": context.accuracy_drop_budget_pt, "seed": context.seed,
+            "tuning_data": context.tuning_data.model_dump() if context.tuning_data else None,
+            "teacher_manifest_sha256": context.teacher.manifest_sha256 if context.teacher else None}
+
+
+@dataclass
+class StagesDone:
+    final: ModelDir
+    onnx_stages: list[ModelDir]
+    records: list[StageRecord]
+
+
+def run_stages(request: RunRequest, plan: Plan) -> StagesDone:
+    """torch-level passes -> export -> ONNX-level passes (-> TensorRT build), each reused when already done."""
+    context = pass_context(request.profile, plan.eval_data, request.seed, teacher=plan.source)
+    engine_build = [TENSORRT_EXPORT_STEP] if request.profile.target.runtime == "tensorrt" else []
+    ordered: list[RecipeStep | str | None] = [*plan.torch_steps, *([None] if plan.needs_export else []),
+                                              *plan.onnx_steps, *engine_build]
+    current, records, onnx_stages = plan.source, [], []
+    for index, step in enumerate(ordered, start=1):
+        if step is None:  # the export between torch-level and ONNX-level passes
+            kind, name, config, key = "exporter", EXPORT_STEP, request.export.model_dump(), None
+            produce = export_producer(current, request.export)
+        elif isinstance(step, str):  # the TensorRT build after the ONNX-level passes
+            trt_config = tensorrt_config(request)
+            kind, name, config = "exporter", step, trt_config.model_dump(mode="json")
+            key = tensorrt_context_key(request)
+            produce = tensorrt_producer(current, trt_config, request.profile.shapes)
+        else:
+            kind, name, config, key = "pass", step.name, step.config_dict(), context_key(context)
+            produce = pass_producer(step, current, context)
+        current, record = run_stage(request.out_dir, index, kind, name, config, current, produce, request.seed, key)
+        records.append(record)
+        if current.manifest.format == "onnx":
+            onnx_stages.append(current)
+    return StagesDone(current, onnx_stages, records)
