@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,15 +51,30 @@ def _worker_timeout_s(profile: Profile) -> float:
     return profile.measurement.max_time_s * len(profile.shapes) + WORKER_GRACE_S
 
 
+def run_process_group(command: list[str], env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:
+    """Run `command` in its own process group and kill the whole group if this process is interrupted,
+    terminated or times out, so no orphaned worker keeps burning the cores the next measurement needs."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def run_in_worker(spec: RunnerSpec, timeout_s: float) -> dict:
     """Run bench.worker in a fresh interpreter and return its result dict (errors re-raised)."""
     with tempfile.TemporaryDirectory(prefix="slimline-bench-") as scratch:
         spec_path, result_path = Path(scratch) / "spec.json", Path(scratch) / "result.json"
         spec_path.write_text(spec.model_dump_json())
         env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads), "TOKENIZERS_PARALLELISM": "false"}
+        command = [sys.executable, "-m", "slimline.bench.worker", str(spec_path), str(result_path)]
         try:
-            command = [sys.executable, "-m", "slimline.bench.worker", str(spec_path), str(result_path)]
-            completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+            completed = run_process_group(command, env=env, timeout_s=timeout_s)
         except subprocess.TimeoutExpired as err:
             raise BenchError(f"benchmarking {spec.label} took longer than {timeout_s:.0f} s.",
                              fix="lower measurement.max_time_s or eval_max_samples in the profile.") from err

@@ -75,8 +75,11 @@ def evaluate_budgets(budgets: dict[str, Budget], candidate: CandidateResult,
 
 
 def verdict_of(results: list[BudgetResult]) -> Verdict:
-    """fail if any budget failed; incomplete if one could not be measured (a gate must fail closed)."""
+    """fail if any budget failed; incomplete if one could not be measured or none was set (a gate must
+    fail closed)."""
     statuses = {r.status for r in results}
+    if not results:
+        return "incomplete"
     if "fail" in statuses:
         return "fail"
     if "not_measured" in statuses:

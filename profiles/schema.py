@@ -37,12 +37,14 @@ BUDGET_METRICS: dict[str, tuple[str, ...]] = {
 
 
 class Budget(BaseModel):
-    """Exactly one of max / min / max_drop."""
+    """Exactly one of max / min / max_drop: a finite, non-negative number (every metric is a size, a
+    time, a rate, a ratio or a drop, so a negative or NaN limit is a typo that would pass or fail
+    everything)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    max: float | None = None
-    min: float | None = None
-    max_drop: float | None = Field(default=None, ge=0)
+    max: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    min: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    max_drop: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _exactly_one_limit(self) -> Budget:
@@ -122,6 +124,7 @@ class Profile(BaseModel):
     #: The default recipe: a shipped recipe's name (profiles/recipes/NAME.yaml) or the steps themselves.
     recipe: str | list[dict[str, Any]] = Field(default_factory=list)
     measurement: Measurement = Field(default_factory=Measurement)
+    #: A profile file must state at least one (parse_profile); a verdict without budgets is "incomplete".
     budgets: dict[str, Budget] = Field(default_factory=dict)
 
     @field_validator("budgets")
@@ -148,10 +151,15 @@ def parse_profile(data: Any, source: str) -> Profile:
         raise ProfileError(f"profile {source} must be a YAML mapping, got {type(data).__name__}.",
                            fix="see `slimline profiles show cpu` for the layout.")
     try:
-        return Profile.model_validate(data)
+        profile = Profile.model_validate(data)
     except ValidationError as err:
         raise ProfileError(f"profile {source} is invalid:\n{format_validation_error(err)}",
                            fix="fix the fields named above; `slimline profiles show cpu` shows a valid one.") from err
+    if not profile.budgets:
+        raise ProfileError(f"profile {source} has no budgets, so no model could ever fail it.",
+                           fix=f"add at least one budget, e.g. budgets: {{latency_p95_ms: {{max: 60}}}}; metrics: "
+                               f"{', '.join(BUDGET_METRICS)}.")
+    return profile
 
 
 def list_profiles() -> list[str]:

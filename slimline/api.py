@@ -64,11 +64,11 @@ def as_dataset(data: DataLike | None) -> DatasetSpec | None:
 
 def run(checkpoint: PathLike, *, out: PathLike, profile: ProfileLike = "cpu", recipe: RecipeLike | None = None,
         task: str | None = None, eval_data: DataLike | None = None, bench_export: bool = False,
-        seed: int = 0) -> Report:
+        seed: int = 0, force: bool = False) -> Report:
     """Compress -> export -> bench -> verdict; writes OUT/stages, report.json and report.md.
 
     Returns the `Report` (its `.verdict` is "pass", "fail" or "incomplete"); bad input raises before
-    any stage runs.
+    any stage runs. An `out` holding files slimline did not write is refused unless `force`.
     """
     from slimline.pipeline.plan import RunRequest
     from slimline.pipeline.run import run as run_pipeline
@@ -76,49 +76,59 @@ def run(checkpoint: PathLike, *, out: PathLike, profile: ProfileLike = "cpu", re
     return run_pipeline(RunRequest(
         checkpoint=Path(checkpoint), profile=as_profile(profile), out_dir=Path(out),
         recipe=None if recipe is None else as_recipe(recipe), task=task, eval_data=as_dataset(eval_data),
-        bench_export=bench_export, seed=seed))
+        bench_export=bench_export, seed=seed, force=force))
 
 
 def compress(model: PathLike, *, recipe: RecipeLike, out: PathLike, profile: ProfileLike = "cpu",
-             eval_data: DataLike | None = None) -> ModelDir:
+             eval_data: DataLike | None = None, force: bool = False) -> ModelDir:
     """Apply a recipe's passes to a model directory; returns the new model directory at `out`."""
     from slimline.pipeline.single import compress_to
 
     return compress_to(Path(model), Path(out), as_recipe(recipe), as_profile(profile),
-                       tuning_data=as_dataset(eval_data))
+                       tuning_data=as_dataset(eval_data), force=force)
 
 
 def export(checkpoint: PathLike, *, out: PathLike, task: str | None = None, opset: int = 18,
-           exporter: str = "auto") -> ModelDir:
+           exporter: str = "auto", force: bool = False) -> ModelDir:
     """Export a Hugging Face checkpoint to an ONNX model directory (with a parity check)."""
     from slimline.pipeline.single import export_to
 
-    return export_to(Path(checkpoint), Path(out), task=task, opset=opset, exporter=exporter)
+    return export_to(Path(checkpoint), Path(out), task=task, opset=opset, exporter=exporter, force=force)
 
 
 def bench(model: PathLike, *, out: PathLike, profile: ProfileLike = "cpu", baseline: PathLike | None = None,
-          eval_data: DataLike | None = None) -> Report:
+          eval_data: DataLike | None = None, force: bool = False) -> Report:
     """Benchmark a model directory against its fp32 source on a profile; returns the `Report`."""
     from slimline.pipeline.single import bench_model
 
     return bench_model(Path(model), as_profile(profile), Path(out),
-                       baseline=Path(baseline) if baseline is not None else None, eval_data=as_dataset(eval_data))
+                       baseline=Path(baseline) if baseline is not None else None, eval_data=as_dataset(eval_data),
+                       force=force)
 
 
 def package(source: PathLike, *, out: PathLike, name: str | None = None, profile: ProfileLike | None = None,
-            force: bool = False, tar: bool = False) -> PackagedBundle:
-    """Build a verified deployment bundle from a run or model directory; returns the `PackagedBundle`."""
+            force: bool = False, tar: bool = False, sign_key: PathLike | None = None) -> PackagedBundle:
+    """Build a verified deployment bundle from a run or model directory; returns the `PackagedBundle`.
+
+    `sign_key`: an Ed25519 PEM private key (`slimline keygen`); signature.json then signs the manifest.
+    """
     from slimline.deploy.bundle import package as package_bundle
 
     return package_bundle(Path(source), Path(out), name=name,
-                          profile=None if profile is None else as_profile(profile), replace=force, archive=tar)
+                          profile=None if profile is None else as_profile(profile), replace=force, archive=tar,
+                          sign_key=None if sign_key is None else Path(sign_key))
 
 
-def verify(bundle: PathLike) -> VerifyResult:
-    """Check a bundle's hashes, layout and that this machine can load it; returns the `VerifyResult`."""
+def verify(bundle: PathLike, *, key: PathLike | None = None, expect_sha256: str | None = None) -> VerifyResult:
+    """Check a bundle's hashes, layout and that this machine can load it; returns the `VerifyResult`.
+
+    Hashes only show the files match the manifest, which anyone can rewrite; for trust pass `key` (the
+    publisher's Ed25519 PEM public key: a valid signature is required) and/or `expect_sha256` (the
+    manifest's pinned sha256).
+    """
     from slimline.deploy.manifest import verify_bundle
 
-    return verify_bundle(Path(bundle))
+    return verify_bundle(Path(bundle), key=None if key is None else Path(key), expect_sha256=expect_sha256)
 
 
 def demo_checkpoint() -> ModelDir:

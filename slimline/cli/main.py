@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from slimline.cli.catalogue import add_catalogue_commands
 from slimline.cli.console import print_error
 from slimline.cli.deploy import add_deploy_commands
 from slimline.cli.doctor import add_doctor_command
 from slimline.cli.stages import add_stage_commands
-from slimline.core.errors import EXIT_STAGE_FAILED, SlimlineError
+from slimline.core.artifact import describe_os_error
+from slimline.core.errors import EXIT_BAD_INPUT, EXIT_STAGE_FAILED, SlimlineError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +43,12 @@ def quiet_third_party_libraries() -> None:
     logging.getLogger("slimline").setLevel(logging.WARNING)
 
 
+def _terminate_like_interrupt(signum: int, frame: object) -> None:
+    """SIGTERM takes Ctrl-C's path: finished stages stay, partial ones and temporary directories are
+    removed, and the benchmark worker (its own process group) is killed instead of left running."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -50,18 +59,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     from slimline.core.progress import RichReporter, set_reporter
 
     set_reporter(RichReporter())
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        terminated.append(signum)
+        _terminate_like_interrupt(signum, frame)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return args.handler(args)
     except SlimlineError as err:
         print_error(f"error ({type(err).__name__}): ", str(err))
         return err.exit_code
     except KeyboardInterrupt:
-        print_error("interrupted: ", "finished stages are kept; partial ones were discarded.")
-        return 130
+        why = "terminated (SIGTERM)" if terminated else "interrupted"
+        print_error(f"{why}: ", "finished stages are kept; partial ones and temporary files were removed.")
+        return 128 + signal.SIGTERM if terminated else 130
+    except OSError as err:  # e.g. the temporary directory filled up: a problem of the machine, not a bug
+        print_error("error (OutputError): ", str(describe_os_error(err, Path(err.filename or "."))))
+        return EXIT_BAD_INPUT
     except Exception as err:  # a bug or an unexpected library failure: still exit with a stage failure
         logging.getLogger("slimline").debug("unexpected error", exc_info=True)
         print_error("unexpected error: ", f"{type(err).__name__}: {err} (rerun with -v for details)")
         return EXIT_STAGE_FAILED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

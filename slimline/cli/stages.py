@@ -9,10 +9,12 @@ from slimline import api
 from slimline.cli.console import console, print_report, verdict_exit
 from slimline.core.errors import EXIT_OK
 
+FORCE_HELP = "write even when --out holds files slimline did not write (they may be replaced)"
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     report = api.run(args.checkpoint, out=args.out, profile=args.profile, recipe=args.recipe, task=args.task,
-                     eval_data=args.eval_data, bench_export=args.bench_export)
+                     eval_data=args.eval_data, bench_export=args.bench_export, force=args.force)
     print_report(report)
     console().print(f"report: {Path(args.out) / 'report.json'} and report.md")
     return verdict_exit(report)
@@ -33,7 +35,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    model_dir = api.export(args.checkpoint, out=args.out, task=args.task, opset=args.opset, exporter=args.exporter)
+    model_dir = api.export(args.checkpoint, out=args.out, task=args.task, opset=args.opset, exporter=args.exporter,
+                           force=args.force)
     parity = model_dir.manifest.metadata.get("parity", {})
     console().print(f"exported {model_dir.model_path} with {model_dir.manifest.metadata.get('exporter')} "
                     f"(parity max|diff| {parity.get('max_abs_diff', float('nan')):.2e})")
@@ -42,14 +45,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     model_dir = api.compress(args.model, recipe=args.recipe, out=args.out, profile=args.profile,
-                             eval_data=args.eval_data)
+                             eval_data=args.eval_data, force=args.force)
     console().print(f"wrote {model_dir.path} ({model_dir.manifest.format}, {model_dir.size_mb():.1f} MB)")
     return EXIT_OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     report = api.bench(args.model, out=args.out, profile=args.profile, baseline=args.baseline,
-                       eval_data=args.eval_data)
+                       eval_data=args.eval_data, force=args.force)
     print_report(report)
     return verdict_exit(report)
 
@@ -63,6 +66,7 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--task", help="override the task inferred from config.json")
     run.add_argument("--eval-data", help="labelled data for accuracy: rotten-tomatoes[:split] or FILE.csv/.jsonl")
     run.add_argument("--bench-export", action="store_true", help="also benchmark the fp32 ONNX export")
+    run.add_argument("--force", action="store_true", help=FORCE_HELP)
     run.set_defaults(handler=cmd_run)
 
     demo = sub.add_parser("demo", help="build the offline demo checkpoint (cached) and run a profile on it")
@@ -76,6 +80,7 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--task")
     export.add_argument("--opset", type=int, default=18)
     export.add_argument("--exporter", choices=["auto", "optimum", "torch"], default="auto")
+    export.add_argument("--force", action="store_true", help=FORCE_HELP)
     export.set_defaults(handler=cmd_export)
 
     compress = sub.add_parser("compress", help="apply a recipe's passes to a model directory")
@@ -84,6 +89,7 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
     compress.add_argument("--profile", default="cpu", help="target the passes are checked against")
     compress.add_argument("--out", required=True)
     compress.add_argument("--eval-data", help="labelled data for accuracy-aware passes (validation split is used)")
+    compress.add_argument("--force", action="store_true", help=FORCE_HELP)
     compress.set_defaults(handler=cmd_compress)
 
     bench = sub.add_parser("bench", help="benchmark a model directory against its fp32 source on a profile")
@@ -92,4 +98,5 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--out", required=True)
     bench.add_argument("--baseline", help="fp32 HF checkpoint (default: the model's lineage source)")
     bench.add_argument("--eval-data")
+    bench.add_argument("--force", action="store_true", help=FORCE_HELP)
     bench.set_defaults(handler=cmd_bench)

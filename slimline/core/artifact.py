@@ -188,7 +188,21 @@ def _fsync_tree(root: Path) -> None:
         os.close(dir_fd)
 
 
+def _in_temp_dir(path: Path) -> bool:
+    try:
+        return Path(path).absolute().is_relative_to(Path(tempfile.gettempdir()).absolute())
+    except (OSError, ValueError):
+        return False
+
+
 def describe_os_error(err: OSError, where: Path) -> OutputError:
+    """An OSError as an OutputError whose fix names the real culprit: --out, or the temporary directory
+    (scratch files such as the tokenised eval set go to TMPDIR, not to --out)."""
+    failed = Path(err.filename) if err.filename else Path(where)
+    if err.errno == errno.ENOSPC and _in_temp_dir(failed):
+        return OutputError(f"no space left in the temporary directory {tempfile.gettempdir()} while writing "
+                           f"{failed}.", fix="free space there, or point TMPDIR at a filesystem with room "
+                                             "(TMPDIR=/path/with/space slimline ...); --out is not the problem.")
     if err.errno == errno.ENOSPC:
         return OutputError(f"no space left on the device while writing {where}.",
                            fix="free disk space or choose another --out; nothing was moved into place.")
@@ -247,7 +261,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file via a temporary sibling + rename, so readers never see half of it."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -91,20 +91,71 @@ def _read_rotten_tomatoes() -> tuple[list[str], list[str]]:
     return frame["text"].astype(str).tolist(), frame["category"].tolist()
 
 
-def _read_file(spec: DatasetSpec) -> tuple[list[str], list]:
-    check_dataset_available(spec)
-    path = Path(spec.source).expanduser()
+#: Rows per chunk when streaming a labelled file: memory stays at a chunk plus the rows kept.
+READ_CHUNK_ROWS = 20_000
+
+
+def _chunks(spec: DatasetSpec, columns: list[str]) -> Iterator[Any]:
+    """The file's rows in chunks, holding only `columns` (a 1 GB CSV must not need several GB)."""
     import pandas as pd
 
-    try:
-        frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_json(path, lines=True)
-    except Exception as err:
-        raise DataError(f"cannot read {path}: {err}.", fix="use a UTF-8 CSV with a header or JSON lines.") from err
-    missing = [field for field in (spec.text_field, spec.label_field) if field not in frame.columns]
+    path = Path(spec.source).expanduser()
+    if path.suffix == ".csv":
+        header = pd.read_csv(path, nrows=0, encoding="utf-8").columns
+        _require_columns(spec, list(header))
+        yield from pd.read_csv(path, usecols=columns, dtype=str, keep_default_na=False, encoding="utf-8",
+                               chunksize=READ_CHUNK_ROWS)
+        return
+    for chunk in pd.read_json(path, lines=True, dtype=False, chunksize=READ_CHUNK_ROWS, encoding="utf-8"):
+        _require_columns(spec, list(chunk.columns))
+        yield chunk[columns]
+
+
+def _require_columns(spec: DatasetSpec, header: list[str]) -> None:
+    missing = [field for field in (spec.text_field, spec.label_field) if field not in header]
     if missing:
-        raise DataError(f"{path} has no column(s) {missing}; it has {list(frame.columns)}.",
-                        fix="set text_field/label_field in the dataset spec.")
-    return frame[spec.text_field].astype(str).tolist(), frame[spec.label_field].tolist()
+        raise DataError(f"{spec.source} has no column(s) {missing}; it has {shorten(header)}.",
+                        fix="name the columns text and label (or set text_field/label_field in the dataset spec).")
+
+
+def _stream(spec: DatasetSpec, columns: list[str]) -> Iterator[Any]:
+    """`_chunks` with every way a file can be unreadable turned into a DataError naming it."""
+    check_dataset_available(spec)
+    try:
+        yield from _chunks(spec, columns)
+    except DataError:
+        raise
+    except UnicodeDecodeError as err:
+        raise DataError(f"{spec.source} is not UTF-8 text ({err.reason} at byte {err.start}).",
+                        fix="save the file as UTF-8.") from err
+    except Exception as err:  # pandas' parser errors have no common base class
+        raise DataError(f"cannot read {spec.source}: {str(err)[:300]}.",
+                        fix="use a UTF-8 CSV with a header row, or JSON lines.") from err
+
+
+def _file_labels(spec: DatasetSpec) -> list[str]:
+    """Every row's label as text, streamed: the first pass, which also proves the file is readable.
+
+    The text column is decoded too (and dropped chunk by chunk): pandas decodes only the columns it
+    is asked for, and a file whose texts are not UTF-8 must fail here, in the pre-flight.
+    """
+    labels: list[str] = []
+    for chunk in _stream(spec, [spec.text_field, spec.label_field]):
+        labels.extend(chunk[spec.label_field].astype(str).tolist())
+    return labels
+
+
+def _file_texts(spec: DatasetSpec, rows: np.ndarray) -> list[str]:
+    """The texts of the chosen rows only, streamed: the second pass."""
+    wanted = set(rows.tolist())
+    found: dict[int, str] = {}
+    offset = 0
+    for chunk in _stream(spec, [spec.text_field]):
+        for position, text in enumerate(chunk[spec.text_field].astype(str).tolist(), start=offset):
+            if position in wanted:
+                found[position] = text
+        offset += len(chunk)
+    return [found[i] for i in rows.tolist()]
 
 
 def check_dataset_available(spec: DatasetSpec) -> None:
@@ -134,25 +185,59 @@ def texts_sha256(texts: list[str], labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def label_ids(raw_labels: list[str], names: list[str] | None, source: str) -> tuple[np.ndarray, list[str]]:
+    """Label ids and class names: the model's names when given (labels may be those names, or their
+    integer ids 0..n-1 as in config.json's id2label), else the sorted distinct labels."""
+    names = names or sorted(set(raw_labels))
+    index_of = {name: i for i, name in enumerate(names)}
+    if not set(raw_labels) <= set(index_of):
+        as_ids = {str(i): i for i in range(len(names))}
+        if set(raw_labels) <= set(as_ids):
+            return np.array([as_ids[label] for label in raw_labels], dtype=np.int64), names
+        unknown = sorted(set(raw_labels) - set(index_of))
+        raise DataError(f"dataset {source} has labels {shorten(unknown)} the model does not know ({shorten(names)}).",
+                        fix=f"use the model's class names {shorten(names)} or their ids 0..{len(names) - 1}.")
+    return np.array([index_of[label] for label in raw_labels], dtype=np.int64), names
+
+
+def _split_rows(spec: DatasetSpec, count: int) -> np.ndarray:
+    if count == 0:
+        raise DataError(f"dataset {spec.source} has no examples.", fix="point at a non-empty dataset.")
+    rows = split_indices(count, spec.split, spec.seed)
+    if spec.max_samples is not None:
+        rows = rows[: spec.max_samples]
+    if len(rows) == 0:
+        raise DataError(f"split {spec.split!r} of {spec.source} is empty ({count} examples in all).",
+                        fix="use a larger dataset or split 'all'.")
+    return rows
+
+
 def load_dataset(spec: DatasetSpec, label_names: list[str] | None = None) -> LabelledTexts:
     """Load the examples of one split; labels are mapped to ids in sorted-name order unless given."""
-    texts, raw_labels = _read_rotten_tomatoes() if spec.source == ROTTEN_TOMATOES else _read_file(spec)
-    if not texts:
-        raise DataError(f"dataset {spec.source} has no examples.", fix="point at a non-empty dataset.")
-    names = label_names or sorted({str(label) for label in raw_labels})
-    index_of = {name: i for i, name in enumerate(names)}
-    unknown = {str(label) for label in raw_labels} - set(index_of)
-    if unknown:
-        raise DataError(f"dataset {spec.source} has labels {sorted(unknown)} the model does not know ({names}).",
-                        fix="map the labels to the model's id2label names.")
-    indices = split_indices(len(texts), spec.split, spec.seed)
-    if spec.max_samples is not None:
-        indices = indices[: spec.max_samples]
-    if len(indices) == 0:
-        raise DataError(f"split {spec.split!r} of {spec.source} is empty.", fix="use a larger dataset or split 'all'.")
-    chosen_texts = [texts[i] for i in indices]
-    labels = np.array([index_of[str(raw_labels[i])] for i in indices], dtype=np.int64)
-    return LabelledTexts(chosen_texts, labels, names, texts_sha256(chosen_texts, labels))
+    if spec.source == ROTTEN_TOMATOES:
+        texts, raw = _read_rotten_tomatoes()
+        ids, names = label_ids([str(label) for label in raw], label_names, spec.source)
+        rows = _split_rows(spec, len(texts))
+        chosen = [texts[i] for i in rows]
+    else:
+        ids, names = label_ids(_file_labels(spec), label_names, spec.source)
+        rows = _split_rows(spec, len(ids))
+        chosen = _file_texts(spec, rows)
+    labels = ids[rows]
+    return LabelledTexts(chosen, labels, names, texts_sha256(chosen, labels))
+
+
+def validate_dataset(spec: DatasetSpec, model_dir: Path) -> None:
+    """The pre-flight for labelled data: readable, with the columns, labels the model knows, and rows in
+    the split; for a file this streams the label column once (the texts are read when needed)."""
+    check_dataset_available(spec)
+    if not (model_dir / "tokenizer_config.json").is_file():
+        raise DataError(f"{model_dir} has no tokenizer, so text examples cannot be fed to the model.",
+                        fix="save the tokenizer next to the model (tokenizer.save_pretrained).")
+    if spec.source == ROTTEN_TOMATOES:
+        return
+    ids, _ = label_ids(_file_labels(spec), label_names_of(model_dir), spec.source)
+    _split_rows(spec, len(ids))
 
 
 def label_names_of(model_dir: Path) -> list[str] | None:

@@ -1,24 +1,50 @@
 """A bundle as one .tar.gz: written reproducibly, extracted defensively.
 
-Extraction refuses, before writing anything, every member that is an absolute path, has a `..`
-component, would land outside the destination, or is a link or special file; a bundle holds only
-regular files and directories under one top-level directory. tarfile's "data" filter (PEP 706) then
-runs as a second guard; a Python without it (before 3.10.12 / 3.11.4) is refused rather than falling
-back to an unfiltered extraction.
+The archive holds the top-level directory, then manifest.json (and signature.json), then the rest in
+sorted order. Extraction streams the members and decides on each one at its header, before writing
+it: it refuses absolute paths, `..` components, anything landing outside the destination, links,
+sparse and special files, a second top-level entry, and repeated names. It also bounds sizes, because
+a few MB of gzip can declare GBs of zeros (a gzip bomb): before manifest.json only a little may be
+written; once it is read, every member's declared size must equal the size the manifest records and
+the total may not pass their sum; and no archive writes more than SLIMLINE_MAX_BUNDLE_MB (4 GiB by
+default). The decompressed stream itself is metered, so oversized tar headers (PAX records, GNU long
+names, which tarfile reads into memory) are refused too. tarfile's "data" filter (PEP 706) runs as a
+second guard on each member; a Python without it (before 3.10.12 / 3.11.4) is refused rather than
+falling back to an unfiltered extraction. On any refusal, what was extracted is removed.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import tarfile
 import tempfile
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from slimline.core.artifact import describe_os_error
 from slimline.core.errors import BundleError
+from slimline.deploy.manifest import (
+    BUNDLE_MANIFEST,
+    BUNDLE_SIGNATURE,
+    MAX_MANIFEST_BYTES,
+    MAX_SIGNATURE_BYTES,
+    read_manifest,
+)
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+MAX_BUNDLE_MB_ENV = "SLIMLINE_MAX_BUNDLE_MB"
+DEFAULT_MAX_BUNDLE_MB = 4096
+#: What may be extracted before manifest.json: slimline writes it first, and older slimline archives
+#: (sorted members) put only README.md before it.
+PRE_MANIFEST_BYTES = 64 << 20
+#: Tar headers (and the read-ahead of the next one) decompressed between two members.
+HEADER_SLACK_BYTES = 1 << 20
+MAX_MEMBERS = 100_000
+_REFUSED_FIX = "this archive was not written by `slimline package`; do not use it."
 
 
 def is_archive(path: Path) -> bool:
@@ -34,13 +60,16 @@ def _normalised(info: tarfile.TarInfo, mtime: int) -> tarfile.TarInfo:
 
 
 def write_archive(bundle_dir: Path, archive: Path) -> Path:
-    """Write `archive` (a temporary sibling, then renamed): sorted members, fixed owner, mode and times."""
-    mtime = int(os.stat(bundle_dir / "manifest.json").st_mtime)
+    """Write `archive` (a temporary sibling, then renamed): fixed owner, mode and times; the top directory,
+    manifest.json and signature.json first (extraction derives its size limits from the manifest), then
+    the rest sorted."""
+    mtime = int(os.stat(bundle_dir / BUNDLE_MANIFEST).st_mtime)
     fd, tmp = tempfile.mkstemp(prefix=f".{archive.name}.", dir=archive.parent)
     try:
         with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=mtime) as gz, \
                 tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            paths = [bundle_dir, *sorted(bundle_dir.rglob("*"))]
+            first = [bundle_dir / name for name in (BUNDLE_MANIFEST, BUNDLE_SIGNATURE) if (bundle_dir / name).exists()]
+            paths = [bundle_dir, *first, *sorted(p for p in bundle_dir.rglob("*") if p not in first)]
             for path in paths:
                 arcname = PurePosixPath(bundle_dir.name, *path.relative_to(bundle_dir).parts).as_posix()
                 info = _normalised(tar.gettarinfo(str(path), arcname=arcname), mtime)
@@ -80,6 +109,8 @@ def _refusal(member: tarfile.TarInfo, dest: Path) -> str | None:
         if member.linkname.startswith("/") or not target.is_relative_to(root):
             return f"is a link to {member.linkname!r}, outside the bundle"
         return f"is a link (to {member.linkname!r}); a bundle holds only regular files"
+    if member.issparse():
+        return "is a sparse file; a bundle holds only regular files"
     if not (member.isfile() or member.isdir()):
         return "is a device, FIFO or other special file"
     return None
@@ -93,23 +124,151 @@ def require_data_filter() -> None:
                               "and pass the directory.")
 
 
-def extract_archive(archive: Path, dest: Path) -> Path:
-    """Check every member, then extract into `dest`; returns the bundle's top-level directory."""
-    require_data_filter()
+def max_bundle_bytes() -> int:
+    """The absolute cap on what one archive may write: SLIMLINE_MAX_BUNDLE_MB MiB, 4 GiB by default."""
+    raw = os.environ.get(MAX_BUNDLE_MB_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_MAX_BUNDLE_MB << 20
     try:
-        with tarfile.open(archive, mode="r:*") as tar:
-            members = tar.getmembers()
-            refused = [f"{m.name!r} {why}" for m in members if (why := _refusal(m, dest)) is not None]
-            if refused:
-                raise BundleError(f"refusing to extract {archive}: " + "; ".join(refused[:5])
-                                  + (f" (and {len(refused) - 5} more)" if len(refused) > 5 else "") + ".",
-                                  fix="this archive was not written by `slimline package`; do not use it.")
-            roots = {PurePosixPath(m.name).parts[0] for m in members if PurePosixPath(m.name).parts}
-            if len(roots) != 1:
-                raise BundleError(f"{archive} holds {len(roots)} top-level entries; a bundle archive holds one "
-                                  "directory.", fix="repack it with `slimline package --tar`.")
-            tar.extractall(dest, members=members, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as err:
-        raise BundleError(f"cannot read {archive} as a .tar.gz: {err}.",
-                          fix="the archive is damaged or incomplete; fetch it again.") from err
-    return dest / roots.pop()
+        mb = int(raw)
+    except ValueError:
+        mb = 0
+    if mb <= 0:
+        raise BundleError(f"{MAX_BUNDLE_MB_ENV}={raw!r} is not a positive whole number of MiB.",
+                          fix=f"set it to e.g. {DEFAULT_MAX_BUNDLE_MB} (MiB), or unset it for the default.")
+    return mb << 20
+
+
+class _MeteredReader:
+    """The decompressed tar stream, refusing to hand out more bytes than the current allowance.
+
+    tarfile reads a PAX record or GNU long name into memory whole, before any member is seen; the
+    allowance (reset between headers and for each member's data) bounds those reads as well."""
+
+    def __init__(self, raw: BinaryIO, archive: Path) -> None:
+        self._raw, self._archive, self._left = raw, archive, HEADER_SLACK_BYTES  # tarfile.open reads a header
+
+    def allow(self, nbytes: int) -> None:
+        self._left = nbytes
+
+    def read(self, size: int = -1) -> bytes:
+        want = self._left + 1 if size < 0 else min(size, self._left + 1)
+        data = self._raw.read(want)
+        self._left -= len(data)
+        if self._left < 0:
+            raise BundleError(f"refusing to extract {self._archive}: a tar header or member holds more data than "
+                              "it declares or than a bundle's headers need.", fix=_REFUSED_FIX)
+        return data
+
+
+@dataclass
+class _Budget:
+    """Running sizes of one extraction, and the limits the manifest (once read) sets."""
+
+    cap_bytes: int
+    limit_bytes: int
+    recorded: dict[str, int] | None = None
+    root: str | None = None  #: the top-level entry, once this extraction created it
+    total_bytes: int = 0
+    seen: set[str] = field(default_factory=set)
+
+    def refusal(self, rel: str, member: tarfile.TarInfo) -> str | None:
+        size = member.size if member.isfile() else 0
+        if rel == BUNDLE_MANIFEST and size > MAX_MANIFEST_BYTES:
+            return f"declares {size} bytes; a manifest is at most {MAX_MANIFEST_BYTES >> 20} MiB"
+        if rel == BUNDLE_SIGNATURE and size > MAX_SIGNATURE_BYTES:
+            return f"declares {size} bytes; a signature is at most {MAX_SIGNATURE_BYTES >> 10} KiB"
+        if self.recorded is not None and member.isfile() and rel not in (BUNDLE_MANIFEST, BUNDLE_SIGNATURE):
+            if rel not in self.recorded:
+                return "is not listed in the bundle's manifest"
+            if size != self.recorded[rel]:
+                return f"declares {size} bytes; the manifest records {self.recorded[rel]}"
+        if self.total_bytes + size > self.limit_bytes:
+            source = ("the sizes its manifest records" if self.recorded is not None
+                      else MAX_BUNDLE_MB_ENV if self.limit_bytes == self.cap_bytes
+                      else "what may precede manifest.json")
+            return (f"declares {size} bytes, bringing the archive past {self.limit_bytes} bytes "
+                    f"(the limit from {source})")
+        self.total_bytes += size
+        return None
+
+    def read_limits(self, bundle_root: Path, manifest_bytes: int) -> None:
+        """After manifest.json: each member must have its recorded size, the total at most their sum."""
+        manifest = read_manifest(bundle_root)
+        self.limit_bytes = self.cap_bytes
+        if manifest.file_sizes is not None:
+            self.recorded = manifest.file_sizes
+            derived = sum(self.recorded.values()) + manifest_bytes + MAX_SIGNATURE_BYTES
+            self.limit_bytes = min(self.cap_bytes, derived)
+
+
+def _refuse(archive: Path, member: tarfile.TarInfo, why: str) -> BundleError:
+    return BundleError(f"refusing to extract {archive}: {member.name!r} {why}.", fix=_REFUSED_FIX)
+
+
+def _extract_members(archive: Path, tar: tarfile.TarFile, reader: _MeteredReader, dest: Path,
+                     budget: _Budget) -> None:
+    """Extract member by member into dest, each checked at its header; sets budget.root."""
+    for count in range(MAX_MEMBERS + 1):
+        reader.allow(HEADER_SLACK_BYTES)
+        member = tar.next()
+        if member is None:
+            return
+        if count == MAX_MEMBERS:
+            raise _refuse(archive, member, f"is member {count + 1}; a bundle archive holds at most {MAX_MEMBERS}")
+        why = _refusal(member, dest)
+        parts = PurePosixPath(member.name).parts
+        if why is None and not parts:
+            why = "has an empty name"
+        if why is not None:
+            raise _refuse(archive, member, why)
+        if budget.root is None:
+            if (dest / parts[0]).exists() or (dest / parts[0]).is_symlink():
+                raise BundleError(f"cannot extract {archive}: {dest / parts[0]} already exists.",
+                                  fix="extract into an empty directory.")
+            budget.root = parts[0]
+        elif parts[0] != budget.root:
+            raise BundleError(f"{archive} holds more than one top-level entry ({budget.root!r}, {parts[0]!r}); a "
+                              "bundle archive holds one directory.", fix="repack it with `slimline package --tar`.")
+        name = PurePosixPath(*parts).as_posix()
+        if name in budget.seen:
+            raise _refuse(archive, member, "appears twice (a later copy would replace the checked one)")
+        budget.seen.add(name)
+        rel = PurePosixPath(*parts[1:]).as_posix() if len(parts) > 1 else ""
+        if (why := budget.refusal(rel, member)) is not None:
+            raise _refuse(archive, member, why)
+        reader.allow(member.size + HEADER_SLACK_BYTES if member.isfile() else HEADER_SLACK_BYTES)
+        tar.extract(member, dest, filter="data")
+        if rel == BUNDLE_MANIFEST and member.isfile():
+            budget.read_limits(dest / budget.root, member.size)
+    raise AssertionError("unreachable: the loop returns or raises")
+
+
+def extract_archive(archive: Path, dest: Path) -> Path:
+    """Extract `archive` into `dest`, checking each member before it is written (see the module doc);
+    returns the bundle's top-level directory. On a refusal nothing extracted is left behind."""
+    require_data_filter()
+    cap = max_bundle_bytes()
+    budget = _Budget(cap_bytes=cap, limit_bytes=min(cap, PRE_MANIFEST_BYTES))
+    try:
+        with open(archive, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+            reader = _MeteredReader(gz, archive)
+            with tarfile.open(fileobj=reader, mode="r|") as tar:
+                _extract_members(archive, tar, reader, dest, budget)
+    except BaseException as err:
+        if budget.root is not None:
+            _remove(dest / budget.root)
+        if isinstance(err, (tarfile.TarError, EOFError, OSError, zlib.error)):
+            raise BundleError(f"cannot read {archive} as a .tar.gz: {err}.",
+                              fix="the archive is damaged or incomplete; fetch it again.") from err
+        raise
+    if budget.root is None:
+        raise BundleError(f"{archive} is an empty archive.", fix="repack it with `slimline package --tar`.")
+    return dest / budget.root
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

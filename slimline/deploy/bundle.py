@@ -1,9 +1,10 @@
 """Deployment bundles: build one from a run or model directory (verification lives in slimline.deploy.manifest).
 
-Layout (every file but manifest.json is hashed into manifest.json):
+Layout (every file but manifest.json and signature.json is hashed, with its size, into manifest.json):
 ```
 BUNDLE/
-  manifest.json                         BundleManifest: lineage, versions, target, hashes
+  manifest.json                         BundleManifest: lineage, versions, target, hashes and sizes
+  signature.json                        Ed25519 signature of manifest.json's bytes (with --sign)
   README.md                             the model card
   report.json, report.md                the bench report (when the source was benchmarked)
   preprocessing/                        config.json, tokenizer files: everything but the engine
@@ -40,6 +41,7 @@ from slimline.deploy.manifest import (
     PREPROCESSING_DIR,
     BundleManifest,
     bundle_files,
+    file_sizes,
     verify_directory,
 )
 from slimline.deploy.model_card import render_model_card
@@ -53,6 +55,8 @@ class PackagedBundle(BaseModel):
     archive: str | None
     manifest_sha256: str
     manifest: BundleManifest
+    #: Fingerprint of the signing key (sha256 of its DER public key); None when unsigned.
+    signature_key_sha256: str | None = None
 
 
 def _sanitise_name(raw: str) -> str:
@@ -155,19 +159,25 @@ def _write_manifest(root: Path, manifest: BundleManifest) -> BundleManifest:
     hashes, odd = bundle_files(root)
     if odd:
         raise BundleError(f"refusing to package links or special files: {odd}.", fix="remove them from the source.")
-    manifest = manifest.model_copy(update={"files": hashes})
+    manifest = manifest.model_copy(update={"files": hashes, "file_sizes": file_sizes(root, hashes)})
     atomic_write_text(root / BUNDLE_MANIFEST, manifest.model_dump_json(indent=2) + "\n")
     return manifest
 
 
 def package(source: Path, out: Path, *, name: str | None = None, profile: Profile | None = None,
-            replace: bool = False, archive: bool = False) -> PackagedBundle:
+            replace: bool = False, archive: bool = False, sign_key: Path | None = None) -> PackagedBundle:
     """Build a verified bundle at `out` (atomically: all or nothing), and `out`.tar.gz when asked.
 
     The profile comes from the run's report unless given; a model directory without a report uses the
-    `cpu` profile. The bundle is verified (hashes, runtime, a real load) before it is moved into place.
+    `cpu` profile. With `sign_key` (an Ed25519 PEM private key) signature.json signs manifest.json. The
+    bundle is verified (signature, hashes, runtime, a real load) before it is moved into place.
     """
     source, out = Path(source), Path(out)
+    private_key = None
+    if sign_key is not None:  # a bad key fails before any copying
+        from slimline.deploy.signing import load_private_key
+
+        private_key = load_private_key(Path(sign_key))
     model, report = resolve_source(source)
     if profile is None:
         profile = Profile.model_validate(report.profile) if report else load_profile("cpu")
@@ -197,7 +207,13 @@ def package(source: Path, out: Path, *, name: str | None = None, profile: Profil
         )
         (tmp / "README.md").write_text(render_model_card(manifest, report), encoding="utf-8")
         manifest = _write_manifest(tmp, manifest)
+        signer = None
+        if private_key is not None:
+            from slimline.deploy.signing import sign_bundle
+
+            signer = sign_bundle(tmp, private_key).public_key_sha256
         verify_directory(tmp)
     archive_path = write_archive(out, out.with_name(out.name + ".tar.gz")) if archive else None
     return PackagedBundle(path=str(out), archive=str(archive_path) if archive_path else None,
-                          manifest_sha256=sha256_file(out / BUNDLE_MANIFEST), manifest=manifest)
+                          manifest_sha256=sha256_file(out / BUNDLE_MANIFEST), manifest=manifest,
+                          signature_key_sha256=signer)

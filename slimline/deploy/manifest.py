@@ -1,20 +1,25 @@
 """The bundle manifest and verification: what serving and `slimline verify` need, without the packager.
 
-Every file of a bundle but manifest.json is hashed into manifest.json; verification recomputes the
-hashes, refuses missing, extra or linked files, checks the layout and runtime, and loads the engine.
+Every file of a bundle but manifest.json (and signature.json, which signs it) is hashed into
+manifest.json. Verification first checks trust when asked (a pinned manifest sha256, an Ed25519
+signature: slimline.deploy.signing), then confines every path the manifest names to the bundle
+directory, recomputes the hashes and sizes, refuses missing, extra or linked files, checks the layout
+and runtime, and loads the engine. Hashes alone prove nothing about who made a bundle: anyone who
+changes a file can rewrite the manifest to match; only a signature or a pinned digest does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterable, Iterator
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 
 from slimline.core.artifact import (
     LineageStep,
@@ -23,12 +28,16 @@ from slimline.core.artifact import (
     sha256_file,
 )
 from slimline.core.errors import BundleError
-from slimline.deploy.archive import extract_archive, is_archive
 from slimline.deploy.runtime import RuntimeRequirement, check_runtime, load_check
 from slimline.deploy.triton import ENGINE_FILE_NAMES, EngineFormat, config_for
 from slimline.profiles.schema import Profile
 
 BUNDLE_MANIFEST = "manifest.json"
+#: The one file besides manifest.json that the manifest does not list: it signs the manifest's bytes.
+BUNDLE_SIGNATURE = "signature.json"
+#: A real manifest is tens of KB; anything larger is refused before it is read (or extracted).
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_SIGNATURE_BYTES = 64 << 10
 BUNDLE_SCHEMA_VERSION = 1
 PREPROCESSING_DIR = "preprocessing"
 MODEL_REPOSITORY_DIR = "model_repository"
@@ -64,6 +73,9 @@ class BundleManifest(BaseModel):
     machine: dict[str, Any]
     created_at: str
     files: dict[str, str] = Field(default_factory=dict)
+    #: Bytes of each file in `files`; None in bundles packaged before sizes were recorded. Extraction
+    #: derives its size limits from it, so a gzip bomb is refused at a member's header.
+    file_sizes: dict[str, NonNegativeInt] | None = None
 
 
 class VerifyResult(BaseModel):
@@ -76,30 +88,47 @@ class VerifyResult(BaseModel):
     local_runtime_version: str
     files_checked: int
     manifest_sha256: str
+    #: Fingerprint of the key whose signature was checked; None when no key was given.
+    signature_key_sha256: str | None = None
     warnings: list[str] = Field(default_factory=list)
 
 
 def bundle_files(root: Path) -> tuple[dict[str, str], list[str]]:
-    """sha256 of every regular file under root but the top-level manifest, and anything that is not a
-    regular file or directory (links, fifos): a bundle must hold none."""
+    """sha256 of every regular file under root but the top-level manifest and signature, and anything
+    that is not a regular file or directory (links, fifos): a bundle must hold none."""
     hashes: dict[str, str] = {}
     odd: list[str] = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
         if path.is_symlink() or not (path.is_file() or path.is_dir()):
             odd.append(rel)
-        elif path.is_file() and rel != BUNDLE_MANIFEST:
+        elif path.is_file() and rel not in (BUNDLE_MANIFEST, BUNDLE_SIGNATURE):
             hashes[rel] = sha256_file(path)
     return hashes, odd
 
 
-def read_manifest(root: Path) -> BundleManifest:
+def file_sizes(root: Path, rels: Iterable[str]) -> dict[str, int]:
+    return {rel: (root / rel).stat().st_size for rel in rels}
+
+
+def read_manifest_bytes(root: Path) -> bytes:
+    """manifest.json's bytes, refused unread when it is not a regular file or larger than any real one."""
     path = root / BUNDLE_MANIFEST
-    if not path.is_file():
+    if path.is_symlink() or not path.is_file():
         raise BundleError(f"{root} has no {BUNDLE_MANIFEST}: it is not a slimline bundle.",
                           fix="pass a directory written by `slimline package` (or its .tar.gz).")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path} is {path.stat().st_size} bytes; a bundle manifest is at most "
+                          f"{MAX_MANIFEST_BYTES >> 20} MiB.", fix="this is not a slimline bundle; do not use it.")
+    return path.read_bytes()
+
+
+def read_manifest(root: Path, raw: bytes | None = None) -> BundleManifest:
+    """Parse root/manifest.json, or `raw` (its bytes, already read and checked against a signature)."""
+    path = root / BUNDLE_MANIFEST
+    if raw is None:
+        raw = read_manifest_bytes(root)
     try:
-        raw = path.read_text(encoding="utf-8")
         version = BundleManifest.model_validate_json(raw).schema_version
     except (ValidationError, ValueError) as err:
         raise BundleError(f"{path} is corrupt or not a bundle manifest: {err}.",
@@ -110,11 +139,55 @@ def read_manifest(root: Path) -> BundleManifest:
     return BundleManifest.model_validate_json(raw)
 
 
+def _path_problem(root: Path, rel: str) -> str | None:
+    """Why a manifest path could reach outside the bundle, or None. Checked lexically (no absolute part,
+    no drive, no backslash, no '..') and then resolved, before anything opens it."""
+    if not rel or "\x00" in rel:
+        return "is empty or holds a NUL byte"
+    if rel.startswith("/") or "\\" in rel or re.match(r"[A-Za-z]:", rel):
+        return "is not a relative POSIX path"
+    if ".." in PurePosixPath(rel).parts:
+        return "has a '..' component"
+    if not (root / rel).resolve().is_relative_to(root.resolve()):
+        return "resolves outside the bundle"
+    return None
+
+
+def _check_paths(root: Path, manifest: BundleManifest) -> None:
+    """Every path the manifest names (the ones serving and Triton open included) stays in the bundle."""
+    named = {"engine": manifest.engine, "triton_config": manifest.triton_config,
+             "preprocessing": manifest.preprocessing}
+    if manifest.report is not None:
+        named["report"] = manifest.report
+    problems = [f"{field} {rel!r} {why}" for field, rel in named.items()
+                if (why := _path_problem(root, rel)) is not None]
+    recorded = [*manifest.files, *(manifest.file_sizes or {})]
+    problems += [f"file {rel!r} {why}" for rel in dict.fromkeys(recorded)
+                 if (why := _path_problem(root, rel)) is not None]
+    if not problems:
+        preprocessing = root / manifest.preprocessing
+        if preprocessing.is_symlink() or not preprocessing.is_dir() or preprocessing.resolve() == root.resolve():
+            problems.append(f"preprocessing {manifest.preprocessing!r} is not a directory inside the bundle")
+        if manifest.report is not None and manifest.report not in manifest.files:
+            problems.append(f"report {manifest.report!r} is not a recorded file")
+    if problems:
+        raise BundleError(f"bundle {root} names paths outside itself: {'; '.join(problems[:5])}"
+                          + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "") + ".",
+                          fix="a bundle only refers to its own files by relative paths; this manifest was "
+                              "edited by hand or forged, do not use it.")
+
+
 def _check_files(root: Path, manifest: BundleManifest) -> None:
     hashes, odd = bundle_files(root)
     problems = [f"missing file {rel}" for rel in manifest.files if rel not in hashes]
     problems += [f"sha256 mismatch for {rel}" for rel, digest in manifest.files.items()
                  if rel in hashes and hashes[rel] != digest]
+    if manifest.file_sizes is not None:
+        sizes = file_sizes(root, [rel for rel in manifest.files if rel in hashes])
+        problems += [f"size mismatch for {rel} (recorded {manifest.file_sizes.get(rel)} bytes, found {size})"
+                     for rel, size in sizes.items() if manifest.file_sizes.get(rel) != size]
+        problems += [f"file_sizes lists {rel}, which is not in files" for rel in manifest.file_sizes
+                     if rel not in manifest.files]
     problems += [f"unexpected file {rel} (not in the manifest)" for rel in hashes if rel not in manifest.files]
     problems += [f"{rel} is a link or special file" for rel in odd]
     if problems:
@@ -142,24 +215,53 @@ def _check_format(root: Path, manifest: BundleManifest) -> None:
                           fix="repackage it with `slimline package`.")
 
 
-def verify_directory(root: Path) -> VerifyResult:
-    """Hashes, layout, runtime and version here, and a real load of the engine."""
-    manifest = read_manifest(root)
+def _check_trust(root: Path, raw: bytes, key: Path | None, expect_sha256: str | None) -> tuple[str | None, list[str]]:
+    """Pinned digest and signature, on the very bytes parsed afterwards. Returns the checked key's
+    fingerprint (or None) and a hint when a signature is present but was not asked for."""
+    from slimline.deploy import signing  # `cryptography` only when a bundle's trust is checked
+
+    if expect_sha256 is not None:
+        signing.check_manifest_digest(raw, expect_sha256, root)
+    if key is not None:
+        return signing.check_signature(root, raw, signing.load_public_key(key)).public_key_sha256, []
+    signer = signing.describe_signature(root)
+    hint = [f"signed by key {signer[:16]}..., but no --key was given: the signature was not checked"] if signer else []
+    return None, hint
+
+
+def verify_directory(root: Path, *, key: Path | None = None, expect_sha256: str | None = None) -> VerifyResult:
+    """Trust (when `key` or `expect_sha256` is given), confined paths, hashes, layout, runtime and version
+    here, and a real load of the engine."""
+    return verified_manifest(root, key=key, expect_sha256=expect_sha256)[0]
+
+
+def verified_manifest(root: Path, *, key: Path | None = None,
+                      expect_sha256: str | None = None) -> tuple[VerifyResult, BundleManifest]:
+    """`verify_directory` and the manifest it verified. The manifest is read once: the bytes whose
+    signature is checked are the bytes parsed, and a server uses this object rather than reading the
+    file again (which another process could have replaced in between)."""
+    raw = read_manifest_bytes(root)
+    signer, warnings = _check_trust(root, raw, key, expect_sha256)
+    manifest = read_manifest(root, raw)
+    _check_paths(root, manifest)
     _check_files(root, manifest)
     _check_format(root, manifest)
     local_version = check_runtime(manifest.runtime)
-    warnings = load_check(manifest.runtime, root / manifest.engine, manifest.inputs, manifest.profile)
-    return VerifyResult(
+    warnings += load_check(manifest.runtime, root / manifest.engine, manifest.inputs, manifest.profile)
+    result = VerifyResult(
         bundle=str(root), name=manifest.name, model_version=manifest.model_version, format=manifest.format,
         runtime=manifest.runtime.name, recorded_runtime_version=manifest.runtime.version,
         local_runtime_version=local_version, files_checked=len(manifest.files),
-        manifest_sha256=hashlib.sha256((root / BUNDLE_MANIFEST).read_bytes()).hexdigest(), warnings=warnings,
+        manifest_sha256=hashlib.sha256(raw).hexdigest(), signature_key_sha256=signer, warnings=warnings,
     )
+    return result, manifest
 
 
 @contextlib.contextmanager
 def bundle_directory(path: Path) -> Iterator[Path]:
     """A bundle directory as it is, or a .tar.gz extracted (safely) into a temporary directory."""
+    from slimline.deploy.archive import extract_archive, is_archive  # archive.py reads manifests: imports this
+
     path = Path(path)
     if path.is_dir():
         yield path
@@ -175,7 +277,7 @@ def bundle_directory(path: Path) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def verify_bundle(path: Path) -> VerifyResult:
+def verify_bundle(path: Path, *, key: Path | None = None, expect_sha256: str | None = None) -> VerifyResult:
     with bundle_directory(path) as root:
-        result = verify_directory(root)
+        result = verify_directory(root, key=key, expect_sha256=expect_sha256)
     return result.model_copy(update={"bundle": str(path)}) if Path(path) != root else result

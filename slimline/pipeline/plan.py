@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,10 +9,10 @@ from slimline.compress.base import ModelInfo, Problem
 from slimline.compress.recipe import RecipeStep, order_problems, profile_recipe
 from slimline.core.artifact import (
     ModelDir,
-    describe_os_error,
 )
-from slimline.core.data import DatasetSpec, check_dataset_available
+from slimline.core.data import DatasetSpec, validate_dataset
 from slimline.core.errors import CheckpointError, MissingDependency, RecipeError
+from slimline.core.outputs import OutputKind, check_output, check_writable
 from slimline.export.onnx import OnnxExportConfig
 from slimline.export.tensorrt import TensorRTExportConfig
 from slimline.formats.checkpoint import open_checkpoint
@@ -36,6 +35,7 @@ class RunRequest:
     bench_export: bool = False  # also measure the fp32 ONNX export: what the passes gained over plain ORT
     tensorrt: TensorRTExportConfig | None = None  # runtime tensorrt only; None: from the profile's target.precision
     seed: int = 0
+    force: bool = False  # write into an --out that holds files slimline did not write
 
 
 @dataclass
@@ -52,13 +52,10 @@ class Plan:
         return [*self.torch_steps, *self.onnx_steps]
 
 
-def ensure_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".slimline-write-test-"):
-            pass
-    except OSError as err:
-        raise describe_os_error(err, out_dir) from err
+def check_output_location(out: Path, kind: OutputKind, force: bool) -> None:
+    """--out is slimline's (or empty/new, or forced) and can be written; creates nothing."""
+    check_output(out, kind, force=force)
+    check_writable(out)
 
 
 def _check_runtime_available(profile: Profile) -> None:
@@ -90,6 +87,19 @@ def _export_problems(current: ModelInfo, steps: list[RecipeStep]) -> list[Proble
     return [Problem("error", f"accepts only {sorted(EXPORT_ACCEPTS)} models, but {after} produces a "
                     f"{current.format} model, which cannot be exported to ONNX; such a pass needs a profile "
                     "whose runtime is torch", EXPORT_STEP)]
+
+
+def eval_data_for(source: ModelDir, requested: DatasetSpec | None) -> DatasetSpec | None:
+    """The labelled data to measure accuracy on (given, or the checkpoint's hint), validated in full
+    now (header, labels against the model's classes, rows in the split) so that bad data fails before
+    any stage runs."""
+    eval_data = requested
+    if eval_data is None and source.manifest.task == "text-classification":
+        hinted = source.manifest.metadata.get("eval_data")
+        eval_data = DatasetSpec.model_validate(hinted) if hinted else None
+    if eval_data is not None:
+        validate_dataset(eval_data, source.path)
+    return eval_data
 
 
 def plan_run(request: RunRequest) -> Plan:
@@ -125,13 +135,8 @@ def plan_run(request: RunRequest) -> Plan:
         raise RecipeError("the recipe cannot run on this target:\n  " + "\n  ".join(map(str, errors)),
                           fix="change the recipe or pick a profile whose target suits it.")
     _check_runtime_available(profile)
-    ensure_writable(request.out_dir)
-    eval_data = request.eval_data
-    if eval_data is None and source.manifest.task == "text-classification":
-        hinted = source.manifest.metadata.get("eval_data")
-        eval_data = DatasetSpec.model_validate(hinted) if hinted else None
-    if eval_data is not None:
-        check_dataset_available(eval_data)
+    eval_data = eval_data_for(source, request.eval_data)
+    check_output_location(request.out_dir, "run", request.force)  # last: nothing is created before this
     return Plan(source=source, torch_steps=[s for s in steps if s.pass_.stage == "torch"],
                 onnx_steps=[s for s in steps if s.pass_.stage == "onnx"], needs_export=needs_export,
                 eval_data=eval_data, warnings=[str(p) for p in problems if p.severity == "warning"])

@@ -24,6 +24,7 @@ from slimline.core.artifact import (
 )
 from slimline.core.errors import OutputError
 from slimline.core.machine import library_versions, machine_info
+from slimline.core.outputs import claimed_run_dir
 from slimline.core.progress import reporter
 from slimline.export.tensorrt import TENSORRT_EXPORT_STEP
 from slimline.formats.inputs import default_input_specs
@@ -87,9 +88,21 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
 def run(request: RunRequest) -> Report:
     """Plan (all cheap checks), execute the stages, benchmark, and write report.json/report.md."""
     plan = plan_run(request)
-    report = execute(request, plan)
-    write_report(report, request.out_dir)
+    with claimed_run_dir(request.out_dir):
+        report = execute(request, plan)
+        check_stages_on_disk(report)
+        write_report(report, request.out_dir)
     return report
+
+
+def check_stages_on_disk(report: Report) -> None:
+    """The report names each stage by its manifest's sha256: those must be the manifests on disk."""
+    for stage in report.stages:
+        on_disk = ModelDir.open(Path(stage.directory), verify=False).manifest_sha256
+        if on_disk != stage.manifest_sha256:
+            raise OutputError(f"stage {stage.directory} changed while the run was writing it (manifest sha256 "
+                              f"{on_disk[:12]} on disk, {stage.manifest_sha256[:12]} recorded).",
+                              fix="make sure no other process writes this --out, then rerun.")
 
 
 def load_report(out_dir: Path) -> dict[str, Any]:

@@ -1,23 +1,28 @@
 """The single-stage commands (`export`, `compress`, `bench`) on top of the pipeline's stage runner.
 
 Intermediate stages go to a hidden work directory beside `--out`; the final directory is copied
-into `--out` atomically, so an existing good `--out` is replaced only by a complete new one.
+into `--out` atomically, so an existing good `--out` is replaced only by a complete new one. An
+`--out` holding anything but a slimline model directory is refused unless `force`, and one writer at
+a time holds its lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from slimline.bench.report import Report, write_report
 from slimline.compress.base import ModelInfo
 from slimline.compress.recipe import RecipeStep, order_problems
 from slimline.core.artifact import ModelDir, atomic_directory
-from slimline.core.data import DatasetSpec
+from slimline.core.data import DatasetSpec, validate_dataset
 from slimline.core.errors import CheckpointError, RecipeError
+from slimline.core.outputs import claimed_run_dir, output_lock, sweep_stale_temporaries
 from slimline.export.onnx import OnnxExportConfig
 from slimline.formats.checkpoint import open_checkpoint
-from slimline.pipeline.plan import EXPORT_STEP, Plan, RunRequest, ensure_writable
+from slimline.pipeline.plan import EXPORT_STEP, Plan, RunRequest, check_output_location, eval_data_for
 from slimline.pipeline.run import bench_and_report
 from slimline.pipeline.stages import context_key, export_producer, pass_context, pass_producer, run_stage
 from slimline.profiles.schema import Profile
@@ -30,6 +35,15 @@ def _work_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.work"
 
 
+@contextlib.contextmanager
+def _claimed_model_output(out: Path) -> Iterator[Path]:
+    """Hold `out`'s lock and sweep what a killed writer of it left (temporary siblings, its work dir)."""
+    with output_lock(out, "model"):
+        sweep_stale_temporaries(out.absolute().parent, out.name)
+        sweep_stale_temporaries(_work_dir(out) / "stages")
+        yield _work_dir(out)
+
+
 def _publish(stage: ModelDir, out: Path) -> ModelDir:
     with atomic_directory(out, replace=True) as tmp:
         shutil.copytree(stage.path, tmp, dirs_exist_ok=True)
@@ -38,17 +52,18 @@ def _publish(stage: ModelDir, out: Path) -> ModelDir:
 
 
 def export_to(checkpoint: Path, out: Path, *, task: str | None = None, opset: int = 18,
-              exporter: str = "auto") -> ModelDir:
+              exporter: str = "auto", force: bool = False) -> ModelDir:
     source = open_checkpoint(checkpoint, task)
-    ensure_writable(out.parent if out.parent != Path("") else Path("."))
     config = OnnxExportConfig(opset=opset, exporter=exporter)  # type: ignore[arg-type]
-    stage, _ = run_stage(_work_dir(out), 1, "exporter", EXPORT_STEP, config.model_dump(), source,
-                         export_producer(source, config))
-    return _publish(stage, out)
+    check_output_location(out, "model", force)
+    with _claimed_model_output(out) as work:
+        stage, _ = run_stage(work, 1, "exporter", EXPORT_STEP, config.model_dump(), source,
+                             export_producer(source, config))
+        return _publish(stage, out)
 
 
 def compress_to(model_path: Path, out: Path, steps: list[RecipeStep], profile: Profile,
-                tuning_data: DatasetSpec | None = None) -> ModelDir:
+                tuning_data: DatasetSpec | None = None, force: bool = False) -> ModelDir:
     """Apply the recipe's passes in order; every pass must accept the format the previous one produced.
 
     `tuning_data` feeds accuracy-aware passes (they use its validation split) with the profile's budget.
@@ -68,12 +83,15 @@ def compress_to(model_path: Path, out: Path, steps: list[RecipeStep], profile: P
     if problems:
         raise RecipeError("the recipe cannot run on this model and target:\n  " + "\n  ".join(map(str, problems)),
                           fix="export first for ONNX-level passes (`slimline export`), or change the recipe.")
-    ensure_writable(out.parent if out.parent != Path("") else Path("."))
+    if tuning_data is not None:
+        validate_dataset(tuning_data, model.path)
+    check_output_location(out, "model", force)
     context = pass_context(profile, tuning_data, seed=0, teacher=model)
-    for index, step in enumerate(steps, start=1):
-        model, _ = run_stage(_work_dir(out), index, "pass", step.name, step.config_dict(), model,
-                             pass_producer(step, model, context), context=context_key(context))
-    return _publish(model, out)
+    with _claimed_model_output(out) as work:
+        for index, step in enumerate(steps, start=1):
+            model, _ = run_stage(work, index, "pass", step.name, step.config_dict(), model,
+                                 pass_producer(step, model, context), context=context_key(context))
+        return _publish(model, out)
 
 
 def _lineage_source(model: ModelDir) -> Path:
@@ -85,7 +103,7 @@ def _lineage_source(model: ModelDir) -> Path:
 
 
 def bench_model(model_path: Path, profile: Profile, out: Path, *, baseline: Path | None = None,
-                eval_data: DatasetSpec | None = None) -> Report:
+                eval_data: DatasetSpec | None = None, force: bool = False) -> Report:
     """Benchmark an existing model directory against its fp32 source checkpoint on `profile`."""
     model = ModelDir.open(model_path)
     runtimes = RUNTIMES_FOR_FORMAT.get(model.manifest.format, ())
@@ -94,12 +112,11 @@ def bench_model(model_path: Path, profile: Profile, out: Path, *, baseline: Path
                           f"{profile.target.runtime}, which cannot load it.",
                           fix=f"use a profile whose runtime is one of {list(runtimes)}.")
     source = open_checkpoint(baseline or _lineage_source(model))
-    ensure_writable(out)
-    hinted = source.manifest.metadata.get("eval_data")
-    if eval_data is None and hinted and model.manifest.task == "text-classification":
-        eval_data = DatasetSpec.model_validate(hinted)
+    eval_data = eval_data_for(source, eval_data) if model.manifest.task == "text-classification" else eval_data
+    check_output_location(out, "run", force)
     request = RunRequest(checkpoint=source.path, profile=profile, out_dir=out, eval_data=eval_data)
     plan = Plan(source=source, torch_steps=[], onnx_steps=[], needs_export=False, eval_data=eval_data, warnings=[])
-    report = bench_and_report(request, plan, model, [], [])
-    write_report(report, out)
+    with claimed_run_dir(out):
+        report = bench_and_report(request, plan, model, [], [])
+        write_report(report, out)
     return report

@@ -1,24 +1,32 @@
 """The ASGI app: POST /v1/predict, GET /health, GET /metrics.
 
 Requests are validated by hand rather than by FastAPI's body parsing so every rejection has one JSON
-shape, `{"error": {"code", "message"}}`, a status that says who is at fault, and a metric: 400 bad JSON,
-413 too large (body, number of texts, text length), 422 wrong fields or types, 500 a failed model run.
-A rejected or failed request never stops the server.
+shape, `{"error": {"code", "message"}}`, a status that says who is at fault, and a metric: 400 bad JSON
+(also nested too deep, or text that is not valid Unicode), 401 a missing or wrong bearer token, 408 a
+body that did not arrive in time, 413 too large (body, number of texts, text length), 422 wrong fields
+or types, 499 (logged, never seen) a client that hung up, 500 a failed model run or a server bug.
+Client input never gets a 5xx: the fuzz test in tests/e2e/test_serve_fuzz.py holds the server to that.
+A rejected or failed request never stops the server and is answered on a connection that stays usable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictStr, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from slimline.serve.batching import MicroBatcher
 from slimline.serve.metrics import ServeMetrics
@@ -26,7 +34,13 @@ from slimline.serve.predictor import Prediction, Predictor
 
 log = logging.getLogger(__name__)
 ENDPOINTS = ("/v1/predict", "/health", "/metrics")
+OPEN_ENDPOINTS = ("/health",)  # answered without a token: load balancers probe it
 JSON_ESCAPE_FACTOR = 6  # worst case bytes per character in a JSON string ("\u0001")
+MAX_JSON_DEPTH = 32  # a request needs 2 ({"texts": [...]}); json.loads recurses per level, RecursionError at ~1000
+MAX_LISTED_PROBLEMS = 3  # a 600,000-item list of ints must not come back as 600,000 messages
+CLIENT_GONE = 499  # nginx's code for "client closed the request": in metrics only, the client never sees it
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class ServeSettings(BaseModel):
@@ -36,6 +50,8 @@ class ServeSettings(BaseModel):
     workers: int = Field(default=1, ge=1, description="model runs in parallel (threads)")
     micro_batch_max_texts: int = Field(default=0, ge=0, description="0: no micro-batching")
     micro_batch_delay_ms: float = Field(default=2.0, ge=0, le=1000)
+    read_timeout_s: float = Field(default=10.0, gt=0, le=3600, description="for a whole request body to arrive")
+    auth_token: SecretStr | None = Field(default=None, description="bearer token every endpoint but /health needs")
 
     @property
     def max_body_bytes(self) -> int:
@@ -48,12 +64,12 @@ class PredictRequest(BaseModel):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body_unbounded(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "too_large", f"request body of {declared} bytes is over the {limit}-byte limit")
@@ -66,35 +82,95 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """uvicorn waits as long as it takes for a body to reach its Content-Length, so a client that sends
+    less (or a slow-drip one) would hold the request, and a worker's memory, forever."""
+    try:
+        return await asyncio.wait_for(_read_body_unbounded(request, limit), timeout_s)
+    except asyncio.TimeoutError as err:
+        raise ApiError(408, "read_timeout", f"the request body did not arrive within {timeout_s:g} s; send as many "
+                       "bytes as Content-Length says", headers={"connection": "close"}) from err
+    except ClientDisconnect as err:
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.info("%s hung up before sending the whole request body", client)
+        raise ApiError(CLIENT_GONE, "client_disconnected", "the client hung up") from err
+
+
+def json_nesting_depth(body: bytes) -> int:
+    """The deepest `[`/`{` nesting outside strings, checked before json.loads: its C scanner recurses once
+    per level and raises RecursionError (then a plain-text 500) near 1,000 levels. Assumes an ASCII-compatible
+    encoding; a UTF-16 body may be miscounted, so json.loads' RecursionError is still caught."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets, dtype=np.uint8)
+    steps = np.where((codes == ord("[")) | (codes == ord("{")), np.int8(1), np.int8(-1))
+    return max(0, int(np.cumsum(steps, dtype=np.int64).max()))  # "]]]" is bad JSON, not negative depth
+
+
 def _validation_message(err: ValidationError) -> str:
+    problems = err.errors()
     parts = []
-    for item in err.errors():
+    for item in problems[:MAX_LISTED_PROBLEMS]:
         where = ".".join(str(p) for p in item["loc"]) or "body"
         parts.append(f"{where}: {item['msg']}")
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        parts.append(f"{len(problems) - MAX_LISTED_PROBLEMS} more")
     return "; ".join(parts) + ' (expected {"texts": ["...", ...]})'
 
 
+def _check_unicode(texts: list[str]) -> None:
+    """JSON can spell a lone surrogate ("\\ud800"), which Python decodes into a str no encoder accepts: the
+    tokenizer then raised a TypeError and the client got a 500. Such a text is the client's error."""
+    for index, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ApiError(400, "bad_unicode", f"texts[{index}] is not valid Unicode: a lone surrogate "
+                           f"(\\u{ord(text[err.start]):04x}) at character {err.start}; send UTF-8 text, "
+                           "with \\ud8xx escapes only in high-low pairs") from None
+
+
 def parse_predict_request(body: bytes, settings: ServeSettings) -> list[str]:
+    depth = json_nesting_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise ApiError(400, "too_deep", f"the body nests {depth} levels of arrays/objects; the limit is "
+                       f'{MAX_JSON_DEPTH} (expected {{"texts": ["...", ...]}})')
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {err}") from err
+    except RecursionError as err:
+        raise ApiError(400, "too_deep", f"the body nests arrays/objects too deep; the limit is {MAX_JSON_DEPTH}"
+                       ) from err
+    listed = payload.get("texts") if isinstance(payload, dict) else None
+    if isinstance(listed, list) and len(listed) > settings.max_texts:  # before validating every item
+        raise ApiError(413, "too_many_texts", f"{len(listed)} texts in one request; the limit is {settings.max_texts}")
     try:
         texts = PredictRequest.model_validate(payload).texts
     except ValidationError as err:
         raise ApiError(422, "invalid_request", _validation_message(err)) from err
-    if len(texts) > settings.max_texts:
-        raise ApiError(413, "too_many_texts", f"{len(texts)} texts in one request; the limit is {settings.max_texts}")
     longest = max(len(text) for text in texts)
     if longest > settings.max_text_chars:
         raise ApiError(413, "text_too_long",
                        f"a text of {longest} characters; the limit is {settings.max_text_chars}")
+    _check_unicode(texts)
     return texts
 
 
-def _error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
+def _error_response(request: Request, status: int, code: str, message: str,
+                    headers: dict[str, str] | None = None) -> JSONResponse:
     request.state.error_reason = code
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _authorized(request: Request, token: SecretStr) -> bool:
+    """Compares bytes, in constant time: compare_digest refuses a str with non-ASCII characters (TypeError,
+    a 500), and Starlette decodes header bytes as latin-1, so encoding back gives what the client sent."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(credentials.strip().encode("latin-1"), token.get_secret_value().encode("utf-8"))
 
 
 def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
@@ -132,11 +208,25 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Counts every answer, and turns an exception no handler took into a JSON 500 here: Starlette's own
+        last resort answers plain text, re-raises (uvicorn logs a traceback and drops the connection) and
+        runs outside this middleware, so the request went uncounted."""
         endpoint = request.url.path if request.url.path in ENDPOINTS else "other"
         started = time.perf_counter()
         metrics.in_flight.inc()
         try:
-            response = await call_next(request)
+            if settings.auth_token is not None and endpoint not in OPEN_ENDPOINTS \
+                    and not _authorized(request, settings.auth_token):
+                response = _error_response(request, 401, "unauthorized", "this server needs an `Authorization: "
+                                           "Bearer <token>` header with the token from its --token-file",
+                                           headers={"www-authenticate": "Bearer"})
+            else:
+                response = await call_next(request)
+        except Exception as err:  # a server bug; one line, the traceback only at DEBUG
+            log.error("%s %s failed: %s: %s", request.method, endpoint, type(err).__name__, err,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            response = _error_response(request, 500, "internal_error",
+                                       "the server failed on this request; its log says why")
         finally:
             metrics.in_flight.dec()
         code = response.status_code
@@ -149,20 +239,28 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
-        return _error_response(request, err.status, err.code, err.message)
+        return _error_response(request, err.status, err.code, err.message, err.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        """Starlette's 404 and 405 in the server's one error shape (FastAPI's would be `{"detail": ...}`)."""
+        return _error_response(request, err.status_code, f"http_{err.status_code}", str(err.detail), err.headers)
 
     @app.post("/v1/predict")
     async def predict(request: Request) -> JSONResponse:
         started = time.perf_counter()
-        texts = parse_predict_request(await _read_body(request, settings.max_body_bytes), settings)
+        body = await _read_body(request, settings.max_body_bytes, settings.read_timeout_s)
+        texts = parse_predict_request(body, settings)
         try:
             if batcher is not None:
                 predictions = await batcher.submit(texts)
             else:
                 predictions = await asyncio.get_running_loop().run_in_executor(executor, run_batch, texts)
         except Exception as err:  # a failed run answers 500 for this request; the server keeps serving
-            log.exception("prediction failed")
-            raise ApiError(500, "inference_failed", f"the model run failed: {type(err).__name__}: {err}") from err
+            log.error("prediction of %d texts failed: %s: %s", len(texts), type(err).__name__, err,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            raise ApiError(500, "inference_failed", f"the model run failed ({type(err).__name__}); the server's "
+                           "log says why") from err
         return JSONResponse({
             "predictions": [{"label": p.label, "score": p.score} for p in predictions],
             "model": manifest.name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import signal
 import socket
 from collections.abc import Callable, Iterator
@@ -18,11 +19,13 @@ from typing import Any
 
 from slimline.core.deps import require
 from slimline.core.errors import BadInputError
-from slimline.deploy.manifest import BundleManifest, bundle_directory, read_manifest, verify_directory
+from slimline.deploy.manifest import BundleManifest, bundle_directory, verified_manifest
 from slimline.serve.app import ServeSettings, create_app
 
 GRACEFUL_SHUTDOWN_S = 10
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this; uvicorn's default, stated on purpose
 LISTEN_BACKLOG = 2048
+MAX_TOKEN_FILE_BYTES = 4096  # a token, not a file to slurp whole (--token-file /dev/zero must not hang)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class ServeRequest:
     settings: ServeSettings = field(default_factory=ServeSettings)
     access_log: bool = False
     log_level: str = "warning"
+    #: `--require-signature PUB`: serve only a bundle signed by this Ed25519 public key.
+    public_key: Path | None = None
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -51,6 +56,55 @@ def bind(host: str, port: int) -> socket.socket:
                             fix="pick another --port (or --port 0 for any free one).") from err
     sock.listen(LISTEN_BACKLOG)  # connections made before uvicorn starts accepting wait instead of failing
     return sock
+
+
+def read_token_file(path: Path) -> str:
+    """The bearer token for --token-file: the file's text, stripped. A file rather than an option so the
+    token stays out of `ps` output and shell history."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_TOKEN_FILE_BYTES + 1)
+        token = raw.decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise BadInputError(f"--token-file {path} cannot be read ({err}).",
+                            fix="point --token-file at a readable UTF-8 file holding the token, e.g. one written "
+                                "by `python -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE`.") from err
+    if len(raw) > MAX_TOKEN_FILE_BYTES:
+        raise BadInputError(f"--token-file {path} is over {MAX_TOKEN_FILE_BYTES} bytes; it should hold one token.",
+                            fix="write only the token into it, e.g. `python -c 'import secrets; "
+                                "print(secrets.token_urlsafe(32))' > FILE`.")
+    if not token:
+        raise BadInputError(f"--token-file {path} is empty: every request would need an empty token.",
+                            fix="write a token into it, e.g. `python -c 'import secrets; "
+                                "print(secrets.token_urlsafe(32))' > FILE`.")
+    if any(not 0x21 <= ord(char) <= 0x7E for char in token):
+        raise BadInputError(f"--token-file {path} holds whitespace or non-ASCII characters inside the token, which "
+                            "HTTP clients cannot send reliably in an Authorization header.",
+                            fix="use printable ASCII only, e.g. `secrets.token_urlsafe(32)`.")
+    return token
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False  # a name: it may resolve to anything
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def exposure_warnings(host: str, settings: ServeSettings) -> list[str]:
+    """Anyone who can reach a non-loopback address can use the model and read /metrics."""
+    if is_loopback(host):
+        return []
+    if settings.auth_token is None:
+        return [f"listening on {host}, reachable from other machines, with no authentication: anyone who can "
+                "connect can run the model; pass --token-file FILE to require a bearer token, or bind "
+                "--host 127.0.0.1"]
+    return [f"listening on {host} over plain HTTP: the bearer token crosses the network unencrypted; put a TLS "
+            "proxy in front for traffic beyond a trusted network"]
 
 
 @contextlib.contextmanager
@@ -90,20 +144,21 @@ def serve(request: ServeRequest, on_ready: Callable[[str, dict[str, Any]], None]
     from slimline.serve.predictor import Predictor
 
     with bundle_directory(request.bundle) as root:
-        verified = verify_directory(root)
-        manifest = read_manifest(root)
+        verified, manifest = verified_manifest(root, key=request.public_key)
         predictor = Predictor(root, manifest, threads=request.threads)
         app = create_app(predictor, request.settings)
         sock = bind(request.host, request.port)
         host, port = sock.getsockname()[:2]
         url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         config = uvicorn.Config(app, log_level=request.log_level, access_log=request.access_log, lifespan="on",
-                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, server_header=False)
+                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, timeout_keep_alive=KEEP_ALIVE_S,
+                                server_header=False)
         server = uvicorn.Server(config)
         if on_ready is not None:
             on_ready(url, {"name": verified.name, "model_version": verified.model_version,
                            "providers": predictor.providers, "threads": predictor.threads,
-                           "warnings": [*verified.warnings, *batching_warnings(manifest, request.settings)]})
+                           "warnings": [*verified.warnings, *batching_warnings(manifest, request.settings),
+                                        *exposure_warnings(host, request.settings)]})
         try:
             with _stop_signals_exit_cleanly():
                 server.run(sockets=[sock])

@@ -29,7 +29,7 @@ def test_the_readme_python_example_runs(tiny_bert: Path, tmp_path: Path, monkeyp
     monkeypatch.chdir(tmp_path)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(compile(readme_example(), "README.md", "exec"), {})  # noqa: S102 - the project's own README
+        exec(compile(readme_example(), "README.md", "exec"), {})  # the project's own README
     output = printed.getvalue()
     assert re.search(r"^(pass|fail|incomplete) p50 \d", output, re.M), output
     assert "latency_p95_ms:" in output and "files verified" in output

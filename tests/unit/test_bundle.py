@@ -190,6 +190,7 @@ def test_verify_refuses_an_engine_the_runtime_cannot_load_even_when_hashes_match
     engine = copy_of / manifest["engine"]
     engine.write_bytes(b"not an onnx model at all")
     manifest["files"][manifest["engine"]] = _sha256(engine)
+    manifest["file_sizes"][manifest["engine"]] = engine.stat().st_size
     (copy_of / "manifest.json").write_text(json.dumps(manifest))
     from slimline.deploy.manifest import verify_bundle
 

@@ -137,3 +137,25 @@ def test_trimmed_batches_cut_only_all_padding_columns_and_keep_every_row() -> No
     assert sum(int(b["attention_mask"].sum()) for b in batches) == int(lengths.sum())
     subset = list(trimmed_batches(arrays, batch_size=8, rows=np.array([0, 1])))
     assert subset[0]["attention_mask"].shape == (2, 3)
+
+
+def test_a_large_csv_is_streamed_holding_only_the_rows_of_the_split(tmp_path: Path) -> None:
+    """A 1 GB CSV took 4.6 GB to read whole; streaming two passes keeps a chunk plus the split's rows."""
+    import tracemalloc
+
+    from slimline.core.data import DatasetSpec, load_dataset
+
+    path = tmp_path / "big.csv"
+    filler = "x" * 400
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write("id,text,extra,label\n")
+        for i in range(60_000):
+            handle.write(f"{i},review {i} {filler},{filler},{'pos' if i % 2 else 'neg'}\n")
+    size_mb = path.stat().st_size / 2**20
+    tracemalloc.start()
+    data = load_dataset(DatasetSpec(source=str(path), split="test"), ["neg", "pos"])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(data) == 6_000
+    assert size_mb > 45
+    assert peak / 2**20 < 0.5 * size_mb, f"peak {peak / 2**20:.0f} MB reading a {size_mb:.0f} MB file"

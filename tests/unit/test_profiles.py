@@ -15,12 +15,11 @@ from slimline.profiles.schema import BUDGET_METRICS, Budget, Profile, list_profi
 
 KINDS = ("max", "min", "max_drop")
 FIXTURE_PROFILE = Path(__file__).resolve().parents[1] / "fixtures" / "fast-cpu.yaml"
-finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e9, max_value=1e9)
 non_negative = st.floats(allow_nan=False, allow_infinity=False, min_value=0, max_value=1e9)
 
 
 def _minimal(**overrides: object) -> dict:
-    return {"schema_version": 1, "name": "t", **overrides}
+    return {"schema_version": 1, "name": "t", "budgets": {"latency_p95_ms": {"max": 60}}, **overrides}
 
 
 def _write(tmp_path: Path, data: object) -> Path:
@@ -61,17 +60,35 @@ def test_a_budget_is_valid_exactly_when_it_has_one_limit(kinds: set[str], value:
             Budget.model_validate(data)
 
 
-@given(kind=st.sampled_from(("max", "min")), value=finite)
-def test_max_and_min_budgets_round_trip_any_finite_limit(kind: str, value: float) -> None:
+@given(kind=st.sampled_from(("max", "min")), value=non_negative)
+def test_max_and_min_budgets_round_trip_any_finite_non_negative_limit(kind: str, value: float) -> None:
     budget = Budget.model_validate({kind: value})
     assert (budget.kind, budget.limit) == (kind, value)
     assert Budget.model_validate(budget.model_dump(exclude_none=True)) == budget
 
 
-@given(value=st.floats(max_value=-1e-9, allow_nan=False, allow_infinity=False))
-def test_a_negative_max_drop_is_rejected(value: float) -> None:
+@given(kind=st.sampled_from(KINDS), value=st.floats(max_value=-1e-9, allow_nan=False, allow_infinity=False))
+def test_a_negative_limit_is_rejected(kind: str, value: float) -> None:
     with pytest.raises(ValidationError):
-        Budget(max_drop=value)
+        Budget.model_validate({kind: value})
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), "nan", ".nan"])
+def test_a_nan_or_infinite_limit_is_rejected_at_validation(kind: str, value: object, tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(f"schema_version: 1\nname: t\nbudgets:\n  size_mb: {{{kind}: {value}}}\n"
+                    if isinstance(value, str) else yaml.safe_dump(_minimal(budgets={"size_mb": {kind: value}})))
+    with pytest.raises(ProfileError):
+        load_profile(path)
+
+
+@pytest.mark.parametrize("budgets", [None, {}])
+def test_a_profile_without_budgets_is_rejected(budgets: object, tmp_path: Path) -> None:
+    data = {"schema_version": 1, "name": "t"} | ({} if budgets is None else {"budgets": budgets})
+    with pytest.raises(ProfileError, match="no budgets") as caught:
+        load_profile(_write(tmp_path, data))
+    assert caught.value.exit_code == EXIT_BAD_INPUT
 
 
 @given(key=st.text(min_size=1, max_size=12).filter(lambda k: k not in KINDS))
