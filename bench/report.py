@@ -124,7 +124,12 @@ def fallback_markdown(search: dict[str, Any]) -> str:
                      f"{candidate['size_mb']:.1f}"])
     header = (f"Search target: drop + z·SE <= {search['budget_pt']:g} pt (paired standard error) vs fp32 "
               f"{search['reference_accuracy_pct']:.2f}%: "
-              f"{'met' if search['met_budget'] else 'NOT met'} ({search['stopped_by']}).\n\n")
+              f"{'met' if search['met_budget'] else 'NOT met'} ({search['stopped_by']}).")
+    if search.get("selection"):
+        header += f" Chosen: {search['selection']}."
+    if search.get("resolution"):
+        header += f" Resolution: {search['resolution']}."
+    header += "\n\n"
     return header + markdown_table(["candidate", "nodes in float", "accuracy %", "drop pt", "drop + z·SE pt",
                                     "p50 ms (quick)", "size MB"], rows)
 

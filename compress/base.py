@@ -61,6 +61,9 @@ class PassContext:
     shape: Shape = field(default_factory=Shape)
     #: The profile's accuracy budget in points vs fp32 (accuracy_drop_pt max / accuracy_pct max_drop).
     accuracy_drop_budget_pt: float | None = None
+    #: The profile's size_mb / latency_p50_ms max: a fallback must not trade them away for accuracy.
+    size_budget_mb: float | None = None
+    latency_p50_budget_ms: float | None = None
     #: Labelled data for accuracy-aware passes; they use its validation split, never the test split.
     tuning_data: DatasetSpec | None = None
     teacher: ModelDir | None = None

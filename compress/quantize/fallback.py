@@ -4,8 +4,14 @@ When a quantized model loses more accuracy than the profile allows, the nodes ar
 sensitivity (the fp32 model's logits vs those of a model quantized everywhere *except* that node, on
 a small batch: the lower that error, the more the node matters) and the worst are left in float one
 more at a time. Every candidate is measured (validation accuracy, p50 latency at the profile shape,
-size); the first that meets the budget wins, otherwise the most accurate one is written, so a search
-never ends with nothing. Tuning uses the validation split: the test split stays for the report.
+size). Each float node makes the model bigger and slower, so the search stops once a candidate would
+break the profile's size_mb (or latency_p50_ms) budget: accuracy is never bought with a budget that
+then fails. The choice, among the candidates within those budgets:
+1. the fastest whose drop + z * paired standard error is within the accuracy budget (certified);
+2. else the fastest whose measured drop is within it (the validation set is too small to certify:
+   the report says how small a drop it could certify);
+3. else the most accurate one, so a search never ends with nothing.
+Tuning uses the validation split: the test split stays for the report.
 """
 
 from __future__ import annotations
@@ -57,7 +63,22 @@ class SearchCandidate:
     drop_pt: float
     drop_upper_pt: float  # drop + z * standard error: what the budget is checked against
     latency_p50_ms: float
-    size_mb: float
+    size_mb: float  # the model file, as bench's size_mb counts weights (not tokenizer or manifest)
+
+
+@dataclass(frozen=True)
+class OtherBudgets:
+    """The profile's budgets besides accuracy that a float node can break."""
+
+    size_mb: float | None = None
+    latency_p50_ms: float | None = None
+
+    def broken_by(self, candidate: SearchCandidate) -> str | None:
+        if self.size_mb is not None and candidate.size_mb > self.size_mb:
+            return f"size {candidate.size_mb:.1f} MB > size_mb budget {self.size_mb:g}"
+        if self.latency_p50_ms is not None and candidate.latency_p50_ms > self.latency_p50_ms:
+            return f"p50 {candidate.latency_p50_ms:.2f} ms > latency_p50_ms budget {self.latency_p50_ms:g}"
+        return None
 
 
 @dataclass
@@ -68,6 +89,9 @@ class SearchResult:
     chosen: int = 0
     met_budget: bool = False
     stopped_by: str = "budget met"
+    #: Which rule chose (see the module docstring) and what the validation set can resolve.
+    selection: str = ""
+    resolution: str = ""
     sensitivity: dict[str, float] = field(default_factory=dict)
 
     def as_metadata(self) -> dict[str, object]:
@@ -122,9 +146,11 @@ class OrtEvaluator:
 
 
 def search(quantize: Quantize, float_model: Path, nodes: list[str], base_excluded: list[str],
-           evaluator: OrtEvaluator, budget_pt: float, config: FallbackConfig, out_path: Path) -> SearchResult:
+           evaluator: OrtEvaluator, budget_pt: float, config: FallbackConfig, out_path: Path,
+           other: OtherBudgets | None = None) -> SearchResult:
     """Quantize at `out_path`, excluding sensitive nodes step by step until the budget holds."""
     started = time.monotonic()
+    other = other or OtherBudgets()
     reference_correct = evaluator.correct(float_model)
     reference = 100.0 * float(reference_correct.mean())
     result = SearchResult(budget_pt=budget_pt, reference_accuracy_pct=reference)
@@ -161,20 +187,53 @@ def search(quantize: Quantize, float_model: Path, nodes: list[str], base_exclude
                         break
                     excluded.append(node)
                     step.advance()
-                    if measure(excluded).drop_upper_pt <= budget_pt:
+                    candidate = measure(excluded)
+                    broken = other.broken_by(candidate)
+                    if broken is not None:
+                        result.stopped_by = f"more float nodes break another budget ({broken})"
+                        break
+                    if candidate.drop_upper_pt <= budget_pt:
                         break
                 else:
                     result.stopped_by = "max_excluded reached" if ranked else "no nodes to exclude"
-        met = [i for i, c in enumerate(result.candidates) if c.drop_upper_pt <= budget_pt]
-        result.met_budget = bool(met)
-        if met:
-            result.chosen = met[0]
-            result.stopped_by = "budget met"
-        else:
-            result.chosen = max(range(len(result.candidates)),
-                                key=lambda i: (result.candidates[i].accuracy_pct, -result.candidates[i].latency_p50_ms))
+        _choose(result, budget_pt, other)
+        result.resolution = _resolution(evaluator, reference_correct, config, budget_pt)
         shutil.copyfile(paths[result.chosen], out_path)
     return result
+
+
+def _choose(result: SearchResult, budget_pt: float, other: OtherBudgets) -> None:
+    """The module docstring's rule: within the other budgets, certified, else measured, else most accurate."""
+    candidates = result.candidates
+    within = [i for i, c in enumerate(candidates) if other.broken_by(c) is None] or list(range(len(candidates)))
+    certified = [i for i in within if candidates[i].drop_upper_pt <= budget_pt]
+    measured = [i for i in within if candidates[i].drop_pt <= budget_pt]
+    result.met_budget = bool(certified)
+    if certified:
+        result.chosen = min(certified, key=lambda i: candidates[i].latency_p50_ms)
+        result.selection = "fastest candidate whose drop + z*SE is within the accuracy budget"
+        if not result.stopped_by.startswith("more float nodes"):
+            result.stopped_by = "budget met"
+    elif measured:
+        result.chosen = min(measured, key=lambda i: candidates[i].latency_p50_ms)
+        result.selection = ("fastest candidate whose measured drop is within the accuracy budget (not certified: "
+                            "the validation set cannot resolve it)")
+    else:
+        result.chosen = max(within, key=lambda i: (candidates[i].accuracy_pct, -candidates[i].latency_p50_ms))
+        result.selection = "most accurate candidate within the other budgets (none met the accuracy budget)"
+
+
+def _resolution(evaluator: OrtEvaluator, reference_correct: np.ndarray, config: FallbackConfig,
+                budget_pt: float) -> str:
+    """What the validation set can certify: SE of a paired drop grows with the disagreements, so quote
+    the SE of a candidate that flips 2% of the answers, a typical INT8 model."""
+    n = len(reference_correct)
+    flipped = max(1, round(0.02 * n))
+    se_pt = 100.0 * (flipped ** 0.5) / n
+    certifiable = budget_pt - config.confidence_z * se_pt
+    return (f"{n} validation examples: a candidate that changes ~2% of the answers has a drop SE of about "
+            f"{se_pt:.2f} pt, so a {budget_pt:g} pt budget is certified (drop + {config.confidence_z:g}*SE) only "
+            f"below about {max(certifiable, 0):.2f} pt measured")
 
 
 def _rank(quantize: Quantize, float_model: Path, nodes: list[str], base_excluded: list[str],
@@ -223,8 +282,9 @@ def quantize_with_fallback(quantize: Quantize, float_model: Path, out_path: Path
         quantize(excluded, out_path)
         return {"skipped": reason}
     evaluator = OrtEvaluator(model_dir, context, config, input_names)
+    other = OtherBudgets(size_mb=context.size_budget_mb, latency_p50_ms=context.latency_p50_budget_ms)
     result = search(quantize, float_model, quantizable_nodes(float_model, op_types), excluded, evaluator,
-                    budget, config, out_path)
+                    budget, config, out_path, other)
     return result.as_metadata()
 
 

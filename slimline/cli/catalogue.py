@@ -68,20 +68,18 @@ def cmd_passes(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_catalogue_commands(sub: argparse._SubParsersAction) -> None:
-    profiles = sub.add_parser("profiles", help="list, show or validate profiles")
-    profiles_sub = profiles.add_subparsers(dest="action", required=True)
-    profiles_sub.add_parser("list")
-    profiles_sub.add_parser("show").add_argument("name")
-    profiles_sub.add_parser("validate").add_argument("name", metavar="FILE")
-    profiles.set_defaults(handler=cmd_profiles)
+def _add_list_show_validate(sub: argparse._SubParsersAction, what: str, handler: object) -> None:
+    parser = sub.add_parser(what, help=f"list, show or validate {what}")
+    actions = parser.add_subparsers(dest="action", required=True)
+    actions.add_parser("list")
+    actions.add_parser("show").add_argument("name")
+    actions.add_parser("validate").add_argument("name", metavar="FILE")
+    parser.set_defaults(handler=handler)
 
-    recipes = sub.add_parser("recipes", help="list, show or validate recipes")
-    recipes_sub = recipes.add_subparsers(dest="action", required=True)
-    recipes_sub.add_parser("list")
-    recipes_sub.add_parser("show").add_argument("name")
-    recipes_sub.add_parser("validate").add_argument("name", metavar="FILE")
-    recipes.set_defaults(handler=cmd_recipes)
+
+def add_catalogue_commands(sub: argparse._SubParsersAction) -> None:
+    _add_list_show_validate(sub, "profiles", cmd_profiles)
+    _add_list_show_validate(sub, "recipes", cmd_recipes)
 
     passes = sub.add_parser("passes", help="list registered compression passes")
     passes.add_argument("action", choices=["list"])

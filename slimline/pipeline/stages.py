@@ -137,7 +137,14 @@ def accuracy_budget_pt(profile: Profile) -> float | None:
 def pass_context(profile: Profile, tuning_data: DatasetSpec | None, seed: int, teacher: ModelDir) -> PassContext:
     """`teacher` is the run's input checkpoint: what distillation learns from unless its config names another."""
     return PassContext(target=profile.target, seed=seed, shape=profile.shapes[0],
-                       accuracy_drop_budget_pt=accuracy_budget_pt(profile), tuning_data=tuning_data, teacher=teacher)
+                       accuracy_drop_budget_pt=accuracy_budget_pt(profile), tuning_data=tuning_data, teacher=teacher,
+                       size_budget_mb=_max_budget(profile, "size_mb"),
+                       latency_p50_budget_ms=_max_budget(profile, "latency_p50_ms"))
+
+
+def _max_budget(profile: Profile, metric: str) -> float | None:
+    budget = profile.budgets.get(metric)
+    return budget.limit if budget is not None and budget.kind == "max" else None
 
 
 def context_key(context: PassContext) -> dict[str, Any]:
@@ -145,6 +152,7 @@ def context_key(context: PassContext) -> dict[str, Any]:
     return {"target": context.target.model_dump(mode="json"), "shape": context.shape.model_dump(),
             "cpu_flags": list(cpu_flags()),  # defaults such as reduce_range depend on the instruction sets
             "accuracy_drop_budget_pt": context.accuracy_drop_budget_pt, "seed": context.seed,
+            "size_budget_mb": context.size_budget_mb, "latency_p50_budget_ms": context.latency_p50_budget_ms,
             "tuning_data": context.tuning_data.model_dump() if context.tuning_data else None,
             "teacher_manifest_sha256": context.teacher.manifest_sha256 if context.teacher else None}
 

@@ -86,6 +86,36 @@ def test_fallback_keeps_the_best_candidate_when_the_budget_cannot_be_met(fragile
         assert search["candidates"][search["chosen"]]["accuracy_pct"] == max(accuracies)
 
 
+def _fallback_run(fragile_model, out: Path, budgets: dict) -> dict:
+    checkpoint, data = fragile_model
+    onnx_dir = export_to(checkpoint, out / "onnx") if not (out / "onnx").exists() else None
+    profile_path = out / "profile.yaml"
+    profile_path.write_text(yaml.safe_dump({"name": "fallback", "target": {"threads": 1},
+                                            "shapes": [{"batch_size": 1, "sequence_length": 16}],
+                                            "budgets": budgets}))
+    steps = parse_recipe([{"pass": "quantize.ort-int8-dynamic",
+                           "with": {"fallback": {"eval_samples": 40, "latency_iters": 5, "max_excluded": 3}}}], "t")
+    target = out / f"q-{len(list(out.glob('q-*')))}"
+    model = compress_to((onnx_dir.path if onnx_dir else out / "onnx"), target, steps, load_profile(profile_path),
+                        tuning_data=DatasetSpec(source=str(data)))
+    return {**model.manifest.metadata["accuracy_fallback"], "size_mb": model.size_mb()}
+
+
+def test_fallback_never_trades_the_size_budget_for_accuracy(fragile_model, tmp_path: Path) -> None:
+    """Leaving the broken node in float fixes accuracy but makes the model bigger; with a size budget only
+    the fully quantized model meets, the fallback keeps that one and says why it stopped."""
+    free = _fallback_run(fragile_model, tmp_path, {"accuracy_drop_pt": {"max": 10.0}})
+    small, fixed = free["candidates"][0], free["candidates"][free["chosen"]]
+    assert fixed["size_mb"] > small["size_mb"] and small["drop_pt"] > 10.0
+    size_budget = (small["size_mb"] + fixed["size_mb"]) / 2
+    bound = _fallback_run(fragile_model, tmp_path, {"accuracy_drop_pt": {"max": 10.0}, "size_mb": {"max": size_budget}})
+    assert bound["chosen"] == 0 and not bound["met_budget"]
+    assert bound["stopped_by"].startswith("more float nodes break another budget (size")
+    assert "none met the accuracy budget" in bound["selection"]
+    assert bound["size_mb"] <= size_budget
+    assert "validation examples" in bound["resolution"]
+
+
 @given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=400))
 def test_paired_drop_is_the_accuracy_difference_with_a_nonnegative_error(outcomes) -> None:
     import numpy as np
