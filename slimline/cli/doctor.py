@@ -1,4 +1,4 @@
-"""`slimline doctor [--json]`: what this machine can run. Registered by slimline.cli.build_parser."""
+"""`slimline doctor [--json]`: what this machine can run. Registered by slimline.cli.main.build_parser."""
 
 from __future__ import annotations
 

@@ -19,7 +19,9 @@ from slimline.core.errors import EXIT_BAD_INPUT, EXIT_STAGE_FAILED, SlimlineErro
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="slimline", description=__doc__)
+    parser = argparse.ArgumentParser(prog="slimline", description="Compress, export and benchmark fine-tuned models "
+                                     "against a deployment target's budgets. Exit codes: 0 within budget, 1 a "
+                                     "budget failed, 2 bad input, 3 a stage failed.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -279,3 +279,22 @@ def test_integer_labels_matching_id2label_are_accepted(tiny_bert: Path, labelled
     ids = json.loads((tmp_path / "ids" / "report.json").read_text())
     assert ids["baseline"]["accuracy_pct"] == names["baseline"]["accuracy_pct"]
     assert ids["eval_data"]["examples_sha256"] == names["eval_data"]["examples_sha256"]
+
+
+# --- defect 9: validation gaps ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"recipe": [{"pass": "quantize.ort-int8-dynamik"}]}, "unknown pass"),
+    ({"recipe": "no-such-recipe"}, "no recipe named"),
+    ({"budgets": {}}, "no budgets"),
+    ({"budgets": {"size_mb": {"max": -5}}}, "greater than or equal to 0"),
+    ({"budgets": {"size_mb": {"max": float("nan")}}}, "finite number"),
+])
+def test_profiles_validate_refuses_what_a_run_would_trip_over(change: dict, message: str, tmp_path: Path) -> None:
+    data = {**yaml.safe_load(FAST_PROFILE.read_text()), **change}
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(data))
+    completed = run_cli("profiles", "validate", str(path))
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert message in " ".join(completed.stderr.split())
