@@ -24,13 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--work", default="runs/bench-demo-cpu")
+    parser.add_argument("--name", help="results file name (default: demo-cpu, or demo-PROFILE)")
     add_results_dir_argument(parser)
     args = parser.parse_args(argv)
     set_reporter(RichReporter())
     checkpoint = ensure_demo_checkpoint()
     report = run(RunRequest(checkpoint=checkpoint.path, profile=load_profile(args.profile),
                             out_dir=Path(args.work), bench_export=True))
-    name = "demo-cpu" if args.profile == "cpu" else f"demo-{args.profile}"
+    name = args.name or ("demo-cpu" if args.profile == "cpu" else f"demo-{args.profile}")
     report_json = report.model_dump_json(indent=2) + "\n"
     json_path, _ = write_results(args.results_dir, name, report_json, render_markdown(report))
     print(f"wrote {json_path} and .md; verdict {report.verdict}")

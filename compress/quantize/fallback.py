@@ -197,7 +197,7 @@ def search(quantize: Quantize, float_model: Path, nodes: list[str], base_exclude
                 else:
                     result.stopped_by = "max_excluded reached" if ranked else "no nodes to exclude"
         _choose(result, budget_pt, other)
-        result.resolution = _resolution(evaluator, reference_correct, config, budget_pt)
+        result.resolution = _resolution(result, len(reference_correct), config)
         shutil.copyfile(paths[result.chosen], out_path)
     return result
 
@@ -223,17 +223,16 @@ def _choose(result: SearchResult, budget_pt: float, other: OtherBudgets) -> None
         result.selection = "most accurate candidate within the other budgets (none met the accuracy budget)"
 
 
-def _resolution(evaluator: OrtEvaluator, reference_correct: np.ndarray, config: FallbackConfig,
-                budget_pt: float) -> str:
-    """What the validation set can certify: SE of a paired drop grows with the disagreements, so quote
-    the SE of a candidate that flips 2% of the answers, a typical INT8 model."""
-    n = len(reference_correct)
-    flipped = max(1, round(0.02 * n))
-    se_pt = 100.0 * (flipped ** 0.5) / n
-    certifiable = budget_pt - config.confidence_z * se_pt
-    return (f"{n} validation examples: a candidate that changes ~2% of the answers has a drop SE of about "
-            f"{se_pt:.2f} pt, so a {budget_pt:g} pt budget is certified (drop + {config.confidence_z:g}*SE) only "
-            f"below about {max(certifiable, 0):.2f} pt measured")
+def _resolution(result: SearchResult, examples: int, config: FallbackConfig) -> str:
+    """What the validation set can certify, from the chosen candidate's own paired standard error."""
+    chosen = result.candidates[result.chosen]
+    if config.confidence_z == 0:
+        return f"{examples} validation examples; confidence_z 0: the measured drop is compared as it is"
+    se_pt = (chosen.drop_upper_pt - chosen.drop_pt) / config.confidence_z
+    certifiable = result.budget_pt - config.confidence_z * se_pt
+    return (f"{examples} validation examples; the chosen candidate's drop has a paired SE of {se_pt:.2f} pt, so "
+            f"a {result.budget_pt:g} pt budget is certified (drop + {config.confidence_z:g}*SE) only below "
+            f"{max(certifiable, 0):.2f} pt measured")
 
 
 def _rank(quantize: Quantize, float_model: Path, nodes: list[str], base_excluded: list[str],
