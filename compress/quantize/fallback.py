@@ -7,10 +7,15 @@ more at a time. Every candidate is measured (validation accuracy, p50 latency at
 size). Each float node makes the model bigger and slower, so the search stops once a candidate would
 break the profile's size_mb (or latency_p50_ms) budget: accuracy is never bought with a budget that
 then fails. The choice, among the candidates within those budgets:
-1. the fastest whose drop + z * paired standard error is within the accuracy budget (certified);
-2. else the fastest whose measured drop is within it (the validation set is too small to certify:
-   the report says how small a drop it could certify);
+1. the first (fewest float nodes) whose drop + z * paired standard error is within the accuracy
+   budget (certified);
+2. else the first whose measured drop is within it (the validation set is too small to certify: the
+   report says how small a drop it could certify);
 3. else the most accurate one, so a search never ends with nothing.
+"First" stands for "fastest" without timing: the candidates are nested, each one more float node
+than the last, so fewer float nodes means less float compute and a smaller model, and the choice
+cannot be reordered by a busy machine (the quick in-process p50 of each candidate is recorded, but
+taken at different moments it is too noisy to rank them).
 Tuning uses the validation split: the test split stays for the report.
 """
 
@@ -203,20 +208,21 @@ def search(quantize: Quantize, float_model: Path, nodes: list[str], base_exclude
 
 
 def _choose(result: SearchResult, budget_pt: float, other: OtherBudgets) -> None:
-    """The module docstring's rule: within the other budgets, certified, else measured, else most accurate."""
+    """The module docstring's rule: within the other budgets, the first certified, else the first within the
+    budget as measured, else the most accurate."""
     candidates = result.candidates
     within = [i for i, c in enumerate(candidates) if other.broken_by(c) is None] or list(range(len(candidates)))
     certified = [i for i in within if candidates[i].drop_upper_pt <= budget_pt]
     measured = [i for i in within if candidates[i].drop_pt <= budget_pt]
     result.met_budget = bool(certified)
     if certified:
-        result.chosen = min(certified, key=lambda i: candidates[i].latency_p50_ms)
-        result.selection = "fastest candidate whose drop + z*SE is within the accuracy budget"
+        result.chosen = certified[0]
+        result.selection = "fewest float nodes with drop + z*SE within the accuracy budget"
         if not result.stopped_by.startswith("more float nodes"):
             result.stopped_by = "budget met"
     elif measured:
-        result.chosen = min(measured, key=lambda i: candidates[i].latency_p50_ms)
-        result.selection = ("fastest candidate whose measured drop is within the accuracy budget (not certified: "
+        result.chosen = measured[0]
+        result.selection = ("fewest float nodes with the measured drop within the accuracy budget (not certified: "
                             "the validation set cannot resolve it)")
     else:
         result.chosen = max(within, key=lambda i: (candidates[i].accuracy_pct, -candidates[i].latency_p50_ms))

@@ -71,23 +71,22 @@ def check_output(out: Path, kind: OutputKind, *, force: bool = False) -> None:
     out = Path(out)
     if not out.exists() and not out.is_symlink():
         return
-    protected = _protected(out)
-    if protected is not None:
-        raise OutputError(f"--out {out} is {protected}; slimline writes only into its own output directories.",
-                          fix="choose a new directory for --out.")
+    replaceable = kind == "model" and not out.is_symlink()  # a run directory is written into, never replaced
     if out.is_symlink() or not out.is_dir():
         what = "a link" if out.is_symlink() else "a file"
-        if force and not out.is_symlink():
-            return
-        raise OutputError(f"--out {out} is {what}, not a directory; slimline will not replace it.",
-                          fix="choose another --out" + ("" if out.is_symlink() else ", or pass --force to replace it."))
-    if force or not any(out.iterdir()):
+        if not (force and replaceable):
+            raise OutputError(f"--out {out} is {what}, not a directory; slimline will not replace it.",
+                              fix="choose another --out" + (", or pass --force to replace it." if replaceable else "."))
+    elif not any(out.iterdir()) or (_is_model_dir(out) if kind == "model" else _is_run_dir(out)):
         return
-    ours = _is_model_dir(out) if kind == "model" else _is_run_dir(out)
-    if not ours:
+    elif not force:
         what = "a slimline model directory" if kind == "model" else "a slimline run directory"
         raise OutputError(f"--out {out} already holds files and is not {what}; writing there could destroy them.",
                           fix="choose an empty or new --out, or pass --force if its contents may be replaced.")
+    protected = _protected(out) if replaceable else None
+    if protected is not None:
+        raise OutputError(f"--out {out} is {protected}; slimline will not replace it, even with --force.",
+                          fix="choose a new directory for --out.")
 
 
 def check_writable(out: Path) -> None:
