@@ -2,7 +2,7 @@
 
 A fresh process per candidate gives each one a clean heap (peak RSS is its own, not the sum of
 everything loaded before) and its own thread settings. Invoked as
-`python -m bench.worker SPEC.json RESULT.json`; errors are written to RESULT.json, not raised.
+`python -m slimline.bench.worker SPEC.json RESULT.json`; errors are written to RESULT.json, not raised.
 """
 
 from __future__ import annotations

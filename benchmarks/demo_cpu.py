@@ -2,7 +2,7 @@
 
 torch fp32 eager (baseline) vs ONNX Runtime fp32 (the export) vs ONNX Runtime dynamic INT8 (the
 default recipe), in one run with the same harness, inputs and test split.
-Usage: python -m bench.demo_cpu [--profile cpu] [--work DIR]
+Usage: python -m benchmarks.demo_cpu [--profile cpu] [--work DIR]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ distillation from the fine-tuned checkpoint, each then fused + dynamic INT8 (the
 quantization, fallback on) -- against torch fp32 eager (baseline), ONNX Runtime fp32, and Optimum's
 ORTQuantizer dynamic preset(s) for this CPU, all through the same harness, inputs and test split.
 The plot is speed-up vs torch against test accuracy, with the Pareto front drawn.
-Usage: python -m bench.pruning_distill_cpu [--work DIR] [--only LABEL ...] [--distill-seconds S]
+Usage: python -m benchmarks.pruning_distill_cpu [--work DIR] [--only LABEL ...] [--distill-seconds S]
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def render(payload: dict[str, Any]) -> str:
                      "1.00" if r is payload["baseline"] else f"{r['speedup_vs_baseline']:.2f}"])
     lines = [
         "# Pruning x distillation x INT8 on CPU (one run)", "",
-        f"- created: {payload['created_at']}; command: `python -m bench.pruning_distill_cpu`",
+        f"- created: {payload['created_at']}; command: `python -m benchmarks.pruning_distill_cpu`",
         f"- machine: {machine['cpu_model']}, {machine['cpu_count']} cores, instruction sets: "
         f"{', '.join(machine['cpu_flags'])} (VNNI: {payload['has_vnni']})",
         f"- profile `cpu`: batch 1, sequence 128, {payload['threads']} threads; accuracy on "

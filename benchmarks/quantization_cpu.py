@@ -4,7 +4,7 @@ On the demo checkpoint with the `cpu` profile (batch 1, seq 128, 2 threads): tor
 (baseline), ONNX Runtime fp32, each slimline quantization recipe, and the recipe a user would pick
 instead -- Optimum's ORTQuantizer dynamic presets for this CPU (`avx2`, plus `avx512_vnni` where the
 CPU has VNNI) -- all through the same harness, inputs and test split.
-Usage: python -m bench.quantization_cpu [--work DIR] [--only NAME ...]
+Usage: python -m benchmarks.quantization_cpu [--work DIR] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def render(payload: dict[str, Any]) -> str:
                      "1.00" if r is payload["baseline"] else f"{r['speedup_vs_baseline']:.2f}"])
     lines = [
         "# Quantization on CPU: slimline recipes vs Optimum presets (one run)", "",
-        f"- created: {payload['created_at']}; command: `python -m bench.quantization_cpu`",
+        f"- created: {payload['created_at']}; command: `python -m benchmarks.quantization_cpu`",
         f"- machine: {machine['cpu_model']}, {machine['cpu_count']} cores, instruction sets: "
         f"{', '.join(machine['cpu_flags'])} (VNNI: {payload['has_vnni']})",
         f"- profile `cpu`: batch 1, sequence 128, {payload['threads']} threads; accuracy on "

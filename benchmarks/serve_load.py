@@ -7,7 +7,7 @@ checked against the bundle's ONNX engine run directly in this process on the sam
 same way): a request that times out, fails or gets another text's answer is counted, and any such
 request fails the run (exit 1). Client and server share the machine's cores, as they would on one host.
 
-Usage: python -m bench.serve_load [--bundle DIR] [--requests 500] [--concurrency 1,4,16] [--timeout-s 10]
+Usage: python -m benchmarks.serve_load [--bundle DIR] [--requests 500] [--concurrency 1,4,16] [--timeout-s 10]
                                   [--time-limit-s 900] [--micro-batch N] [--results-dir bench/results]
 Without --bundle it builds the demo bundle: the cached demo checkpoint, `run` with the cpu profile into
 --work (reused when its report.json exists), then `package`.
