@@ -45,12 +45,6 @@ def quiet_third_party_libraries() -> None:
     logging.getLogger("slimline").setLevel(logging.WARNING)
 
 
-def _terminate_like_interrupt(signum: int, frame: object) -> None:
-    """SIGTERM takes Ctrl-C's path: finished stages stay, partial ones and temporary directories are
-    removed, and the benchmark worker (its own process group) is killed instead of left running."""
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -64,8 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     terminated: list[int] = []
 
     def on_sigterm(signum: int, frame: object) -> None:
+        """SIGTERM takes Ctrl-C's path: finished stages stay, partial ones and temporary directories are
+        removed, and the benchmark worker (its own process group) is killed instead of left running."""
         terminated.append(signum)
-        _terminate_like_interrupt(signum, frame)
+        raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:

@@ -32,6 +32,7 @@ from slimline.deploy.manifest import (
     BUNDLE_SIGNATURE,
     MAX_MANIFEST_BYTES,
     MAX_SIGNATURE_BYTES,
+    path_problem,
     read_manifest,
 )
 
@@ -95,14 +96,10 @@ def write_archive(bundle_dir: Path, archive: Path) -> Path:
 def _refusal(member: tarfile.TarInfo, dest: Path) -> str | None:
     """Why `member` must not be extracted into `dest`, or None when it is a plain file or directory inside."""
     name = member.name
-    parts = PurePosixPath(name).parts
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        return "is an absolute path"
-    if ".." in parts or ".." in name.replace("\\", "/").split("/"):
-        return "has a '..' component"
+    problem = path_problem(dest, name)
+    if problem is not None:
+        return problem
     root = dest.resolve()
-    if not (dest / name).resolve().is_relative_to(root):
-        return "would be written outside the bundle"
     if member.issym() or member.islnk():
         base = (dest / name).parent if member.issym() else dest
         target = (base / member.linkname).resolve()

@@ -139,15 +139,18 @@ def read_manifest(root: Path, raw: bytes | None = None) -> BundleManifest:
     return BundleManifest.model_validate_json(raw)
 
 
-def _path_problem(root: Path, rel: str) -> str | None:
-    """Why a manifest path could reach outside the bundle, or None. Checked lexically (no absolute part,
-    no drive, no backslash, no '..') and then resolved, before anything opens it."""
+def path_problem(root: Path, rel: str) -> str | None:
+    """Why a path inside a bundle (a manifest entry, an archive member) could reach outside `root`, or
+    None. Checked lexically (no absolute part, no drive, no backslash, no '..') and then resolved,
+    before anything opens or writes it."""
     if not rel or "\x00" in rel:
         return "is empty or holds a NUL byte"
-    if rel.startswith("/") or "\\" in rel or re.match(r"[A-Za-z]:", rel):
-        return "is not a relative POSIX path"
-    if ".." in PurePosixPath(rel).parts:
+    if rel.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", rel):
+        return "is an absolute path"
+    if ".." in PurePosixPath(rel.replace("\\", "/")).parts:
         return "has a '..' component"
+    if "\\" in rel:
+        return "is not a relative POSIX path"
     if not (root / rel).resolve().is_relative_to(root.resolve()):
         return "resolves outside the bundle"
     return None
@@ -160,10 +163,10 @@ def _check_paths(root: Path, manifest: BundleManifest) -> None:
     if manifest.report is not None:
         named["report"] = manifest.report
     problems = [f"{field} {rel!r} {why}" for field, rel in named.items()
-                if (why := _path_problem(root, rel)) is not None]
+                if (why := path_problem(root, rel)) is not None]
     recorded = [*manifest.files, *(manifest.file_sizes or {})]
     problems += [f"file {rel!r} {why}" for rel in dict.fromkeys(recorded)
-                 if (why := _path_problem(root, rel)) is not None]
+                 if (why := path_problem(root, rel)) is not None]
     if not problems:
         preprocessing = root / manifest.preprocessing
         if preprocessing.is_symlink() or not preprocessing.is_dir() or preprocessing.resolve() == root.resolve():
