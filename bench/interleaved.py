@@ -1,0 +1,121 @@
+"""Several models timed side by side in one process, round-robin, so a noisy neighbour slows them all alike.
+
+Timing candidates one after another lets a busy minute on the machine reorder them; interleaving one
+iteration of each per round (in a shuffled order, seeded) spreads any disturbance over every model, so
+their ratios stay honest. Idle ONNX Runtime pools must not spin (session.intra_op.allow_spinning=0) and
+OpenMP pools must wait passively (OMP_WAIT_POLICY=PASSIVE, set before torch loads, hence its own
+process): otherwise the model that just ran keeps the cores busy while the next one is timed.
+
+Invoked as `python -m slimline.bench.interleaved SPECS.json RESULT.json`, or through `time_interleaved`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from slimline.bench.benchmark import run_process_group
+from slimline.bench.latency import LatencyStats, summarize
+from slimline.bench.runners import RunnerSpec, make_runner
+from slimline.core.errors import BenchError
+from slimline.formats.inputs import synthetic_feeds
+from slimline.profiles.schema import Shape
+
+
+class InterleavedSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    runners: list[RunnerSpec] = Field(min_length=1)
+    shape: Shape
+    warmup_iters: int = Field(default=10, ge=0)
+    min_rounds: int = Field(default=50, ge=5)
+    min_time_s: float = Field(default=5.0, ge=0)
+    max_time_s: float = Field(default=60.0, gt=0)
+    seed: int = 0
+
+
+class InterleavedResult(BaseModel):
+    latency: dict[str, LatencyStats]  # by runner label
+    rounds: int
+    seconds: float
+
+
+def measure_round_robin(spec: InterleavedSpec) -> InterleavedResult:
+    """Load every model, warm each up, then time one iteration of each per round until enough rounds."""
+    runners, feeds = [], []
+    for runner_spec in spec.runners:
+        config_path = Path(runner_spec.model_dir) / "config.json"
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        runners.append(make_runner(runner_spec.model_copy(update={"allow_spinning": False})))
+        feeds.append(synthetic_feeds(runner_spec.inputs, spec.shape, config, seed=spec.seed))
+    for runner, feed in zip(runners, feeds, strict=True):
+        for _ in range(spec.warmup_iters):
+            runner.run(feed)
+        runner.synchronize()
+    samples: list[list[float]] = [[] for _ in runners]
+    rng = np.random.default_rng(spec.seed)
+    started = time.perf_counter()
+    rounds = 0
+    while True:
+        for index in rng.permutation(len(runners)):
+            t0 = time.perf_counter_ns()
+            runners[index].run(feeds[index])
+            runners[index].synchronize()
+            samples[index].append((time.perf_counter_ns() - t0) / 1e6)
+        rounds += 1
+        elapsed = time.perf_counter() - started
+        if (rounds >= spec.min_rounds and elapsed >= spec.min_time_s) or (elapsed >= spec.max_time_s and rounds >= 5):
+            break
+    latency = {s.label: summarize(times, spec.shape.batch_size) for s, times in zip(spec.runners, samples, strict=True)}
+    return InterleavedResult(latency=latency, rounds=rounds, seconds=round(time.perf_counter() - started, 2))
+
+
+def time_interleaved(spec: InterleavedSpec, timeout_s: float | None = None) -> InterleavedResult:
+    """Run `measure_round_robin` in a fresh interpreter with passive OpenMP waits and the target's threads."""
+    labels = [r.label for r in spec.runners]
+    if len(set(labels)) != len(labels):
+        raise BenchError(f"interleaved timing needs distinct labels, got {labels}.", fix="label each model uniquely.")
+    threads = str(spec.runners[0].threads)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}
+    timeout = timeout_s or spec.max_time_s + 300.0 + 30.0 * len(spec.runners)
+    with tempfile.TemporaryDirectory(prefix="slimline-interleaved-") as scratch:
+        spec_path, result_path = Path(scratch) / "spec.json", Path(scratch) / "result.json"
+        spec_path.write_text(spec.model_dump_json())
+        command = [sys.executable, "-m", "slimline.bench.interleaved", str(spec_path), str(result_path)]
+        try:
+            completed = run_process_group(command, env=env, timeout_s=timeout)
+        except subprocess.TimeoutExpired as err:
+            raise BenchError(f"interleaved timing of {labels} took longer than {timeout:.0f} s.",
+                             fix="lower max_time_s or time fewer models together.") from err
+        if not result_path.is_file():
+            raise BenchError(f"the interleaved timing worker died (exit {completed.returncode}):\n"
+                             f"{completed.stderr[-2000:]}", fix="see the error above.")
+        payload = json.loads(result_path.read_text())
+    if "error" in payload:
+        raise BenchError(f"interleaved timing of {labels} failed: {payload['error']}",
+                         fix="benchmark the models one by one (`slimline bench`) to find the failing one.")
+    return InterleavedResult.model_validate(payload)
+
+
+def main(argv: list[str]) -> int:
+    spec_path, result_path = Path(argv[0]), Path(argv[1])
+    try:
+        result = measure_round_robin(InterleavedSpec.model_validate_json(spec_path.read_text()))
+        result_path.write_text(result.model_dump_json())
+        return 0
+    except Exception as err:
+        result_path.write_text(json.dumps({"error": f"{type(err).__name__}: {err}",
+                                           "traceback": traceback.format_exc()}))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

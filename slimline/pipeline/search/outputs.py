@@ -1,0 +1,182 @@
+"""What a search leaves in --out after every trial: the trials table, the front, a plot, and the best so far.
+
+Every file is written atomically (a temporary sibling renamed into place), and the best-so-far
+directory (`best/`: the artifact, `best-recipe.yaml`, `trial.json`, `report.md`) is swapped in whole,
+so a search killed at any moment leaves the previous complete best behind, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slimline.bench.report import markdown_table
+from slimline.core.artifact import atomic_directory, atomic_write_bytes, atomic_write_text
+from slimline.pipeline.search.selection import AcceptanceRule, feasible
+from slimline.pipeline.search.trial import TrialOutcome
+
+log = logging.getLogger(__name__)
+SEARCH_SCHEMA_VERSION = 1
+
+
+@dataclass
+class SearchState:
+    """Everything the outputs are rendered from; rebuilt from the study's storage on resume."""
+
+    space: str
+    rule: AcceptanceRule
+    reference: dict[str, Any]
+    outcomes: list[TrialOutcome] = field(default_factory=list)
+    verdicts: dict[int, dict[str, float]] = field(default_factory=dict)
+    front: list[int] = field(default_factory=list)
+    best: int | None = None
+    best_reason: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def recipe_summary(recipe: list[dict[str, Any]]) -> str:
+    parts = []
+    for step in recipe:
+        options = ", ".join(f"{k}={v}" for k, v in step.get("with", {}).items()
+                            if k not in ("fallback", "calibration", "learning_rate", "time_budget_s", "epochs",
+                                         "importance"))
+        parts.append(f"{step['pass']}({options})" if options else step["pass"])
+    return " → ".join(parts) or "(fp32 export)"
+
+
+def trial_rows(state: SearchState) -> list[dict[str, Any]]:
+    rows = []
+    for outcome in state.outcomes:
+        verdict = state.verdicts.get(outcome.number, {})
+        rows.append({
+            "number": outcome.number, "ok": outcome.ok, "recipe": outcome.recipe, "error": outcome.error,
+            "latency_p50_ms": outcome.latency_p50_ms, "latency_p95_ms": outcome.latency_p95_ms,
+            "latency_ratio_vs_reference": outcome.latency_ratio_vs_reference, "size_mb": outcome.size_mb,
+            "fidelity": outcome.fidelity, "constraints": verdict, "passes_screened_budgets":
+                outcome.ok and feasible(verdict), "on_front": outcome.number in state.front,
+            "model_dir": outcome.model_dir, "seconds": outcome.seconds, "repeat_of": outcome.repeat_of})
+    return rows
+
+
+def trials_markdown(state: SearchState) -> str:
+    rows = []
+    for row in trial_rows(state):
+        if row["repeat_of"] is not None:
+            continue  # proposed again by the sampler: listed in trials.json, measured once
+        fidelity = row["fidelity"]
+        mark = ("**best** " if row["number"] == state.best else "") + ("front" if row["on_front"] else "")
+        rows.append([str(row["number"]), recipe_summary(row["recipe"]),
+                     _fmt(row["latency_p50_ms"]), _fmt(row["size_mb"], 1),
+                     f"{fidelity['drop_pt']:.2f} ± {fidelity['drop_se_pt']:.2f}" if fidelity else "-",
+                     _fmt(fidelity.get("agreement_pct")), _fmt(fidelity.get("kl_divergence"), 4),
+                     ("yes" if row["passes_screened_budgets"] else "no") if row["ok"] else
+                     f"failed: {(row['error'] or '')[:80]}", mark])
+    header = ["trial", "recipe", "p50 ms (normalised)", "size MB", "val. drop pt ± SE", "agreement %", "KL",
+              "passes budgets", ""]
+    reference = state.reference
+    intro = [
+        f"Space: `{state.space}`. Acceptance on accuracy: {state.rule.describe()}.",
+        f"Latency: each trial timed interleaved (round-robin, one process) with the fp32 ONNX export and reported "
+        f"as its ratio to it x the export's p50 at the start of the search ({reference.get('onnx_p50_ms', 0):.2f} ms; "
+        f"torch fp32 eager {reference.get('torch_p50_ms', 0):.2f} ms).",
+        *state.notes,
+    ]
+    return "\n\n".join([*intro, markdown_table(header, rows)]) + "\n"
+
+
+def front_plot(state: SearchState, path: Path) -> bool:
+    """A PNG of drop vs latency with the front; False (and a note) where matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    done = [o for o in state.outcomes if o.ok]
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for outcome in done:
+        on_front = outcome.number in state.front
+        axes.scatter(outcome.latency_p50_ms, outcome.fidelity["drop_pt"], s=50 if on_front else 25,
+                     c="tab:red" if outcome.number == state.best else ("tab:blue" if on_front else "tab:gray"),
+                     alpha=0.9 if on_front else 0.5)
+        axes.annotate(str(outcome.number), (outcome.latency_p50_ms, outcome.fidelity["drop_pt"]), fontsize=7,
+                      xytext=(3, 3), textcoords="offset points")
+    front = sorted((o for o in done if o.number in state.front), key=lambda o: o.latency_p50_ms)
+    if front:
+        axes.plot([o.latency_p50_ms for o in front], [o.fidelity["drop_pt"] for o in front], "--", c="tab:blue",
+                  lw=1, label="Pareto front (latency, drop, size)")
+    for label, key in (("ORT fp32", "onnx_p50_ms"), ("torch fp32", "torch_p50_ms")):
+        if state.reference.get(key):
+            axes.axvline(state.reference[key], c="k", lw=0.8, ls=":")
+            axes.annotate(label, (state.reference[key], 0), fontsize=7, rotation=90, va="bottom")
+    if state.rule.budget_pt is not None:
+        axes.axhline(state.rule.budget_pt, c="tab:red", lw=0.8, ls=":", label=f"budget {state.rule.budget_pt:g} pt")
+    axes.set_xlabel("p50 latency, ms (normalised, lower is better)")
+    axes.set_ylabel("validation accuracy drop vs fp32, pt")
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    from io import BytesIO
+
+    buffer = BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+    return True
+
+
+def write_trials(state: SearchState, out_dir: Path) -> None:
+    rows = trial_rows(state)
+    payload = {"schema_version": SEARCH_SCHEMA_VERSION, "space": state.space, "acceptance": state.rule.describe(),
+               "reference": state.reference, "trials": rows, "front": state.front, "best": state.best,
+               "best_reason": state.best_reason}
+    atomic_write_text(out_dir / "trials.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out_dir / "front.json", json.dumps([r for r in rows if r["on_front"]], indent=2) + "\n")
+    plotted = front_plot(state, out_dir / "front.png")
+    markdown = trials_markdown(state)
+    if plotted:
+        markdown += "\n![accuracy drop vs latency](front.png)\n"
+    else:
+        markdown += "\n(no plot: matplotlib is not installed; pip install 'slimline[bench]')\n"
+    atomic_write_text(out_dir / "trials.md", "# slimline search: trials\n\n" + markdown)
+
+
+def recipe_yaml(recipe: list[dict[str, Any]]) -> str:
+    """Plain values, runnable as `slimline run --recipe best/best-recipe.yaml`."""
+    return ("# The best recipe found by `slimline search` so far (plain values; run it with\n"
+            "# `slimline run --recipe best-recipe.yaml`).\n" + yaml.safe_dump(recipe, sort_keys=False))
+
+
+def write_best(state: SearchState, out_dir: Path) -> None:
+    """Swap in best/ for the current best trial (only when it changed or is missing)."""
+    outcome = next((o for o in state.outcomes if o.number == state.best), None)
+    best_dir = out_dir / "best"
+    if outcome is None or outcome.model_dir is None:
+        return
+    recorded = best_dir / "trial.json"
+    if recorded.is_file() and json.loads(recorded.read_text()).get("number") == outcome.number:
+        return
+    row = next(r for r in trial_rows(state) if r["number"] == outcome.number)
+    with atomic_directory(best_dir, replace=True) as tmp:
+        shutil.copytree(outcome.model_dir, tmp / "model")
+        (tmp / "best-recipe.yaml").write_text(recipe_yaml(outcome.recipe), encoding="utf-8")
+        (tmp / "trial.json").write_text(json.dumps({**row, "why": state.best_reason,
+                                                    "resolution": state.rule.resolution(outcome)}, indent=2) + "\n")
+        (tmp / "report.md").write_text(
+            f"# Best so far: trial {outcome.number}\n\n{state.best_reason}.\n\n- recipe: "
+            f"{recipe_summary(outcome.recipe)}\n- p50 {_fmt(outcome.latency_p50_ms)} ms (normalised), size "
+            f"{_fmt(outcome.size_mb, 1)} MB, validation drop {outcome.fidelity['drop_pt']:.2f} ± "
+            f"{outcome.fidelity['drop_se_pt']:.2f} pt, agreement {outcome.fidelity['agreement_pct']:.2f}%\n"
+            f"- {state.rule.resolution(outcome)}\n", encoding="utf-8")
+    log.info("best so far: trial %d (%s)", outcome.number, state.best_reason)

@@ -1,0 +1,143 @@
+"""One search trial: build its recipe's stages, screen it on the validation split, time it against fp32.
+
+A trial takes and returns plain data, so it runs the same in this process or as a Ray task. Its
+stages are the content-addressed stage directories of `slimline run` inside the search's --out, so
+trials sharing a prefix (the same pruned + distilled student under several quantizations) build it
+once. Its latency is timed interleaved with the fp32 ONNX reference in one process and reported
+normalised to the reference's latency at the start of the search, so a busy minute does not reorder
+trials measured at different times.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from slimline.bench.interleaved import InterleavedSpec, time_interleaved
+from slimline.bench.runners.base import RunnerSpec
+from slimline.bench.screening import ValidationScreen
+from slimline.compress.recipe import build_step
+from slimline.core.artifact import ModelDir
+from slimline.core.data import DatasetSpec
+from slimline.core.errors import SlimlineError
+from slimline.pipeline.plan import RunRequest, plan_run
+from slimline.pipeline.stages import run_stages
+from slimline.profiles.schema import Measurement, Profile
+
+log = logging.getLogger(__name__)
+
+
+class QuickTiming(BaseModel):
+    """How long each trial's interleaved timing runs: enough to rank, far less than the final bench."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    warmup_iters: int = Field(default=5, ge=0)
+    min_rounds: int = Field(default=40, ge=5)
+    min_time_s: float = Field(default=3.0, ge=0)
+    max_time_s: float = Field(default=30.0, gt=0)
+
+    @classmethod
+    def for_measurement(cls, measurement: Measurement) -> QuickTiming:
+        """At most the defaults, never more than the profile itself asks of a full bench."""
+        return cls(warmup_iters=min(5, measurement.warmup_iters), min_rounds=max(5, min(40, measurement.min_iters)),
+                   min_time_s=min(3.0, measurement.min_time_s), max_time_s=min(30.0, measurement.max_time_s))
+
+
+class TrialArgs(BaseModel):
+    number: int
+    recipe: list[dict[str, Any]]
+    checkpoint: str
+    profile: Profile
+    out_dir: str
+    eval_data: DatasetSpec
+    seed: int = 0
+    reference_dir: str  # the fp32 ONNX export: the latency reference and the screening reference
+    reference_logits: str  # .npy of the reference's validation logits
+    reference_p50_ms: float  # the reference's p50 when the search started (normalisation)
+    screen_samples: int | None = None
+    timing: QuickTiming = Field(default_factory=QuickTiming)
+
+
+class TrialOutcome(BaseModel):
+    number: int
+    recipe: list[dict[str, Any]]
+    ok: bool
+    error: str | None = None
+    error_kind: str | None = None
+    model_dir: str | None = None
+    stages: list[str] = Field(default_factory=list)
+    latency_p50_ms: float | None = None  # normalised: candidate/reference ratio x the reference's initial p50
+    latency_p95_ms: float | None = None
+    latency_ratio_vs_reference: float | None = None
+    raw_p50_ms: float | None = None
+    raw_reference_p50_ms: float | None = None
+    size_mb: float | None = None
+    fidelity: dict[str, float] = Field(default_factory=dict)
+    seconds: float = 0.0
+    repeat_of: int | None = None  # the sampler proposed a finished recipe again: its outcome, not rebuilt
+
+
+def runner_spec(label: str, model: ModelDir, runtime: str, profile: Profile) -> RunnerSpec:
+    from slimline.formats.inputs import default_input_specs
+
+    target = profile.target
+    return RunnerSpec(label=label, runtime=runtime, model_path=str(model.model_path), model_dir=str(model.path),
+                      model_format=model.manifest.format, task=model.manifest.task, device=target.device,
+                      precision=target.precision, threads=target.threads,
+                      providers=target.providers() if runtime == "onnxruntime" else [],
+                      inputs=model.manifest.inputs or default_input_specs(model.manifest.task),
+                      shapes=profile.shapes[:1], measurement=profile.measurement, allow_spinning=False)
+
+
+def build_trial(args: TrialArgs) -> tuple[ModelDir, list[str]]:
+    """The trial's stages (reused where an earlier trial built the same prefix) and their directories."""
+    steps = [build_step(i, raw, f"trial {args.number}") for i, raw in enumerate(args.recipe)]
+    request = RunRequest(checkpoint=Path(args.checkpoint), profile=args.profile, out_dir=Path(args.out_dir),
+                         recipe=steps, eval_data=args.eval_data, seed=args.seed)
+    done = run_stages(request, plan_run(request))
+    return done.final, [record.directory for record in done.records]
+
+
+def run_trial(args: TrialArgs) -> TrialOutcome:
+    """Never raises for a bad trial (a pass refusing this combination is an outcome, not a crash);
+    KeyboardInterrupt still propagates."""
+    started = time.perf_counter()
+    outcome = TrialOutcome(number=args.number, recipe=args.recipe, ok=False)
+    try:
+        model, stages = build_trial(args)
+        outcome.model_dir, outcome.stages = str(model.path), stages
+        if model.manifest.format != "onnx":
+            raise SlimlineError(f"trial {args.number} produced a {model.manifest.format} model; the search screens "
+                                "ONNX models.")
+        profile = args.profile
+        screen = ValidationScreen(args.eval_data, model.path, profile.shapes[0].sequence_length,
+                                  profile.target.threads, profile.target.providers(), args.screen_samples)
+        reference_logits = np.load(args.reference_logits)
+        outcome.fidelity = screen.fidelity(screen.logits(model.model_path), reference_logits).as_dict()
+        reference = ModelDir.open(Path(args.reference_dir), verify=False)
+        timing = time_interleaved(InterleavedSpec(
+            runners=[runner_spec("reference", reference, "onnxruntime", profile),
+                     runner_spec("candidate", model, "onnxruntime", profile)],
+            shape=profile.shapes[0], seed=args.seed + args.number, **args.timing.model_dump()))
+        candidate, ref = timing.latency["candidate"], timing.latency["reference"]
+        ratio = candidate.p50_ms / ref.p50_ms
+        outcome.latency_ratio_vs_reference = ratio
+        outcome.latency_p50_ms = ratio * args.reference_p50_ms
+        outcome.latency_p95_ms = candidate.p95_ms / ref.p50_ms * args.reference_p50_ms
+        outcome.raw_p50_ms, outcome.raw_reference_p50_ms = candidate.p50_ms, ref.p50_ms
+        outcome.size_mb = round(model.size_mb(), 3)
+        outcome.ok = True
+    except SlimlineError as err:
+        outcome.error, outcome.error_kind = str(err), type(err).__name__
+        log.warning("trial %d failed: %s", args.number, err)
+    except Exception as err:  # a library failing on one combination must not end the whole search
+        outcome.error, outcome.error_kind = f"{type(err).__name__}: {err}", "unexpected"
+        log.warning("trial %d failed unexpectedly:\n%s", args.number, traceback.format_exc())
+    outcome.seconds = round(time.perf_counter() - started, 2)
+    return outcome
