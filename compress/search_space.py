@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -425,8 +425,37 @@ def _validate_order(space: SearchSpace) -> None:
                               f"{problems[0]}.", fix="reorder the blocks.")
 
 
+def _domains(blocks: Sequence[Block]) -> dict[str, Callable[[Any], bool]]:
+    """Per parameter: whether a value is one it can take (initial trials are checked against it)."""
+    found: dict[str, Callable[[Any], bool]] = {}
+    for name, param in _all_params(blocks):
+        if isinstance(param, Choice):
+            found[name] = lambda value, param=param: param.encode(value) in [param.encode(v) for v in param.values]
+        else:
+            found[name] = lambda value, param=param: _number(value) and param.low <= value <= param.high
+    for block in _walk(blocks):
+        if isinstance(block, OptionalBlock):
+            found[block.key] = lambda value: isinstance(value, bool)
+        elif isinstance(block, OneOfBlock):
+            found[block.key] = lambda value, block=block: value in block.options
+    return found
+
+
+def _walk(blocks: Sequence[Block]) -> list[Block]:
+    every: list[Block] = []
+    for block in blocks:
+        every.append(block)
+        if isinstance(block, OptionalBlock):
+            every += _walk(block.steps)
+        elif isinstance(block, OneOfBlock):
+            for option in block.options.values():
+                every += _walk(option.steps)
+    return every
+
+
 def _validate_initial_trials(space: SearchSpace) -> None:
     known = space.parameter_names()
+    domains = _domains(space.steps)
     for index, trial in enumerate(space.initial_trials):
         if not isinstance(trial, dict):
             raise RecipeError(f"space {space.source}: initial_trials[{index}] must be a mapping of parameter -> value.",
@@ -435,6 +464,12 @@ def _validate_initial_trials(space: SearchSpace) -> None:
         if unknown:
             raise RecipeError(f"space {space.source}: initial_trials[{index}] names unknown parameter(s) "
                               f"{shorten(unknown)}.", fix=f"known parameters: {', '.join(sorted(known))}.")
+        for name, value in trial.items():
+            allowed = domains.get(name)
+            if allowed is not None and not allowed(value):
+                raise RecipeError(f"space {space.source}: initial_trials[{index}] sets {name} to {shorten(value)}, "
+                                  "which the space does not offer.",
+                                  fix="use one of its choices or a value in its range.")
 
 
 def parse_search_space(data: Any, source: str) -> SearchSpace:

@@ -130,3 +130,9 @@ def test_hostile_space_files_fail_with_a_recipe_error_never_a_crash(data: Any) -
         parse_search_space(data, "hostile")
     except RecipeError as err:
         assert err.exit_code == 2
+
+
+def test_initial_trials_must_use_values_the_space_offers() -> None:
+    steps = [{"pass": "quantize.ort-int8-dynamic", "with": {"per_channel": {"choice": [False, True]}}}]
+    with pytest.raises(RecipeError, match="does not offer"):
+        parse_search_space(space(steps, initial_trials=[{"quantize.ort-int8-dynamic:per_channel": "yes"}]), "t")
