@@ -27,32 +27,21 @@ A value in `with` is either a plain value or a parameter: `{choice: [..]}` or `{
 (integers when low, high and step are all integers). Parameters are named by where they sit
 (`quantization=dynamic/quantize.ort-int8-dynamic:per_channel`), so trials of a study stay comparable.
 
-The space is validated like a recipe before anything runs: every pass exists, every value a parameter
-can take is a valid option for that pass (each choice and both ends of each range, with the other
-parameters at their first value), the ranges are possible, and every combination of blocks orders
-torch-level passes before ONNX-level ones. No sampler library is imported here: sampling goes through
-the small `Suggest` protocol, which an Optuna trial satisfies.
+This module holds the space's model, the parsing of its blocks and sampling; loading a file and
+validating it like a recipe is `slimline.compress.search_space_files`. No sampler library is imported
+here: sampling goes through the small `Suggest` protocol, which an Optuna trial satisfies.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
-from slimline.compress.recipe import build_step, order_problems
 from slimline.core.errors import RecipeError, shorten
-from slimline.core.yaml_files import load_yaml_file
-from slimline.profiles.schema import PROFILES_DIR
 
-SPACES_DIR = PROFILES_DIR / "spaces"
-SPACE_FILE_KEYS = frozenset({"schema_version", "description", "steps", "initial_trials"})
 RANGE_KEYS = frozenset({"low", "high", "step", "log"})
-#: Structural combinations (optional blocks x alternatives) checked for pass order; more is refused.
-MAX_STRUCTURES = 4096
 
 
 class Suggest(Protocol):
@@ -165,12 +154,12 @@ class SearchSpace:
 
     def encode_params(self, values: dict[str, Any]) -> dict[str, Any]:
         """Parameter values as the sampler stores them (see Choice.encode)."""
-        params = dict(_all_params(self.steps))
+        params = dict(all_params(self.steps))
         return {name: params[name].encode(value) if name in params else value for name, value in values.items()}
 
     def sample(self, suggest: Suggest, cpu_flags: Sequence[str]) -> list[dict[str, Any]]:
         """One concrete recipe (`{pass, with}` steps with plain values) drawn through `suggest`."""
-        return _sample(self.steps, suggest, cpu_flags)
+        return sample_blocks(self.steps, suggest, cpu_flags)
 
 
 def _is_param(value: Any) -> bool:
@@ -178,7 +167,7 @@ def _is_param(value: Any) -> bool:
                                                         ({"low", "high"} <= set(value) <= RANGE_KEYS))
 
 
-def _number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -190,7 +179,7 @@ def _parse_param(value: dict[str, Any], where: str) -> Param:
                               fix="write e.g. {choice: [false, true]}.")
         return Choice(tuple(choices))
     low, high, step, log = value["low"], value["high"], value.get("step"), bool(value.get("log", False))
-    if not (_number(low) and _number(high)) or (step is not None and not _number(step)):
+    if not (is_number(low) and is_number(high)) or (step is not None and not is_number(step)):
         raise RecipeError(f"{where}: low/high/step must be numbers, got {shorten(value)}.",
                           fix="write e.g. {low: 0.0, high: 0.5, step: 0.125}.")
     if low > high:
@@ -219,7 +208,7 @@ def _leaves(options: Any, name: str) -> list[tuple[str, Param]]:
     return []
 
 
-def _parse_steps(raw: Any, where: str, prefix: str) -> tuple[Block, ...]:
+def parse_steps(raw: Any, where: str, prefix: str) -> tuple[Block, ...]:
     if not isinstance(raw, list) or not raw:
         raise RecipeError(f"{where} must be a non-empty list of steps, got {shorten(raw)}.",
                           fix="write steps as a YAML list of {pass: ...}, {optional: ...} or {one_of: ...}.")
@@ -259,7 +248,7 @@ def _block_name(raw: Any, where: str, keys: set[str]) -> str:
 
 def _parse_optional(raw: Any, where: str, prefix: str) -> OptionalBlock:
     name = _block_name(raw, where, {"name", "steps"})
-    return OptionalBlock(name, _parse_steps(raw.get("steps"), f"{where} ({name})", f"{prefix}{name}/"),
+    return OptionalBlock(name, parse_steps(raw.get("steps"), f"{where} ({name})", f"{prefix}{name}/"),
                          f"{prefix}{name}")
 
 
@@ -280,11 +269,11 @@ def _parse_one_of(raw: Any, where: str, prefix: str) -> OneOfBlock:
             if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
                 raise RecipeError(f"{at}: when_cpu_has_any must be a list of CPU flags.",
                                   fix="e.g. when_cpu_has_any: [avx512_vnni, avx_vnni].")
-            parsed[str(option)] = Alternative(_parse_steps(body.get("steps"), at, option_prefix), tuple(flags))
+            parsed[str(option)] = Alternative(parse_steps(body.get("steps"), at, option_prefix), tuple(flags))
         elif body == []:
             parsed[str(option)] = Alternative(())  # "none of these passes" is a valid alternative
         else:
-            parsed[str(option)] = Alternative(_parse_steps(body, at, option_prefix))
+            parsed[str(option)] = Alternative(parse_steps(body, at, option_prefix))
     return OneOfBlock(name, parsed, f"{prefix}{name}")
 
 
@@ -312,16 +301,16 @@ def _parameter_names(blocks: Sequence[Block]) -> list[str]:
     return names
 
 
-def _all_params(blocks: Sequence[Block]) -> list[tuple[str, Param]]:
+def all_params(blocks: Sequence[Block]) -> list[tuple[str, Param]]:
     found: list[tuple[str, Param]] = []
     for block in blocks:
         if isinstance(block, PassBlock):
             found += list(block.params().items())
         elif isinstance(block, OptionalBlock):
-            found += _all_params(block.steps)
+            found += all_params(block.steps)
         else:
             for option in block.options.values():
-                found += _all_params(option.steps)
+                found += all_params(option.steps)
     return found
 
 
@@ -334,7 +323,7 @@ def _concrete(options: Any, values: dict[str, Any], name: str) -> Any:
     return options
 
 
-def _sample(blocks: Sequence[Block], suggest: Suggest, cpu_flags: Sequence[str]) -> list[dict[str, Any]]:
+def sample_blocks(blocks: Sequence[Block], suggest: Suggest, cpu_flags: Sequence[str]) -> list[dict[str, Any]]:
     steps: list[dict[str, Any]] = []
     for block in blocks:
         if isinstance(block, PassBlock):
@@ -343,172 +332,12 @@ def _sample(blocks: Sequence[Block], suggest: Suggest, cpu_flags: Sequence[str])
                           "with": _concrete(block.options, values, f"{block.prefix}{block.pass_name}:")})
         elif isinstance(block, OptionalBlock):
             if suggest.suggest_categorical(block.key, [False, True]):
-                steps += _sample(block.steps, suggest, cpu_flags)
+                steps += sample_blocks(block.steps, suggest, cpu_flags)
         else:
             offered = block.offered(cpu_flags)
             if not offered:
                 raise RecipeError(f"no option of {block.name!r} is offered on this CPU ({', '.join(cpu_flags)}).",
                                   fix="add an option without when_cpu_has_any.")
             chosen = suggest.suggest_categorical(block.key, offered)
-            steps += _sample(block.options[chosen].steps, suggest, cpu_flags)
+            steps += sample_blocks(block.options[chosen].steps, suggest, cpu_flags)
     return steps
-
-
-class _Corner:
-    """A `Suggest` that takes the first value everywhere except where `overrides` says otherwise, and
-    follows a fixed structure (which optional blocks are on, which alternative is taken)."""
-
-    def __init__(self, overrides: dict[str, Any]) -> None:
-        self.overrides = overrides
-
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        return self.overrides.get(name, choices[0])
-
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float:
-        return self.overrides.get(name, low)
-
-    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
-        return self.overrides.get(name, low)
-
-
-def _structures(blocks: Sequence[Block]) -> list[dict[str, Any]]:
-    """Every combination of optional on/off and alternative taken (capped at MAX_STRUCTURES)."""
-    axes: list[tuple[str, list[Any]]] = []
-
-    def collect(items: Sequence[Block]) -> None:
-        for block in items:
-            if isinstance(block, OptionalBlock):
-                axes.append((block.key, [False, True]))
-                collect(block.steps)
-            elif isinstance(block, OneOfBlock):
-                axes.append((block.key, list(block.options)))
-                for option in block.options.values():
-                    collect(option.steps)
-
-    collect(blocks)
-    total = 1
-    for _, values in axes:
-        total *= len(values)
-    if total > MAX_STRUCTURES:
-        raise RecipeError(f"the space has {total} combinations of blocks; at most {MAX_STRUCTURES} are allowed.",
-                          fix="nest fewer optional/one_of blocks.")
-    return [dict(zip([a for a, _ in axes], combo, strict=True)) for combo in itertools.product(*[v for _, v in axes])]
-
-
-def _validate_pass_values(blocks: Sequence[Block], source: str) -> None:
-    """Each value a parameter can take (every choice, both ends of every range) builds a valid step."""
-    for block in blocks:
-        if isinstance(block, PassBlock):
-            params = block.params()
-            trials = [{}] + [{name: param.encode(value)} for name, param in params.items()
-                             for value in param.corners()]
-            for overrides in trials:
-                step = _sample([block], _Corner(overrides), [])[0]
-                build_step(0, step, f"space {source} ({block.prefix}{block.pass_name})")
-        elif isinstance(block, OptionalBlock):
-            _validate_pass_values(block.steps, source)
-        else:
-            for option in block.options.values():
-                _validate_pass_values(option.steps, source)
-
-
-def _validate_order(space: SearchSpace) -> None:
-    everything = ("avx512_vnni", "avx_vnni", "amx_int8", *{f for b in space.steps if isinstance(b, OneOfBlock)
-                                                            for o in b.options.values() for f in o.when_cpu_has_any})
-    for structure in _structures(space.steps):
-        recipe = _sample(space.steps, _Corner(structure), everything)
-        steps = [build_step(i, raw, f"space {space.source}") for i, raw in enumerate(recipe)]
-        problems = order_problems(steps)
-        if problems:
-            raise RecipeError(f"space {space.source}: with {structure} the passes cannot follow each other: "
-                              f"{problems[0]}.", fix="reorder the blocks.")
-
-
-def _domains(blocks: Sequence[Block]) -> dict[str, Callable[[Any], bool]]:
-    """Per parameter: whether a value is one it can take (initial trials are checked against it)."""
-    found: dict[str, Callable[[Any], bool]] = {}
-    for name, param in _all_params(blocks):
-        if isinstance(param, Choice):
-            found[name] = lambda value, param=param: param.encode(value) in [param.encode(v) for v in param.values]
-        else:
-            found[name] = lambda value, param=param: _number(value) and param.low <= value <= param.high
-    for block in _walk(blocks):
-        if isinstance(block, OptionalBlock):
-            found[block.key] = lambda value: isinstance(value, bool)
-        elif isinstance(block, OneOfBlock):
-            found[block.key] = lambda value, block=block: value in block.options
-    return found
-
-
-def _walk(blocks: Sequence[Block]) -> list[Block]:
-    every: list[Block] = []
-    for block in blocks:
-        every.append(block)
-        if isinstance(block, OptionalBlock):
-            every += _walk(block.steps)
-        elif isinstance(block, OneOfBlock):
-            for option in block.options.values():
-                every += _walk(option.steps)
-    return every
-
-
-def _validate_initial_trials(space: SearchSpace) -> None:
-    known = space.parameter_names()
-    domains = _domains(space.steps)
-    for index, trial in enumerate(space.initial_trials):
-        if not isinstance(trial, dict):
-            raise RecipeError(f"space {space.source}: initial_trials[{index}] must be a mapping of parameter -> value.",
-                              fix="write e.g. {student: false, quantization: dynamic}.")
-        unknown = sorted(set(map(str, trial)) - known)
-        if unknown:
-            raise RecipeError(f"space {space.source}: initial_trials[{index}] names unknown parameter(s) "
-                              f"{shorten(unknown)}.", fix=f"known parameters: {', '.join(sorted(known))}.")
-        for name, value in trial.items():
-            allowed = domains.get(name)
-            if allowed is not None and not allowed(value):
-                raise RecipeError(f"space {space.source}: initial_trials[{index}] sets {name} to {shorten(value)}, "
-                                  "which the space does not offer.",
-                                  fix="use one of its choices or a value in its range.")
-
-
-def parse_search_space(data: Any, source: str) -> SearchSpace:
-    if not isinstance(data, dict) or "steps" not in data or set(map(str, data)) - SPACE_FILE_KEYS:
-        keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
-        raise RecipeError(f"search space {source} must be a mapping with `steps` (and optionally "
-                          f"{sorted(SPACE_FILE_KEYS - {'steps'})}); got {shorten(keys)}.",
-                          fix="see profiles/spaces/cpu.yaml for the layout.")
-    if data.get("schema_version", 1) != 1:
-        raise RecipeError(f"search space {source}: unsupported schema_version {shorten(data['schema_version'])}.",
-                          fix="use schema_version: 1.")
-    initial = data.get("initial_trials") or []
-    if not isinstance(initial, list):
-        raise RecipeError(f"search space {source}: initial_trials must be a list.", fix="write a YAML list.")
-    space = SearchSpace(source=source, description=str(data.get("description", "")),
-                        steps=_parse_steps(data["steps"], f"search space {source}", ""), initial_trials=initial,
-                        raw=data)
-    _validate_pass_values(space.steps, source)
-    _validate_order(space)
-    _validate_initial_trials(space)
-    return space
-
-
-def list_spaces() -> list[str]:
-    return sorted(path.stem for path in SPACES_DIR.glob("*.yaml"))
-
-
-def space_path(name_or_path: str | Path) -> Path:
-    path = Path(name_or_path)
-    if path.suffix or path.exists() or len(path.parts) != 1:
-        return path
-    shipped = SPACES_DIR / f"{name_or_path}.yaml"
-    if not shipped.is_file():
-        raise RecipeError(f"no search space named {shorten(str(name_or_path))}.",
-                          fix=f"use one of {', '.join(list_spaces())} or a path to a YAML file.")
-    return shipped
-
-
-def load_search_space(name_or_path: str | Path) -> SearchSpace:
-    """A shipped space by name (profiles/spaces/NAME.yaml) or any space YAML by path, validated."""
-    path = space_path(name_or_path)
-    return parse_search_space(load_yaml_file(path, RecipeError, "space"), str(path))

@@ -22,7 +22,8 @@ import numpy as np
 from slimline.bench.interleaved import InterleavedSpec, time_interleaved
 from slimline.bench.report import Report
 from slimline.bench.screening import ValidationScreen
-from slimline.compress.search_space import SearchSpace, load_search_space
+from slimline.compress.search_space import SearchSpace
+from slimline.compress.search_space_files import load_search_space
 from slimline.core.artifact import ModelDir, sha256_json
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import DataError, RecipeError
@@ -105,7 +106,7 @@ def prepare(request: SearchRequest) -> Prepared:
         raise RecipeError("--trials must be at least 1.", fix="pass --trials N with N >= 1.")
     if request.time_budget_s is not None and request.time_budget_s <= 0:
         raise RecipeError("--time-budget must be positive.", fix="e.g. --time-budget 20m.")
-    space = load_search_space(request.space or getattr(profile, "search_space", None) or default_space(profile))
+    space = load_search_space(request.space or profile.search_space or default_space(profile))
     plan = plan_run(RunRequest(checkpoint=request.checkpoint, profile=profile, out_dir=request.out_dir, recipe=[],
                                eval_data=request.eval_data, force=request.force))
     if plan.eval_data is None:
