@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slimline.bench.results_model import CandidateResult
+from slimline.bench.results_model import CandidateResult, pack_correct
 from slimline.bench.runners.base import RunnerSpec
 from slimline.core.artifact import ModelDir, TensorSpec
 from slimline.core.errors import BenchError, MissingDependency
@@ -35,7 +35,8 @@ class Candidate:
     runtime: str  # torch | onnxruntime | tensorrt
 
 
-def _spec_for(candidate: Candidate, profile: Profile, inputs: list[TensorSpec], eval_npz: Path | None) -> RunnerSpec:
+def _spec_for(candidate: Candidate, profile: Profile, inputs: list[TensorSpec], eval_npz: Path | None,
+              evaluator: str = "text-classification", outputs_path: Path | None = None) -> RunnerSpec:
     target = profile.target
     return RunnerSpec(
         label=candidate.label, runtime=candidate.runtime, model_path=str(candidate.model.model_path),
@@ -43,7 +44,8 @@ def _spec_for(candidate: Candidate, profile: Profile, inputs: list[TensorSpec], 
         task=candidate.model.manifest.task, device=target.device, precision=target.precision,
         threads=target.threads, providers=target.providers() if candidate.runtime == "onnxruntime" else [],
         inputs=inputs, shapes=profile.shapes, measurement=profile.measurement,
-        eval_npz=str(eval_npz) if eval_npz else None,
+        eval_npz=str(eval_npz) if eval_npz else None, evaluator=evaluator,
+        eval_outputs_path=str(outputs_path) if outputs_path else None,
     )
 
 
@@ -95,7 +97,23 @@ def _to_candidate_result(candidate: Candidate, raw: dict) -> CandidateResult:
         model_dir=str(candidate.model.path), runner=raw["runner"], latency=raw["latency"],
         size_mb=round(candidate.model.size_mb(), 3), peak_rss_mb=round(raw["peak_rss_mb"], 1), load_s=raw["load_s"],
         accuracy_pct=None if accuracy is None else 100.0 * accuracy, gpu_memory_mb=raw.get("gpu_memory_mb"),
+        quality=(raw.get("eval_score") or {}).get("metrics", {}), decode=raw.get("decode"),
     )
+
+
+def _evaluator_comparison(result: CandidateResult, raw: dict, base_raw: dict, evaluator: str,
+                          eval_npz: Path | None) -> CandidateResult:
+    """The evaluator's metrics vs the baseline (top1_drop_pt, agreement_pct, max_abs_error ...) into `quality`."""
+    if eval_npz is None or "eval_score" not in raw or "eval_score" not in base_raw:
+        return result
+    from slimline.bench.evaluators.base import EvalScore, get_evaluator
+
+    compared = get_evaluator(evaluator).compare(EvalScore.model_validate(raw["eval_score"]),
+                                                EvalScore.model_validate(base_raw["eval_score"]), eval_npz)
+    updates: dict[str, object] = {"quality": {**result.quality, **compared}}
+    if "agreement_pct" in compared:
+        updates["agreement_with_baseline_pct"] = compared["agreement_pct"]
+    return result.model_copy(update=updates)
 
 
 def compare_to_baseline(result: CandidateResult, baseline: CandidateResult, predictions: list[int] | None,
@@ -105,6 +123,9 @@ def compare_to_baseline(result: CandidateResult, baseline: CandidateResult, pred
     }
     if result.accuracy_pct is not None and baseline.accuracy_pct is not None:
         updates["accuracy_drop_pt"] = baseline.accuracy_pct - result.accuracy_pct
+    mine_decode, base_decode = result.primary_decode(), baseline.primary_decode()
+    if mine_decode and base_decode and base_decode["decode_tokens_per_s"] > 0:
+        updates["decode_speedup_vs_baseline"] = mine_decode["decode_tokens_per_s"] / base_decode["decode_tokens_per_s"]
     if predictions is not None and baseline_predictions is not None:
         mine, theirs = np.asarray(predictions), np.asarray(baseline_predictions)
         updates["agreement_with_baseline_pct"] = 100.0 * float(np.mean(mine == theirs))
@@ -120,22 +141,51 @@ def spread_warnings(result: CandidateResult, max_cv: float, device: str = "cpu")
 
 
 def measure(candidates: list[Candidate], baseline: Candidate, profile: Profile, inputs: list[TensorSpec],
-            eval_npz: Path | None) -> tuple[CandidateResult, list[CandidateResult]]:
-    """Baseline first, then each candidate, same inputs, same eval data, same harness."""
+            eval_npz: Path | None,
+            evaluator: str = "text-classification") -> tuple[CandidateResult, list[CandidateResult]]:
+    """Baseline first, then each candidate, same inputs, same eval data, same harness.
+
+    `evaluator` names how quality is scored (slimline.bench.evaluators); raw outputs an evaluator keeps
+    for its comparison live in a scratch directory until the comparison is done."""
+    with tempfile.TemporaryDirectory(prefix="slimline-outputs-") as outputs:
+        return _measure(candidates, baseline, profile, inputs, eval_npz, evaluator, Path(outputs))
+
+
+def _measure(candidates: list[Candidate], baseline: Candidate, profile: Profile, inputs: list[TensorSpec],
+             eval_npz: Path | None, evaluator: str, outputs: Path) -> tuple[CandidateResult, list[CandidateResult]]:
+    keeps_outputs = False
+    if eval_npz is not None:
+        from slimline.bench.evaluators.base import get_evaluator
+
+        keeps_outputs = get_evaluator(evaluator).keeps_outputs
     raw_results: list[tuple[Candidate, dict]] = []
-    for candidate in [baseline, *candidates]:
+    for index, candidate in enumerate([baseline, *candidates]):
         with reporter().step(f"bench: {candidate.label} ({candidate.runtime}) latency + accuracy"):
-            spec = _spec_for(candidate, profile, inputs, eval_npz)
+            outputs_path = outputs / f"{index}.npy" if keeps_outputs else None
+            spec = _spec_for(candidate, profile, inputs, eval_npz, evaluator, outputs_path)
             raw_results.append((candidate, run_in_worker(spec, _worker_timeout_s(profile))))
     (base_candidate, base_raw), *rest = raw_results
-    labels = np.load(eval_npz)["labels"] if eval_npz is not None else None
+    labels = None
+    if eval_npz is not None:
+        with np.load(eval_npz) as arrays:
+            labels = arrays["labels"] if "labels" in arrays.files else None
     baseline_result = _to_candidate_result(base_candidate, base_raw)
     baseline_result = baseline_result.model_copy(
-        update={"warnings": spread_warnings(baseline_result, profile.measurement.max_cv, profile.target.device)})
+        update={"warnings": spread_warnings(baseline_result, profile.measurement.max_cv, profile.target.device),
+                "correct_b64": _packed_correct(base_raw, labels)})
     results = []
     for candidate, raw in rest:
         result = compare_to_baseline(_to_candidate_result(candidate, raw), baseline_result,
                                      raw.get("predictions"), base_raw.get("predictions"), labels)
+        result = _evaluator_comparison(result, raw, base_raw, evaluator, eval_npz)
         warnings = spread_warnings(result, profile.measurement.max_cv, profile.target.device)
-        results.append(result.model_copy(update={"warnings": warnings}))
+        results.append(result.model_copy(update={"warnings": warnings, "correct_b64": _packed_correct(raw, labels)}))
     return baseline_result, results
+
+
+def _packed_correct(raw: dict, labels: np.ndarray | None) -> str | None:
+    """Per-example correctness for paired comparisons across runs (slimline compare)."""
+    predictions = raw.get("predictions")
+    if predictions is None or labels is None or len(predictions) != len(labels):
+        return None
+    return pack_correct(np.asarray(predictions) == labels)

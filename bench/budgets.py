@@ -44,6 +44,17 @@ def metric_value(metric: str, candidate: CandidateResult) -> tuple[float | None,
         return candidate.accuracy_drop_pt, None
     if metric == "speedup_vs_baseline":
         return candidate.speedup_vs_baseline, None
+    if metric == "agreement_pct" and candidate.agreement_with_baseline_pct is not None:
+        return candidate.agreement_with_baseline_pct, None
+    if metric == "top1_drop_pt" and "top1_drop_se_pt" in candidate.quality:
+        return candidate.quality.get(metric), f"paired SE {candidate.quality['top1_drop_se_pt']:.2f} pt"
+    decode = candidate.primary_decode()
+    if metric in ("prefill_p50_ms", "decode_tokens_per_s") and decode is not None:
+        return decode[metric], f"{decode['runs']} runs of {decode['new_tokens']} tokens, cv {decode['decode_cv']:.2f}"
+    if metric == "decode_speedup_vs_baseline":
+        return candidate.decode_speedup_vs_baseline, None
+    if metric in candidate.quality:  # an evaluator's metric (bench/evaluators): top1_drop_pt, max_abs_error ...
+        return candidate.quality[metric], None
     return None, None  # e.g. gpu_memory_mb on a runner that cannot measure it
 
 

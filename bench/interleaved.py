@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from slimline.bench.benchmark import run_process_group
 from slimline.bench.latency import LatencyStats, summarize
-from slimline.bench.runners import RunnerSpec, make_runner
+from slimline.bench.runners import Runner, RunnerSpec, make_runner
 from slimline.core.errors import BenchError
+from slimline.core.timing import round_robin_ms
 from slimline.formats.inputs import synthetic_feeds
 from slimline.profiles.schema import Shape
 
@@ -56,24 +58,17 @@ def measure_round_robin(spec: InterleavedSpec) -> InterleavedResult:
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
         runners.append(make_runner(runner_spec.model_copy(update={"allow_spinning": False})))
         feeds.append(synthetic_feeds(runner_spec.inputs, spec.shape, config, seed=spec.seed))
-    for runner, feed in zip(runners, feeds, strict=True):
-        for _ in range(spec.warmup_iters):
+
+    def one_run(runner: Runner, feed: dict[str, np.ndarray]) -> Callable[[], None]:
+        def run() -> None:
             runner.run(feed)
-        runner.synchronize()
-    samples: list[list[float]] = [[] for _ in runners]
-    rng = np.random.default_rng(spec.seed)
+            runner.synchronize()
+        return run
+
     started = time.perf_counter()
-    rounds = 0
-    while True:
-        for index in rng.permutation(len(runners)):
-            t0 = time.perf_counter_ns()
-            runners[index].run(feeds[index])
-            runners[index].synchronize()
-            samples[index].append((time.perf_counter_ns() - t0) / 1e6)
-        rounds += 1
-        elapsed = time.perf_counter() - started
-        if (rounds >= spec.min_rounds and elapsed >= spec.min_time_s) or (elapsed >= spec.max_time_s and rounds >= 5):
-            break
+    samples, rounds = round_robin_ms([one_run(r, f) for r, f in zip(runners, feeds, strict=True)],
+                                     warmup_iters=spec.warmup_iters, min_rounds=spec.min_rounds,
+                                     min_time_s=spec.min_time_s, max_time_s=spec.max_time_s, seed=spec.seed)
     latency = {s.label: summarize(times, spec.shape.batch_size) for s, times in zip(spec.runners, samples, strict=True)}
     return InterleavedResult(latency=latency, rounds=rounds, seconds=round(time.perf_counter() - started, 2))
 

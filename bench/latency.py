@@ -32,6 +32,9 @@ class LatencyStats(BaseModel):
     p50_ci95_ms: tuple[float, float]
     throughput_sps: float
     batch_size: int
+    #: The distribution, not only its percentiles: every whole percentile 0..100 of the samples (101 values,
+    #: compact for any n). Reports draw it; None in reports written before it was recorded.
+    quantiles_ms: list[float] | None = None
 
 
 def sample_latencies_ms(run_once: Callable[[], object], measurement: Measurement,
@@ -67,4 +70,5 @@ def summarize(samples_ms: list[float], batch_size: int) -> LatencyStats:
         mean_ms=mean, stdev_ms=stdev, min_ms=float(values.min()), max_ms=float(values.max()),
         cv=stdev / mean if mean > 0 else 0.0, p50_ci95_ms=median_ci(values),
         throughput_sps=batch_size * 1000.0 / mean if mean > 0 else 0.0, batch_size=batch_size,
+        quantiles_ms=[round(float(q), 4) for q in np.percentile(values, np.arange(101))],
     )

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from slimline.bench.budgets import BudgetResult, Verdict
+from slimline.bench.decode import DECODE_HEADER, decode_rows
 from slimline.bench.results_model import CandidateResult
 from slimline.core.artifact import atomic_write_text
 
@@ -41,6 +42,7 @@ class Report(BaseModel):
     budgets: list[BudgetResult]
     verdict: Verdict
     accuracy_fallback: dict[str, Any] | None = None  # every candidate the accuracy search measured
+    search: dict[str, Any] | None = None  # `slimline search`: the trials, the front, the choice and why
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -97,8 +99,15 @@ def render_markdown(report: Report) -> str:
         "",
         "## Measurements (same run, same inputs)",
         "",
+        "![accuracy drop vs latency](report-tradeoff.svg) (plots: `report.html`)",
+        "",
         markdown_table(COMPARISON_HEADER, comparison_rows(report)),
         "",
+    ]
+    generated = decode_rows([report.baseline, *report.intermediates, report.measurements])
+    if generated:  # decoder LLMs: the latency above is the prefill; decoding from the KV cache is timed apart
+        parts += ["## Prefill and decode (KV cache)", "", markdown_table(DECODE_HEADER, generated), ""]
+    parts += [
         "## Budgets",
         "",
         markdown_table(["budget", "limit", "measured", "status", "spread", "note"], budget_rows),
@@ -109,16 +118,36 @@ def render_markdown(report: Report) -> str:
                       f"(sha256 {report.eval_data['examples_sha256'][:12]}), each model run as exported."]
     if report.accuracy_fallback and report.accuracy_fallback.get("candidates"):
         parts += ["", "## Accuracy-aware fallback (validation split)", "", fallback_markdown(report.accuracy_fallback)]
+    if report.search:
+        parts += ["", "## Search", "", search_markdown(report.search)]
     if report.warnings:
         parts += ["", "## Warnings", "", *[f"- {w}" for w in report.warnings]]
     return "\n".join(parts) + "\n"
+
+
+def search_markdown(search: dict[str, Any]) -> str:
+    """The search's choice in a few lines; trials.md in the same directory has every trial."""
+    latency = search.get("rebench", {}).get("latency", {})
+    rows = [[label, _fmt(stats["p50_ms"]), f"[{stats['p50_ci95_ms'][0]:.2f}, {stats['p50_ci95_ms'][1]:.2f}]",
+             _fmt(stats["p95_ms"])] for label, stats in latency.items()]
+    lines = [f"- {search['trials']} trials over `{search['space']}`; chosen: trial {search['chosen_trial']} "
+             f"({search['chosen_recipe']}): {search['why']}.",
+             f"- acceptance on accuracy: {search['acceptance']}.",
+             *([f"- resolution: {search['resolution']}"] if search.get("resolution") else []),
+             *[f"- {note}" for note in search.get("notes", [])],
+             "- the Pareto front, every trial and a plot: `trials.md`, `trials.json`, `front.png`; the best "
+             "artifact and its recipe: `best/`.",
+             "", "Re-timed side by side (round-robin in one process) before choosing:", "",
+             markdown_table(["model", "p50 ms", "p50 95% CI", "p95 ms"], rows)]
+    return "\n".join(lines)
 
 
 def fallback_markdown(search: dict[str, Any]) -> str:
     rows = []
     for index, candidate in enumerate(search["candidates"]):
         chosen = " (chosen)" if index == search["chosen"] else ""
-        rows.append([f"{index}{chosen}", str(len(candidate["excluded"])), f"{candidate['accuracy_pct']:.2f}",
+        rows.append([f"{index}{chosen}", candidate.get("variant", "as configured"), str(len(candidate["excluded"])),
+                     f"{candidate['accuracy_pct']:.2f}",
                      f"{candidate['drop_pt']:.2f}", f"{candidate['drop_upper_pt']:.2f}",
                      f"{candidate['latency_p50_ms']:.2f}",
                      f"{candidate['size_mb']:.1f}"])
@@ -130,7 +159,7 @@ def fallback_markdown(search: dict[str, Any]) -> str:
     if search.get("resolution"):
         header += f" Resolution: {search['resolution']}."
     header += "\n\n"
-    return header + markdown_table(["candidate", "nodes in float", "accuracy %", "drop pt", "drop + z·SE pt",
+    return header + markdown_table(["candidate", "setting", "nodes in float", "accuracy %", "drop pt", "drop + z·SE pt",
                                     "p50 ms (quick)", "size MB"], rows)
 
 
@@ -143,4 +172,8 @@ def write_results(directory: Path, name: str, report_json: str, markdown: str) -
 
 
 def write_report(report: Report, out_dir: Path) -> tuple[Path, Path]:
+    """report.json, report.md, and report.html with its main figure report-tradeoff.svg (bench.reporting)."""
+    from slimline.bench.reporting.html_report import write_html_report
+
+    write_html_report(report, out_dir)  # first: report.md links the figure it writes
     return write_results(out_dir, "report", report.model_dump_json(indent=2) + "\n", render_markdown(report))

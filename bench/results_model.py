@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -25,7 +26,33 @@ class CandidateResult(BaseModel):
     accuracy_drop_se_pt: float | None = None  # paired (McNemar) standard error of the drop, same examples
     agreement_with_baseline_pct: float | None = None
     speedup_vs_baseline: float | None = None
+    #: Decoder LLMs: shape label -> bench.decode.DecodeStats (prefill ms, decode tokens/s with the KV cache).
+    decode: dict[str, dict[str, Any]] | None = None
+    decode_speedup_vs_baseline: float | None = None  # decode tokens/s over the baseline's, first shape
+    #: The evaluator's metrics (bench/evaluators): its own (top1_pct, ...) and vs the baseline (top1_drop_pt,
+    #: agreement_pct, max_abs_error, ...); budgets read any metric from here.
+    quality: dict[str, float] = Field(default_factory=dict)
+    #: Which eval examples this model got right (bits in example order, base64): lets `slimline compare`
+    #: give two runs on the same examples a paired standard error. None without eval data.
+    correct_b64: str | None = None
     warnings: list[str] = Field(default_factory=list)
 
     def primary_latency(self) -> LatencyStats:
         return next(iter(self.latency.values()))
+
+    def primary_decode(self) -> dict[str, Any] | None:
+        return next(iter(self.decode.values())) if self.decode else None
+
+
+def pack_correct(correct: Any) -> str:
+    """A boolean vector as base64 bits (160 bytes for 1,276 examples instead of a JSON list)."""
+    import numpy as np
+
+    return base64.b64encode(np.packbits(np.asarray(correct, dtype=bool)).tobytes()).decode("ascii")
+
+
+def unpack_correct(packed: str, examples: int) -> Any:
+    import numpy as np
+
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(packed), dtype=np.uint8))
+    return bits[:examples].astype(bool)

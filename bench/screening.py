@@ -37,11 +37,13 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class ValidationScreen:
-    """The validation split tokenised once; ONNX models run on it with the target's thread count."""
+    """The validation split (or another, for benchmarks) tokenised once; ONNX models run on it with the target's
+    thread count."""
 
     def __init__(self, data: DatasetSpec, tokenizer_dir: Path, sequence_length: int, threads: int,
-                 providers: list[str] | None = None, max_samples: int | None = None) -> None:
-        spec = data.model_copy(update={"split": "validation", "max_samples": max_samples})
+                 providers: list[str] | None = None, max_samples: int | None = None,
+                 split: str = "validation") -> None:
+        spec = data.model_copy(update={"split": split, "max_samples": max_samples})
         self.arrays, texts = encode_labelled(spec, tokenizer_dir, sequence_length)
         self.labels = texts.labels
         self.examples_sha256 = texts.sha256

@@ -14,13 +14,11 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
-
-from slimline.bench.eval_data import accuracy_of
+from slimline.bench.decode import decode_results
+from slimline.bench.evaluators.base import get_evaluator
 from slimline.bench.gpu_memory import GpuMemoryProbe
 from slimline.bench.latency import sample_latencies_ms, summarize
 from slimline.bench.runners import RunnerSpec, make_runner
-from slimline.core.data import trimmed_batches
 from slimline.core.errors import SlimlineError
 from slimline.formats.inputs import synthetic_feeds
 
@@ -42,7 +40,8 @@ def _peak_rss_mb() -> float:
 
 
 def run_worker(spec: RunnerSpec) -> dict[str, object]:
-    config = json.loads((Path(spec.model_dir) / "config.json").read_text())
+    config_path = Path(spec.model_dir) / "config.json"  # a plain PyTorch module's directories have none
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     gpu_memory = GpuMemoryProbe() if spec.device == "cuda" else None  # baselines before the model loads
     started = time.perf_counter()
     runner = make_runner(spec)
@@ -56,15 +55,16 @@ def run_worker(spec: RunnerSpec) -> dict[str, object]:
             phases[shape.label()] = runner.take_phase_timings()
     described = {**runner.describe(), **({"phases_ms": phases} if phases else {})}
     result: dict[str, object] = {"label": spec.label, "runner": described, "load_s": load_s, "latency": latency}
+    if spec.task == "text-generation":  # LLMs: prefill (the latency above) and decode with the KV cache apart
+        result["decode"] = decode_results(runner, config, spec.shapes, spec.measurement, spec.seed)
     if spec.eval_npz:
-        arrays = dict(np.load(spec.eval_npz))
-        labels = arrays.pop("labels")
-        predictions = []
-        for batch in trimmed_batches(arrays, spec.eval_batch_size):
-            predictions.append(runner.run(batch).argmax(-1))
-        predicted = np.concatenate(predictions)
-        result["accuracy"] = accuracy_of(predicted, labels)
-        result["predictions"] = predicted.tolist()
+        outputs_path = Path(spec.eval_outputs_path) if spec.eval_outputs_path else None
+        score = get_evaluator(spec.evaluator).score(runner.run, Path(spec.eval_npz), spec.eval_batch_size,
+                                                    outputs_path)
+        result["eval_score"] = score.model_dump()
+        if "accuracy_pct" in score.metrics:
+            result["accuracy"] = score.metrics["accuracy_pct"] / 100.0
+        result["predictions"] = score.predictions
     result["peak_rss_mb"] = _peak_rss_mb()
     memory = gpu_memory.read() if gpu_memory is not None else None
     if memory is not None:

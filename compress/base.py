@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec
+from slimline.core.errors import SlimlineError
 from slimline.profiles.schema import Shape, Target
 
 Stage = Literal["torch", "onnx"]
@@ -38,9 +39,11 @@ class Problem:
     severity: Literal["error", "warning"]
     message: str
     pass_name: str = ""
+    fix: str | None = None  # every refusal (error) says how to get past it
 
     def __str__(self) -> str:
-        return f"{self.severity}: {self.pass_name}: {self.message}"
+        text = f"{self.severity}: {self.pass_name}: {self.message}"
+        return text if self.fix is None else f"{text}\n    fix: {self.fix}"
 
 
 @dataclass(frozen=True)
@@ -99,20 +102,40 @@ class Pass(ABC, Generic[ConfigT]):
         """Cheap validation against the incoming model and target; override to add pass-specific checks."""
         problems = []
         if model.format not in self.accepts:
-            problems.append(self.error(f"accepts {sorted(self.accepts)} models, but gets a {model.format} model"))
+            problems.append(self.error(f"accepts {sorted(self.accepts)} models, but gets a {model.format} model",
+                                       fix=_format_fix(self.stage, model.format)))
         if "cuda" in self.needs and target.device != "cuda":
-            problems.append(self.error(f"needs a CUDA target, but the profile's device is {target.device}"))
+            problems.append(self.error(f"needs a CUDA target, but the profile's device is {target.device}",
+                                       fix="use a CUDA profile (e.g. gpu-t4) on an NVIDIA GPU machine, or drop the "
+                                           "step"))
         return problems
 
     @abstractmethod
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:
         """Read `model`, write the new model's files into `out_dir` (the manifest is written for you)."""
 
-    def error(self, message: str) -> Problem:
-        return Problem("error", message, self.name)
+    def error(self, message: str, fix: str | None = None) -> Problem:
+        """A refusal: `message` says why, `fix` what to change (drop the step, another profile, a config key)."""
+        return Problem("error", message, self.name, fix)
 
-    def warning(self, message: str) -> Problem:
-        return Problem("warning", message, self.name)
+    def warning(self, message: str, fix: str | None = None) -> Problem:
+        return Problem("warning", message, self.name, fix)
+
+    def refusal(self, err: SlimlineError) -> Problem:
+        """An error found by a shared check (a SlimlineError): its message and its fix, kept apart."""
+        message = str(err)
+        if err.fix:
+            message = message.removesuffix(f"\n  fix: {err.fix}")
+        return Problem("error", message, self.name, err.fix or "fix the step's config as the message says")
+
+
+def _format_fix(stage: str, given: str) -> str:
+    if stage == "onnx":
+        return ("put the step after the export (in a recipe, ONNX-level steps run after it), or `slimline export` "
+                "the model first")
+    if given == "onnx":
+        return "torch-level steps run before the export: give them the Hugging Face checkpoint, not an ONNX model"
+    return "drop the step, or start from a model format it accepts"
 
 
 def copy_side_files(source: Path, out_dir: Path, skip: set[str]) -> None:
@@ -134,8 +157,9 @@ class TorchRuntimePass(Pass[ConfigT]):
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
         problems = super().check(model, target)
         if target.runtime != "torch":
-            problems.append(self.error(f"{self.torch_only_reason}, but the target runtime is {target.runtime}; use "
-                                       "a torch-runtime profile, or quantize.ort-int8-dynamic for ONNX Runtime"))
+            problems.append(self.error(f"{self.torch_only_reason}, but the target runtime is {target.runtime}",
+                                       fix="use a torch-runtime profile (cpu-torch), or quantize.ort-int8-dynamic "
+                                           "for ONNX Runtime"))
         return problems
 
 

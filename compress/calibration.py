@@ -7,12 +7,15 @@ calibration set. Too few examples is refused in `check()`, before export or any 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from slimline.core.artifact import ModelDir
 from slimline.core.data import ROTTEN_TOMATOES, DatasetSpec, check_dataset_available, encode_labelled, load_dataset
-from slimline.core.errors import DataError
+from slimline.core.errors import DataError, PassError
+from slimline.core.image_data import load_images, preprocess_for
 
 
 class CalibrationSpec(BaseModel):
@@ -23,6 +26,15 @@ class CalibrationSpec(BaseModel):
     min_samples: int = Field(default=16, ge=1)
     max_length: int = Field(default=128, ge=8)
     seed: int = 0
+
+    def resolved(self, run_data: Any) -> CalibrationSpec:
+        """`source: eval-data` -> the run's --eval-data source (its `split` part, train by default)."""
+        if self.source != EVAL_DATA_SOURCE:
+            return self
+        if run_data is None:
+            raise PassError("calibration.source is eval-data, but this run has no --eval-data.",
+                            fix="pass --eval-data (an image folder or .npz), or name calibration.source.")
+        return self.model_copy(update={"source": str(run_data.source)})
 
     def dataset(self) -> DatasetSpec:
         return DatasetSpec(source=self.source, split=self.split, max_samples=self.num_samples,  # type: ignore[arg-type]
@@ -63,6 +75,48 @@ class TextCalibrationReader:
             stop = int(lengths[row]) if lengths is not None else None  # unpadded: real activation ranges
             self._examples.append({name: np.ascontiguousarray(arrays[name][row : row + 1, :stop])
                                    for name in input_names})
+        self._position = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._position >= len(self._examples):
+            return None
+        self._position += 1
+        return self._examples[self._position - 1]
+
+    def rewind(self) -> None:
+        self._position = 0
+
+
+#: calibration.source value meaning "the run's --eval-data" (an image folder / .npz), its `split` (train) part.
+EVAL_DATA_SOURCE = "eval-data"
+
+
+def is_array_source(source: str) -> bool:
+    """An image folder or an .npz (images or model-ready arrays), as opposed to a text dataset."""
+    return source.endswith(".npz") or Path(source).expanduser().is_dir()
+
+
+class ArrayCalibrationReader:
+    """CalibrationDataReader over images (preprocessed the model's way) or an .npz of model inputs, one example
+    per batch; the examples' hash goes into the manifest like a text calibration set's."""
+
+    def __init__(self, spec: CalibrationSpec, model: ModelDir, input_names: set[str]) -> None:
+        floats = [s.name for s in model.manifest.inputs if s.dtype.startswith("float")]
+        images = load_images(spec.source, preprocess_for(model.path, model.manifest.metadata),
+                             floats[0] if floats else "pixel_values", split=spec.split,  # type: ignore[arg-type]
+                             max_samples=spec.num_samples, seed=spec.seed)
+        missing = input_names - set(images.arrays)
+        if missing:
+            raise DataError(f"calibration data {spec.source} lack model input(s) {sorted(missing)}.",
+                            fix=f"name the .npz arrays after the model's inputs {sorted(input_names)}.")
+        self.count = len(next(iter(images.arrays.values())))
+        if self.count < spec.min_samples:
+            raise DataError(f"calibration set {spec.source}/{spec.split} has {self.count} examples; at least "
+                            f"{spec.min_samples} are needed for stable activation ranges.",
+                            fix="use more images, or lower calibration.min_samples knowingly.")
+        self.sha256 = images.sha256
+        self._examples = [{name: np.ascontiguousarray(images.arrays[name][row : row + 1]) for name in input_names}
+                          for row in range(self.count)]
         self._position = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:

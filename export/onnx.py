@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from slimline.core.artifact import ModelDir, TensorSpec
 from slimline.core.deps import require
 from slimline.core.errors import ExportError
+from slimline.export.failures import export_failure
 from slimline.export.parity import check_parity
 from slimline.formats.hf import load_hf_model
 
@@ -26,9 +27,14 @@ log = logging.getLogger(__name__)
 ONNX_MODEL_FILE = "model.onnx"
 OPTIMUM_TASKS = {
     "text-classification": "text-classification",
-    "text-generation": "text-generation",  # no KV cache: one forward over the whole sequence
+    # With the KV cache (past_key_values in, present out): the graph serves both the prefill (empty past)
+    # and every decode step; without it each generated token would recompute the whole sequence.
+    "text-generation": "text-generation-with-past",
     "image-classification": "image-classification",
 }
+#: Tasks whose export keeps optimum's post-processing: it merges the duplicated initializers of tied weights
+#: (a tied input embedding / LM head would otherwise be stored twice: +114 MB on a 135M-parameter Llama).
+POST_PROCESSED_TASKS = frozenset({"text-generation"})
 #: Files that make an exported directory self-contained for serving (tokenizer, preprocessing, config).
 SIDE_FILE_PATTERNS = ("config.json", "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json",
                       "preprocessor_config.json", "generation_config.json", "*.model", "added_tokens.json")
@@ -53,7 +59,8 @@ class ExportResult:
 def _export_with_optimum(source: Path, out_dir: Path, task: str, opset: int) -> None:
     exporters = require("optimum.exporters.onnx", purpose="ONNX export through optimum")
     exporters.main_export(str(source), output=str(out_dir), task=OPTIMUM_TASKS[task], opset=opset,
-                          no_post_process=True, do_validation=False, device="cpu", local_files_only=True)
+                          no_post_process=task not in POST_PROCESSED_TASKS, do_validation=False, device="cpu",
+                          local_files_only=True)
 
 
 def _export_with_torch(source: Path, out_dir: Path, task: str, opset: int) -> None:
@@ -99,13 +106,20 @@ def _copy_side_files(source: Path, out_dir: Path) -> None:
 
 
 def export_onnx(model: ModelDir, out_dir: Path, config: OnnxExportConfig) -> ExportResult:
-    """Export `model` (format hf) into `out_dir`; raise ExportError when export or parity fails."""
+    """Export `model` (format hf or torch-module) into `out_dir`; raise ExportError when export or parity fails."""
+    if model.manifest.format == "torch-module":  # a plain nn.Module: torch.onnx and parity with the module
+        from slimline.export.torch_module import export_torch_module
+
+        file, inputs, outputs, metadata = export_torch_module(model, out_dir, config.exporter, config.opset,
+                                                              config.parity_atol, config.parity_min_agreement)
+        return ExportResult(model_file=file, inputs=inputs, outputs=outputs, metadata=metadata)
     if model.manifest.format != "hf":
         raise ExportError(f"ONNX export takes a Hugging Face model directory, got format {model.manifest.format}.",
                           fix="put ONNX-level passes after the export step, torch-level passes before it.")
     task = model.manifest.task
     attempts = ["optimum", "torch"] if config.exporter == "auto" else [config.exporter]
     failures: list[str] = []
+    errors: list[tuple[str, BaseException]] = []
     used = None
     for exporter in attempts:
         try:
@@ -117,22 +131,34 @@ def export_onnx(model: ModelDir, out_dir: Path, config: OnnxExportConfig) -> Exp
             raise
         except Exception as err:  # exporters raise many types (ValueError, KeyError, torch errors)
             failures.append(f"{exporter}: {type(err).__name__}: {err}")
+            errors.append((exporter, err))
             log.warning("ONNX export with %s failed: %s", exporter, err)
             for leftover in out_dir.iterdir():
                 leftover.unlink() if leftover.is_file() else None
-    if used is None:
-        details = "\n  ".join(failures)
-        raise ExportError(f"ONNX export of {model.path} ({task}) failed with every exporter:\n  {details}",
-                          fix="an op unsupported at this opset is the usual cause: try another `opset`, or "
-                              "report the op named above.")
+    if used is None:  # each cause its own message and fix (an unknown architecture is not an opset problem)
+        raise export_failure(model.path, task, config.opset, errors)
     model_path = out_dir / ONNX_MODEL_FILE
     inputs, outputs = _graph_io(model_path)
     _copy_side_files(model.path, out_dir)
     parity = check_parity(model.path, task, model_path, inputs, config.parity_atol, config.parity_min_agreement)
-    return ExportResult(
-        model_file=ONNX_MODEL_FILE, inputs=inputs, outputs=outputs,
-        metadata={"exporter": used, "exporter_failures": failures, "opset": config.opset,
-                  "parity": parity, "onnx_size_mb": round(model_path.stat().st_size / 1e6, 3)},
-    )
+    metadata = {"exporter": used, "exporter_failures": failures, "opset": config.opset,
+                "parity": parity, "onnx_size_mb": round(model_path.stat().st_size / 1e6, 3)}
+    if task == "text-generation":
+        metadata["kv_cache"] = any(spec.name.startswith("past_key_values.") for spec in inputs)
+        metadata["tied_embeddings"] = _tied_embedding_check(model.path, model_path)
+    return ExportResult(model_file=ONNX_MODEL_FILE, inputs=inputs, outputs=outputs, metadata=metadata)
 
 
+def _tied_embedding_check(source: Path, model_path: Path) -> dict[str, Any]:
+    """How many vocab x hidden matrices the ONNX file stores: one when a tied embedding stayed tied."""
+    import onnx
+
+    config = json.loads((source / "config.json").read_text())
+    tied = bool(config.get("tie_word_embeddings", True))
+    vocab, hidden = config.get("vocab_size"), config.get("hidden_size") or config.get("n_embd")
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    copies = sum(1 for init in graph.initializer if sorted(init.dims) == sorted([vocab, hidden]))
+    kept = not tied or copies <= 1
+    if not kept:
+        log.warning("the ONNX export stores the tied embedding %d times (%s x %s)", copies, vocab, hidden)
+    return {"tie_word_embeddings": tied, "embedding_matrices": copies, "kept_tied": kept}

@@ -10,6 +10,16 @@ import numpy as np
 
 from slimline.core.artifact import TensorSpec
 from slimline.core.errors import ExportError
+from slimline.core.tokenizers import load_tokenizer
+from slimline.formats.causal_lm import (
+    OrtDecoder,
+    TorchDecoder,
+    empty_past,
+    greedy_generate,
+    has_kv_cache,
+    is_past_input,
+    positions_from_mask,
+)
 from slimline.formats.hf import load_hf_model
 from slimline.formats.inputs import synthetic_feeds
 from slimline.profiles.schema import Shape
@@ -23,19 +33,28 @@ PARITY_SENTENCES = [
 ]
 
 
-def _parity_feeds(source: Path, task: str, inputs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
+def _parity_feeds(source: Path, task: str, inputs: list[TensorSpec]) -> tuple[list[dict[str, np.ndarray]], str | None]:
+    """Seeded random ids, and real sentences padded into one batch when the model ships a tokenizer.
+
+    A tokenizer without a pad token pads with EOS (masked; see slimline.core.tokenizers): the note
+    returned says so. Decoder exports with a KV cache get position ids and an empty past.
+    """
     config = json.loads((source / "config.json").read_text())
     feeds = [synthetic_feeds(inputs, Shape(batch_size=3, sequence_length=24), config, seed=1)]
+    padding_note = None
     if task != "image-classification" and (source / "tokenizer_config.json").is_file():
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer, padding_note = load_tokenizer(source)
+        if tokenizer.pad_token is None:
+            return feeds, "the tokenizer has no pad, EOS or UNK token: parity checked on random ids only"
         encoded = tokenizer(PARITY_SENTENCES, padding=True, return_tensors="np")
         names = {spec.name for spec in inputs}
         real = {name: encoded[name].astype(np.int64) for name in names if name in encoded}
+        if "position_ids" in names and "attention_mask" in real:
+            real["position_ids"] = positions_from_mask(real["attention_mask"])
+        real.update(empty_past(inputs, config, len(PARITY_SENTENCES)))
         if set(real) == names:
             feeds.insert(0, real)
-    return feeds
+    return feeds, padding_note
 
 
 def check_parity(source: Path, task: str, onnx_path: Path, inputs: list[TensorSpec],
@@ -47,19 +66,32 @@ def check_parity(source: Path, task: str, onnx_path: Path, inputs: list[TensorSp
     model = load_hf_model(source, task)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     worst_diff, agree, total = 0.0, 0, 0
-    for feeds in _parity_feeds(source, task, inputs):
-        with torch.inference_mode():
-            expected = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.float().numpy()
+    all_feeds, padding_note = _parity_feeds(source, task, inputs)
+    for feeds in all_feeds:
+        with torch.inference_mode():  # an empty past is the same as none: torch gets no cache
+            torch_feeds = {k: torch.from_numpy(v) for k, v in feeds.items() if not is_past_input(k)}
+            expected = model(**torch_feeds).logits.float().numpy()
         actual = session.run(None, feeds)[0]
         if actual.shape != expected.shape:
             raise ExportError(f"exported model's output shape {actual.shape} differs from PyTorch's {expected.shape}.",
                               fix="the export traced a different graph; try exporter: torch or another opset.")
+        mask = feeds.get("attention_mask")
+        if mask is not None and expected.ndim == 3 and expected.shape[:2] == mask.shape:
+            # Per-token outputs: padded positions attend to nothing (fully masked rows), so each
+            # runtime fills them differently; only real tokens' outputs are compared.
+            actual, expected = actual[mask.astype(bool)], expected[mask.astype(bool)]
         worst_diff = max(worst_diff, float(np.max(np.abs(actual.astype(np.float64) - expected))))
         agree += int((actual.argmax(-1) == expected.argmax(-1)).sum())
         total += int(np.prod(expected.shape[:-1]))
     agreement = agree / total
     result = {"max_abs_diff": worst_diff, "argmax_agreement": agreement, "atol": atol,
               "min_agreement": min_agreement, "compared_predictions": total}
+    if padding_note:
+        result["padding"] = padding_note
+    if has_kv_cache(inputs):
+        result["decode"] = _decode_parity(model, session, source, inputs)
+        agreement = min(agreement, result["decode"]["token_agreement"])
+        worst_diff = max(worst_diff, result["decode"]["max_abs_diff"])
     if worst_diff > atol or agreement < min_agreement:
         raise ExportError(
             f"ONNX export does not match PyTorch: max |diff| = {worst_diff:.3g} (tolerance {atol:g}), "
@@ -67,3 +99,32 @@ def check_parity(source: Path, task: str, onnx_path: Path, inputs: list[TensorSp
             fix="try another opset or exporter; if the difference is expected, raise parity_atol in the export config.",
         )
     return result
+
+
+DECODE_PARITY_TOKENS = 8
+
+
+def _decode_parity(model: Any, session: Any, source: Path, inputs: list[TensorSpec]) -> dict[str, Any]:
+    """Greedy decoding from the KV cache, ONNX Runtime against PyTorch's own cache, token by token.
+
+    The prefill comparison above cannot catch a cache that is written or read wrongly (wrong
+    positions, a transposed present): only steps that read the past do.
+    """
+    config = json.loads((source / "config.json").read_text())
+    prompt = synthetic_feeds([s for s in inputs if s.name == "input_ids"], Shape(batch_size=2, sequence_length=12),
+                             config, seed=2)["input_ids"]
+    ours = greedy_generate(OrtDecoder(session, config), prompt, None, DECODE_PARITY_TOKENS)
+    theirs = greedy_generate(TorchDecoder(model), prompt, None, DECODE_PARITY_TOKENS)
+    # Compare the step logits on the reference's tokens, so one early flip does not cascade.
+    ort_decoder, torch_decoder = OrtDecoder(session, config), TorchDecoder(model)
+    mask = np.ones_like(prompt)
+    _, ort_state = ort_decoder.prefill(prompt, mask)
+    _, torch_state = torch_decoder.prefill(prompt, mask)
+    worst = 0.0
+    for column in range(theirs.tokens.shape[1] - 1):
+        token = theirs.tokens[:, column]
+        ort_logits, ort_state = ort_decoder.step(token, ort_state)
+        torch_logits, torch_state = torch_decoder.step(token, torch_state)
+        worst = max(worst, float(np.max(np.abs(ort_logits.astype(np.float64) - torch_logits))))
+    agreement = float(np.mean(ours.tokens == theirs.tokens))
+    return {"steps": DECODE_PARITY_TOKENS, "max_abs_diff": worst, "token_agreement": agreement}

@@ -33,6 +33,18 @@ BUDGET_METRICS: dict[str, tuple[str, ...]] = {
     "accuracy_pct": ("min", "max_drop"),
     "accuracy_drop_pt": ("max",),
     "speedup_vs_baseline": ("min",),
+    # Evaluators (bench/evaluators): image top-1 drop vs the baseline in points, top-1 agreement with the
+    # baseline in %, and the largest |output - baseline output| on the eval inputs.
+    "top1_drop_pt": ("max",),
+    "agreement_pct": ("min",),
+    "max_abs_error": ("max",),
+    # Decoder LLMs (bench/decode.py, bench/evaluators/perplexity.py): perplexity increase vs the fp32 baseline
+    # in %, prefill latency at the profile's prompt length, decode tokens/s with the KV cache and its speed-up.
+    "perplexity_increase_pct": ("max",),
+    "continuation_agreement_pct": ("min",),
+    "prefill_p50_ms": ("max",),
+    "decode_tokens_per_s": ("min",),
+    "decode_speedup_vs_baseline": ("min",),
 }
 
 
@@ -106,11 +118,29 @@ class Measurement(BaseModel):
     max_time_s: float = Field(default=60.0, gt=0)
     max_cv: float = Field(default=0.15, gt=0, description="coefficient of variation above which a warning is raised")
     eval_max_samples: int | None = Field(default=None, ge=1)
+    decode_tokens: int = Field(default=64, ge=2, le=4096, description="tokens generated per decode run (LLMs)")
 
     @model_validator(mode="after")
     def _times_ordered(self) -> Measurement:
         if self.max_time_s < self.min_time_s:
             raise ValueError("max_time_s must be >= min_time_s")
+        return self
+
+
+class RegressionBudget(BaseModel):
+    """Limits against the last shipped run on the same machine class (`slimline history ship`): the
+    median latency's slowdown in % and the accuracy lost in points. Only `max` makes sense for either."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    latency_p50_pct: Budget | None = None
+    accuracy_drop_pt: Budget | None = None
+
+    @model_validator(mode="after")
+    def _max_only(self) -> RegressionBudget:
+        for name in ("latency_p50_pct", "accuracy_drop_pt"):
+            budget = getattr(self, name)
+            if budget is not None and budget.kind != "max":
+                raise ValueError(f"regression_vs_shipped.{name} takes max, not {budget.kind}")
         return self
 
 
@@ -126,6 +156,11 @@ class Profile(BaseModel):
     measurement: Measurement = Field(default_factory=Measurement)
     #: A profile file must state at least one (parse_profile); a verdict without budgets is "incomplete".
     budgets: dict[str, Budget] = Field(default_factory=dict)
+    #: `slimline search`'s default space: a shipped space's name (profiles/spaces/NAME.yaml) or a path; None:
+    #: by the target's device (cpu or gpu).
+    search_space: str | None = None
+    #: Compared with the last shipped run in the results history (slimline.history.regression).
+    regression_vs_shipped: RegressionBudget | None = None
 
     @field_validator("budgets")
     @classmethod

@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # the result types live in modules that import numpy and the 
     from slimline.bench.report import Report
     from slimline.deploy.bundle import PackagedBundle
     from slimline.deploy.manifest import VerifyResult
+    from slimline.history.compare import Comparison
+    from slimline.history.records import RunRecord
+    from slimline.pipeline.search import SearchResult
 
 PathLike = str | Path
 ProfileLike = str | Path | Profile
@@ -58,52 +61,118 @@ def as_recipe(recipe: RecipeLike) -> list[RecipeStep]:
     return steps
 
 
+def _optional_path(path: PathLike | None) -> Path | None:
+    return None if path is None else Path(path)
+
+
 def as_dataset(data: DataLike | None) -> DatasetSpec | None:
     return parse_dataset_arg(str(data) if isinstance(data, Path) else data)
 
 
-def run(checkpoint: PathLike, *, out: PathLike, profile: ProfileLike = "cpu", recipe: RecipeLike | None = None,
-        task: str | None = None, eval_data: DataLike | None = None, bench_export: bool = False,
-        seed: int = 0, force: bool = False) -> Report:
-    """Compress -> export -> bench -> verdict; writes OUT/stages, report.json and report.md.
+def as_eval_data(data: Any) -> Any:
+    """Eval data for run/bench: a labelled text dataset (DatasetSpec), or an EvalSource for an image folder,
+    an .npz or `pkg.module:function` (scored by slimline.bench.evaluators)."""
+    if data is None or isinstance(data, DatasetSpec):
+        return data
+    from slimline.bench.evaluators.base import parse_eval_arg
+
+    return parse_eval_arg(str(data) if isinstance(data, Path) else data)
+
+
+def run(checkpoint: PathLike | None = None, *, out: PathLike, profile: ProfileLike = "cpu",
+        recipe: RecipeLike | None = None, task: str | None = None, eval_data: DataLike | None = None,
+        bench_export: bool = False, seed: int = 0, force: bool = False, base: PathLike | None = None,
+        model: Any = None, example_inputs: Any = None, model_factory: str | None = None,
+        weights: PathLike | None = None, inputs: Any = None, eval: Any = None,
+        history: PathLike | bool | None = None, mlflow_uri: str | None = None) -> Report:
+    """Compress -> export -> bench -> verdict; writes OUT/stages, report.json, report.md and report.html.
 
     Returns the `Report` (its `.verdict` is "pass", "fail" or "incomplete"); bad input raises before
     any stage runs. An `out` holding files slimline did not write is refused unless `force`.
+    `checkpoint` may be a PEFT adapter directory: `base` is then its base checkpoint (default: the local
+    path its adapter_config.json names); the merged checkpoint is the first stage and the fp32 baseline.
+
+    A plain PyTorch model instead of `checkpoint`: `model` (an nn.Module) with `example_inputs` (or an input
+    spec `inputs`), or `model_factory` ("pkg.module:callable") + `weights` + `inputs` (a YAML path or dict).
+    `eval` is `eval_data` or a callable returning {input name: array} (scored as agreement with fp32).
     """
+    from slimline.pipeline.module_source import eval_from_callable, module_checkpoint
     from slimline.pipeline.plan import RunRequest
     from slimline.pipeline.run import run as run_pipeline
 
-    return run_pipeline(RunRequest(
+    if model is not None or model_factory is not None:
+        checkpoint = module_checkpoint(model, example_inputs, model_factory, weights, inputs, task).path
+        task = None
+    if checkpoint is None:
+        raise RecipeError("run needs a checkpoint, a model (nn.Module) or a model_factory.",
+                          fix="pass checkpoint=DIR, model=module with example_inputs, or model_factory + weights.")
+    if eval is not None:
+        eval_data = eval_from_callable(eval) if callable(eval) else eval
+    report = run_pipeline(RunRequest(
         checkpoint=Path(checkpoint), profile=as_profile(profile), out_dir=Path(out),
-        recipe=None if recipe is None else as_recipe(recipe), task=task, eval_data=as_dataset(eval_data),
-        bench_export=bench_export, seed=seed, force=force))
+        recipe=None if recipe is None else as_recipe(recipe), task=task, eval_data=as_eval_data(eval_data),
+        bench_export=bench_export, seed=seed, force=force, base=_optional_path(base)))
+    return _after_run(report, "run", out, history, mlflow_uri)
 
 
 def compress(model: PathLike, *, recipe: RecipeLike, out: PathLike, profile: ProfileLike = "cpu",
-             eval_data: DataLike | None = None, force: bool = False) -> ModelDir:
-    """Apply a recipe's passes to a model directory; returns the new model directory at `out`."""
+             eval_data: DataLike | None = None, force: bool = False, base: PathLike | None = None) -> ModelDir:
+    """Apply a recipe's passes to a model directory (or a PEFT adapter merged into `base`); returns the new
+    model directory at `out`."""
     from slimline.pipeline.single import compress_to
 
     return compress_to(Path(model), Path(out), as_recipe(recipe), as_profile(profile),
-                       tuning_data=as_dataset(eval_data), force=force)
+                       tuning_data=as_dataset(eval_data), force=force, base=_optional_path(base))
 
 
 def export(checkpoint: PathLike, *, out: PathLike, task: str | None = None, opset: int = 18,
-           exporter: str = "auto", force: bool = False) -> ModelDir:
-    """Export a Hugging Face checkpoint to an ONNX model directory (with a parity check)."""
+           exporter: str = "auto", force: bool = False, base: PathLike | None = None) -> ModelDir:
+    """Export a Hugging Face checkpoint (or a PEFT adapter merged into `base`) to an ONNX model directory
+    (with a parity check)."""
     from slimline.pipeline.single import export_to
 
-    return export_to(Path(checkpoint), Path(out), task=task, opset=opset, exporter=exporter, force=force)
+    return export_to(Path(checkpoint), Path(out), task=task, opset=opset, exporter=exporter, force=force,
+                     base=_optional_path(base))
 
 
 def bench(model: PathLike, *, out: PathLike, profile: ProfileLike = "cpu", baseline: PathLike | None = None,
-          eval_data: DataLike | None = None, force: bool = False) -> Report:
-    """Benchmark a model directory against its fp32 source on a profile; returns the `Report`."""
+          eval_data: DataLike | None = None, force: bool = False, base: PathLike | None = None,
+          history: PathLike | bool | None = None, mlflow_uri: str | None = None) -> Report:
+    """Benchmark a model directory against its fp32 source on a profile; returns the `Report`.
+
+    `baseline` (default: the model's lineage source) is the fp32 original: a Hugging Face checkpoint, a PEFT
+    adapter directory merged into `base`, or an fp32 ONNX model directory (measured on ONNX Runtime; for a
+    hand-made model with no source)."""
     from slimline.pipeline.single import bench_model
 
-    return bench_model(Path(model), as_profile(profile), Path(out),
-                       baseline=Path(baseline) if baseline is not None else None, eval_data=as_dataset(eval_data),
-                       force=force)
+    report = bench_model(Path(model), as_profile(profile), Path(out),
+                         baseline=Path(baseline) if baseline is not None else None,
+                         eval_data=as_eval_data(eval_data), force=force, base=_optional_path(base))
+    return _after_run(report, "bench", out, history, mlflow_uri)
+
+
+def search(checkpoint: PathLike, *, out: PathLike, profile: ProfileLike = "cpu", space: PathLike | None = None,
+           eval_data: DataLike | None = None, trials: int | None = None, time_budget_s: float | None = None,
+           seed: int = 0, executor: str = "local", ray_address: str | None = None, parallel: int | None = None,
+           confidence_z: float = 0.0, force: bool = False, history: PathLike | bool | None = None,
+           mlflow_uri: str | None = None) -> SearchResult:
+    """Search a space of recipes (`space`: a shipped name or YAML; default by the profile's device) for the
+    fastest artifact within every budget of `profile`; resumable: rerun with the same `out` to continue.
+
+    Stops after `trials` finished trials or `time_budget_s` (default 20 minutes when neither is given).
+    Writes OUT/trials.{json,md}, front.json, front.png, best/ (artifact + best-recipe.yaml) after every
+    trial, and report.json/.md for the chosen artifact, benched on the test split. `executor="ray"` runs
+    trials as Ray tasks (`ray_address` for a cluster). Returns the `SearchResult` (`.report`, `.state`).
+    """
+    from slimline.pipeline.search import SearchRequest, run_search
+
+    result = run_search(SearchRequest(
+        checkpoint=Path(checkpoint), profile=as_profile(profile), out_dir=Path(out),
+        space=None if space is None else str(space), eval_data=as_dataset(eval_data), trials=trials,
+        time_budget_s=time_budget_s, seed=seed, executor=executor,  # type: ignore[arg-type]
+        ray_address=ray_address, parallel=parallel, confidence_z=confidence_z, force=force))
+    result.report = _after_run(result.report, "search", out, history, mlflow_uri)
+    return result
 
 
 def package(source: PathLike, *, out: PathLike, name: str | None = None, profile: ProfileLike | None = None,
@@ -138,5 +207,61 @@ def demo_checkpoint() -> ModelDir:
     return ensure_demo_checkpoint()
 
 
-__all__ = ["as_dataset", "as_profile", "as_recipe", "bench", "compress", "demo_checkpoint", "export", "package", "run",
-           "verify"]
+def _after_run(report: Report, kind: str, out: PathLike, history: PathLike | bool | None,
+               mlflow_uri: str | None) -> Report:
+    """Every run and bench: the profile's regression budget, then the results history (default on; `history`
+    False skips it, a path chooses the file) and, with `mlflow_uri`, MLflow (see slimline.history.hooks)."""
+    from slimline.history.hooks import after_run
+
+    return after_run(report, kind, Path(out), history=history, mlflow_uri=mlflow_uri)[0]
+
+
+def _history_path(history: PathLike | None) -> Path | None:
+    return None if history is None else Path(history)
+
+
+def history_runs(*, history: PathLike | None = None, checkpoint: str | None = None, profile: str | None = None,
+                 limit: int | None = None) -> list[RunRecord]:
+    """Recorded runs, newest first (`history`: the database; default $SLIMLINE_HISTORY or the user data dir)."""
+    from slimline.history.records import list_runs
+
+    return list_runs(_history_path(history), checkpoint=checkpoint, profile=profile, limit=limit)
+
+
+def history_run(run_id: int | str, *, history: PathLike | None = None) -> RunRecord:
+    """One recorded run; `.report` is its full `Report`."""
+    from slimline.history.records import get_run
+
+    return get_run(run_id, _history_path(history))
+
+
+def ship(run_id: int | str, *, history: PathLike | None = None, note: str = "") -> RunRecord:
+    """Mark a recorded run as shipped: the reference of the profile's `regression_vs_shipped` budget."""
+    from slimline.history.records import ship_run
+
+    return ship_run(run_id, _history_path(history), note)
+
+
+def compare(run_a: int | str, run_b: int | str, *, history: PathLike | None = None,
+            html: PathLike | None = None) -> Comparison:
+    """Two recorded runs side by side (latency CIs, accuracy with paired SE on the same examples, size,
+    budgets); `html` also writes the comparison page."""
+    from slimline.core.artifact import atomic_write_text
+    from slimline.history.compare import compare_runs
+    from slimline.history.records import get_run
+
+    comparison = compare_runs(get_run(run_a, _history_path(history)), get_run(run_b, _history_path(history)))
+    if html is not None:
+        atomic_write_text(Path(html), comparison.html())
+    return comparison
+
+
+def export_history(fmt: str = "csv", *, out: PathLike | None = None, history: PathLike | None = None) -> str | Path:
+    """Every recorded figure with its spread as CSV (text, or a file) or Parquet (a file; needs pyarrow)."""
+    from slimline.history.export import export_history as export_rows
+
+    return export_rows(fmt, _history_path(out), _history_path(history))
+
+
+__all__ = ["as_dataset", "as_profile", "as_recipe", "bench", "compare", "compress", "demo_checkpoint", "export",
+           "export_history", "history_run", "history_runs", "package", "run", "search", "ship", "verify"]

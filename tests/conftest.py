@@ -15,6 +15,13 @@ WORDS = ["the", "a", "film", "movie", "good", "bad", "great", "boring", "fun", "
          "and", "of", "to", "it", "never", "lands", "beautifully", "shot", "two", "hours", "life", "back", "ending"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Runs the tests start record into a throw-away results history, never the user's own."""
+    import tempfile
+
+    os.environ["SLIMLINE_HISTORY"] = str(Path(tempfile.mkdtemp(prefix="slimline-test-history-")) / "history.sqlite")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--slow", action="store_true", help="also run tests marked slow (the real demo checkpoint)")
 
@@ -96,6 +103,39 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2") / "model")
+
+
+def _write_padless_tokenizer(path: Path) -> None:
+    """A word-level tokenizer with BOS/EOS/UNK and, like Llama's, no pad token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(["<unk>", "<s>", "</s>", *WORDS, ".", ","])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(path)
+
+
+def make_tiny_llama(path: Path, seed: int = 0, layers: int = 4) -> Path:
+    """A 4-layer Llama causal LM (hidden 48 != vocab 32) with grouped-query attention (4 query heads over
+    2 KV heads), tied embeddings, and a tokenizer without a pad token."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    _write_padless_tokenizer(path)
+    config = LlamaConfig(vocab_size=len(WORDS) + 5, hidden_size=48, intermediate_size=96, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, initializer_range=0.2)
+    LlamaForCausalLM(config).eval().save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama") / "model")
 
 
 @pytest.fixture(scope="session")

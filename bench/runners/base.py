@@ -29,8 +29,13 @@ class RunnerSpec(BaseModel):
     shapes: list[Shape]
     measurement: Measurement
     eval_npz: str | None = None
+    evaluator: str = "text-classification"  # a name in slimline.bench.evaluators' registry
+    eval_outputs_path: str | None = None  # where the evaluator keeps raw outputs (agreement with fp32)
     eval_batch_size: int = 32
     seed: int = 0
+    #: False when several models are timed in one process (bench.interleaved): an idle ONNX Runtime pool
+    #: that spins steals the cores from the model being timed.
+    allow_spinning: bool = True
 
 
 class Runner(Protocol):

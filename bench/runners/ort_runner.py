@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from slimline.bench.runners.base import RunnerSpec
 from slimline.core.errors import MissingDependency
+from slimline.formats.causal_lm import empty_past, is_past_input, positions_from_mask
 
 
 def check_providers(requested: list[str]) -> None:
@@ -51,13 +55,24 @@ class OrtRunner:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spec.allow_spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(spec.model_path, sess_options=options,
                                             providers=provider_entries(spec.providers, spec.precision))
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.threads = spec.threads
+        self.kv_inputs = [s for s in spec.inputs if is_past_input(s.name)]  # a decoder exported with its cache
+        config_path = Path(spec.model_dir) / "config.json"
+        self.config = json.loads(config_path.read_text()) if self.kv_inputs and config_path.is_file() else {}
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
+        feeds = {k: v for k, v in feeds.items() if k in self.input_names}
+        if self.kv_inputs and self.kv_inputs[0].name not in feeds:  # a full-sequence forward: empty past
+            feeds.update(empty_past(self.kv_inputs, self.config, len(feeds["input_ids"])))
+            if "position_ids" in self.input_names and "position_ids" not in feeds:
+                feeds["position_ids"] = positions_from_mask(feeds.get("attention_mask",
+                                                                      np.ones_like(feeds["input_ids"])))
+        return self.session.run(None, feeds)[0]
 
     def synchronize(self) -> None:
         return None  # session.run returns host arrays: the copy back already synchronises

@@ -46,7 +46,9 @@ class ConvertFp16(Pass[Fp16Config]):
         problems = super().check(model, target)
         if target.device != "cuda":
             problems.append(self.error("fp16 is for GPU targets: ONNX Runtime's CPU EP lacks most fp16 kernels and "
-                                       "casts around them, so the model would run slower than fp32 on this target"))
+                                       "casts around them, so the model would run slower than fp32 on this target",
+                                       fix="drop the step for CPU profiles (quantize.ort-int8-dynamic shrinks and "
+                                           "speeds up there), or use a GPU profile"))
         return problems
 
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:

@@ -113,16 +113,18 @@ class KnowledgeDistillation(Pass[KDConfig]):
         problems = super().check(model, target)
         if model.task != "text-classification":
             problems.append(self.error(f"distils text-classification models only (class logits); {model.task} "
-                                       "models are not supported yet"))
+                                       "models are not supported yet",
+                                       fix="drop the step for this model (prune.layers without distillation, or "
+                                           "quantization, still apply)"))
         if config.teacher is not None and not (Path(config.teacher).expanduser() / "config.json").is_file():
-            problems.append(self.error(f"teacher {config.teacher} is not a model directory (no config.json); "
-                                       "name a Hugging Face or slimline model directory, or leave teacher unset "
-                                       "to learn from the recipe's input checkpoint"))
+            problems.append(self.error(f"teacher {config.teacher} is not a model directory (no config.json)",
+                                       fix="name a Hugging Face or slimline model directory, or leave teacher unset "
+                                           "to learn from the recipe's input checkpoint"))
         if config.data is not None:
             try:
                 check_dataset_available(config.data)
             except DataError as err:
-                problems.append(self.error(str(err)))
+                problems.append(self.refusal(err))
         return problems
 
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:

@@ -62,10 +62,16 @@ class OrtTransformersOptimizer(Pass[OrtTransformersConfig]):
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
         problems = super().check(model, target)
         if target.runtime != "onnxruntime":
-            problems.append(self.error(f"emits ONNX Runtime contrib ops, but the target runtime is {target.runtime}"))
+            problems.append(self.error(f"emits ONNX Runtime contrib ops, but the target runtime is {target.runtime}",
+                                       fix="drop the step, or use an onnxruntime profile"))
         if self._ort_model_type(model.model_type) is None:
-            problems.append(self.error(f"has no fusion rules for model_type {model.model_type!r}; set model_type "
-                                       f"to one of {sorted(set(ORT_MODEL_TYPES.values()))} or drop the step"))
+            known = sorted(set(ORT_MODEL_TYPES.values()))
+            why = (f"model_type {model.model_type!r}" if model.model_type else
+                   "a model whose manifest names no model_type (metadata.model_type: made by hand or from a plain "
+                   "PyTorch module)")
+            problems.append(self.error(f"has no fusion rules for {why}; it fuses transformer blocks only",
+                                       fix=f"drop the step; or, for a transformer that shares one of these layouts, "
+                                           f"set the step's model_type to one of {known}"))
         return problems
 
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:

@@ -69,7 +69,8 @@ class DropLayers(Pass[DropLayersConfig]):
         problems = super().check(model, target)
         if model.model_type is not None and model.model_type not in LAYER_DROPPABLE:
             problems.append(self.error(f"knows the layer list of {', '.join(sorted(LAYER_DROPPABLE))}, "
-                                       f"not {model.model_type}"))
+                                       f"not {model.model_type}",
+                                       fix="drop the step for this model; quantization passes still apply"))
         return problems
 
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:

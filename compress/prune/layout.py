@@ -21,7 +21,9 @@ ENCODER_LAYER_LISTS = {
     "camembert": "encoder.layer", "electra": "encoder.layer", "vit": "encoder.layer",
 }
 #: model_type -> path of the decoder block list (only whole blocks are dropped there).
-DECODER_LAYER_LISTS = {"gpt2": "h"}
+DECODER_LAYER_LISTS = {"gpt2": "h", "llama": "layers", "mistral": "layers", "qwen2": "layers", "qwen3": "layers"}
+#: Llama-family decoders: grouped-query attention (q/k/v/o_proj) and a gated MLP (gate/up/down_proj).
+GQA_PRUNABLE = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 HEAD_AND_FFN_PRUNABLE = frozenset(ENCODER_LAYER_LISTS)
 LAYER_DROPPABLE = frozenset(ENCODER_LAYER_LISTS) | frozenset(DECODER_LAYER_LISTS)
 

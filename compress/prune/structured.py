@@ -24,7 +24,14 @@ from pydantic import Field, model_validator
 
 from slimline.compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
 from slimline.compress.hf_save import carry_side_files, save_reloadable
-from slimline.compress.prune.layout import HEAD_AND_FFN_PRUNABLE, encoder_parts, layer_list, original_head_ids
+from slimline.compress.prune.gqa import gqa_shape, prune_gqa_in_place
+from slimline.compress.prune.layout import (
+    GQA_PRUNABLE,
+    HEAD_AND_FFN_PRUNABLE,
+    encoder_parts,
+    layer_list,
+    original_head_ids,
+)
 from slimline.compress.prune.preflight import PreflightConfig, run_preflight
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec
@@ -80,13 +87,15 @@ class StructuredPrune(Pass[StructuredPruneConfig]):
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
         problems = super().check(model, target)
         config = self.config
+        if model.model_type in GQA_PRUNABLE:
+            return problems + self._decoder_problems()
         if model.model_type is not None and model.model_type not in HEAD_AND_FFN_PRUNABLE:
             problems.append(self.error(
                 f"prunes heads and FFN channels of BERT-style encoders ({', '.join(sorted(HEAD_AND_FFN_PRUNABLE))}), "
-                f"not {model.model_type}; use prune.layers to drop whole blocks"))
+                f"not {model.model_type}", fix="use prune.layers to drop whole blocks, or drop the step"))
         if config.importance == "taylor" and model.task != "text-classification":
-            problems.append(self.error("Taylor importance needs labelled text examples (text-classification); "
-                                       "use importance: magnitude"))
+            problems.append(self.error("Taylor importance needs labelled text examples (text-classification)",
+                                       fix="set importance: magnitude"))
         if config.round_to % ROUND_TO:
             problems.append(self.warning(f"round_to {config.round_to} is not a multiple of {ROUND_TO}: pruned "
                                          "widths that GEMM kernels cannot tile evenly rarely get faster"))
@@ -96,9 +105,41 @@ class StructuredPrune(Pass[StructuredPruneConfig]):
                                          "measurably; the pre-flight estimate will tell"))
         return problems
 
+    def _decoder_problems(self) -> list[Problem]:
+        """A Llama config holds one head count and one MLP width for all layers: per-layer options cannot apply."""
+        config = self.config
+        unsupported = [name for name, used in (("heads_ratio_per_layer", bool(config.heads_ratio_per_layer)),
+                                               ("head_scope: global", config.head_scope == "global"),
+                                               ("protected_layers", bool(config.protected_layers)),
+                                               ("importance: taylor", config.importance == "taylor")) if used]
+        if unsupported:
+            return [self.error(f"Llama-family decoders keep one head count and MLP width for every layer (their "
+                               "config has no per-layer shapes; pruning removes whole KV groups), so "
+                               f"{', '.join(unsupported)} cannot apply",
+                               fix="use heads_ratio (whole KV groups) and ffn_ratio with importance: magnitude")]
+        return []
+
+    def _apply_decoder(self, hf_model: Any, model: ModelDir, out_dir: Path) -> PassResult:
+        config, shape = self.config, gqa_shape(hf_model.config)
+        kv_keep = heads_to_keep(shape["kv_heads"], config.heads_ratio) if config.heads_ratio else shape["kv_heads"]
+        width = shape["intermediate_size"]
+        width_keep = kept_width(width, config.ffn_ratio, config.round_to) if config.ffn_ratio else width
+        facts = prune_gqa_in_place(hf_model, kv_keep, width_keep)
+        import torch
+
+        probe = {"input_ids": torch.arange(8).remainder(hf_model.config.vocab_size)[None]}
+        carry_side_files(model.path, out_dir)
+        save_reloadable(hf_model, out_dir, model.manifest.task, probe=probe)
+        log.info("%s: %s -> %s", self.name, facts["shape_before"], facts["shape_after"])
+        return PassResult(model_file="model.safetensors", metadata={"pruning": {
+            **config.model_dump(mode="json"), **facts,
+            "preflight_estimate": "not run for decoders (the pre-flight times encoder shapes)"}})
+
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:
         config = self.config
         hf_model = load_hf_model(model.path, model.manifest.task)
+        if hf_model.config.model_type in GQA_PRUNABLE:
+            return self._apply_decoder(hf_model, model, out_dir)
         facts, data_sha256 = prune_in_place(hf_model, model, context, config)
         facts["preflight_estimate"] = run_preflight(hf_model, facts["shape_before"], facts["shape_after"], model,
                                                     context, config.preflight)

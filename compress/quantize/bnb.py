@@ -59,8 +59,8 @@ class _BitsAndBytesPass(TorchRuntimePass[ConfigT]):
         problems = super().check(model, target)
         missing = [module for module in ("bitsandbytes", "accelerate") if not is_available(module)]
         if missing:
-            problems.append(self.error(f"needs {' and '.join(missing)}, which cannot be imported here; "
-                                       f"install with {BNB_INSTALL}"))
+            problems.append(self.error(f"needs {' and '.join(missing)}, which cannot be imported here",
+                                       fix=BNB_INSTALL))
         return problems
 
     @abstractmethod

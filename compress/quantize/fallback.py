@@ -1,21 +1,22 @@
-"""Accuracy-aware fallback: keep the most sensitive nodes in float until the accuracy budget holds.
+"""Accuracy-aware fallback: other quantizer settings first, then sensitive nodes left in float.
 
-When a quantized model loses more accuracy than the profile allows, the nodes are ranked by
-sensitivity (the fp32 model's logits vs those of a model quantized everywhere *except* that node, on
-a small batch: the lower that error, the more the node matters) and the worst are left in float one
-more at a time. Every candidate is measured (validation accuracy, p50 latency at the profile shape,
-size). Each float node makes the model bigger and slower, so the search stops once a candidate would
-break the profile's size_mb (or latency_p50_ms) budget: accuracy is never bought with a budget that
-then fails. The choice, among the candidates within those budgets:
-1. the first (fewest float nodes) whose drop + z * paired standard error is within the accuracy
-   budget (certified);
+When a quantized model loses more accuracy than the profile allows, the pass's other settings are
+tried first at full INT8 (per-channel weights, another calibration method: `variants`, no float node,
+so no speed given away). Only when none passes are the nodes ranked by sensitivity (the fp32 model's
+logits vs those of a model quantized everywhere *except* that node, on a small batch: the lower that
+error, the more the node matters) and the worst left in float one more at a time, on the most
+accurate setting. Every candidate is measured (validation accuracy, a quick p50 at the profile shape,
+size). Each float node makes the model bigger and slower, so the node search stops once a candidate
+would break the profile's size_mb (or latency_p50_ms) budget: accuracy is never bought with a budget
+that then fails. The choice, among the candidates within those budgets:
+1. those whose drop + z * paired standard error is within the accuracy budget (certified): the
+   fastest of them, timed side by side (round-robin in one process, so a busy moment cannot reorder
+   them); a single one is taken as it is;
 2. else the first whose measured drop is within it (the validation set is too small to certify: the
-   report says how small a drop it could certify);
+   report says how small a drop it could certify); candidates come in order of float nodes, so the
+   first is the one with the fewest;
 3. else the most accurate one, so a search never ends with nothing.
-"First" stands for "fastest" without timing: the candidates are nested, each one more float node
-than the last, so fewer float nodes means less float compute and a smaller model, and the choice
-cannot be reordered by a busy machine (the quick in-process p50 of each candidate is recorded, but
-taken at different moments it is too noisy to rank them).
+`stopped_by` and `selection` in the metadata say which rule chose and why the search stopped.
 Tuning uses the validation split: the test split stays for the report.
 """
 
@@ -35,14 +36,33 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from slimline.compress.base import PassContext
 from slimline.core.artifact import TensorSpec
-from slimline.core.data import encode_labelled, trimmed_batches
+from slimline.core.data import DatasetSpec, encode_labelled, trimmed_batches
 from slimline.core.errors import PassError
 from slimline.core.progress import reporter
 from slimline.core.stats import paired_drop_pt
+from slimline.core.timing import round_robin_ms
 from slimline.formats.inputs import synthetic_feeds
 
 log = logging.getLogger(__name__)
 Quantize = Callable[[list[str], Path], None]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A quantizer setting to try at full INT8 before leaving nodes in float."""
+
+    name: str
+    quantize: Quantize
+    overrides: tuple[tuple[str, object], ...] = ()  # the config fields this setting changes
+
+
+def chosen_overrides(variants: list[Variant], metadata: dict[str, object]) -> dict[str, object]:
+    """The config fields the fallback's chosen candidate changed, for the manifest's quantization facts."""
+    candidates, chosen = metadata.get("candidates"), metadata.get("chosen")
+    if not isinstance(candidates, list) or not isinstance(chosen, int):
+        return {}
+    name = candidates[chosen]["variant"]
+    return dict(next((v.overrides for v in variants if v.name == name), ()))
 
 
 class FallbackConfig(BaseModel):
@@ -59,6 +79,8 @@ class FallbackConfig(BaseModel):
     max_excluded: int = Field(default=24, ge=1)
     time_limit_s: float = Field(default=900, gt=0)
     latency_iters: int = Field(default=30, ge=5)
+    try_variants: bool = Field(default=True, description="try the pass's other settings (per-channel weights, "
+                                                          "another calibration method) before float nodes")
 
 
 @dataclass
@@ -69,6 +91,8 @@ class SearchCandidate:
     drop_upper_pt: float  # drop + z * standard error: what the budget is checked against
     latency_p50_ms: float
     size_mb: float  # the model file, as bench's size_mb counts weights (not tokenizer or manifest)
+    variant: str = "as configured"
+    timed_p50_ms: float | None = None  # round-robin p50 when several candidates passed every budget
 
 
 @dataclass(frozen=True)
@@ -120,12 +144,14 @@ class OrtEvaluator:
         specs = [TensorSpec(name=n, dtype="int64", shape=["batch", "sequence"]) for n in sorted(input_names)]
         self.latency_feeds = synthetic_feeds(specs, context.shape, model_config)
 
-    def _session(self, path: Path):
+    def _session(self, path: Path, spinning: bool = True):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
+        if not spinning:  # several sessions alive in one process: an idle spinning pool steals the cores
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
     def logits(self, path: Path, rows: int | None = None, batch: int = 32) -> np.ndarray:
@@ -137,6 +163,14 @@ class OrtEvaluator:
     def correct(self, path: Path) -> np.ndarray:
         """Per-example correctness on the validation examples (for paired comparisons)."""
         return self.logits(path).argmax(-1) == self.labels
+
+    def round_robin_p50_ms(self, paths: list[Path]) -> list[float]:
+        """Medians of the candidates timed side by side (one run of each per round, spinning pools off)."""
+        sessions = [self._session(path, spinning=False) for path in paths]
+        runs = [lambda session=session: session.run(None, self.latency_feeds) for session in sessions]
+        samples, _ = round_robin_ms(runs, warmup_iters=3, min_rounds=self.config.latency_iters, min_time_s=1.0,
+                                    max_time_s=30.0)
+        return [float(np.median(times)) for times in samples]
 
     def latency_p50_ms(self, path: Path) -> float:
         """A quick in-process median to rank candidates; the report's latency comes from bench."""
@@ -150,10 +184,11 @@ class OrtEvaluator:
         return float(np.median(times))
 
 
-def search(quantize: Quantize, float_model: Path, nodes: list[str], base_excluded: list[str],
+def search(variants: list[Variant], float_model: Path, nodes: list[str], base_excluded: list[str],
            evaluator: OrtEvaluator, budget_pt: float, config: FallbackConfig, out_path: Path,
            other: OtherBudgets | None = None) -> SearchResult:
-    """Quantize at `out_path`, excluding sensitive nodes step by step until the budget holds."""
+    """Quantize at `out_path`: the configured setting, then the other settings, then nodes left in float
+    one by one, until a candidate passes the accuracy budget within the other budgets."""
     started = time.monotonic()
     other = other or OtherBudgets()
     reference_correct = evaluator.correct(float_model)
@@ -163,63 +198,88 @@ def search(quantize: Quantize, float_model: Path, nodes: list[str], base_exclude
         scratch_dir = Path(scratch)
         paths: list[Path] = []
 
-        def measure(excluded: list[str]) -> SearchCandidate:
+        def measure(variant: Variant, excluded: list[str]) -> SearchCandidate:
             path = scratch_dir / f"candidate-{len(paths)}.onnx"
-            quantize(excluded, path)
+            variant.quantize(excluded, path)
             paths.append(path)
             correct = evaluator.correct(path)
             drop, error = paired_drop_pt(reference_correct, correct)
             candidate = SearchCandidate(excluded=list(excluded), accuracy_pct=100.0 * float(correct.mean()),
                                         drop_pt=drop, drop_upper_pt=drop + config.confidence_z * error,
                                         latency_p50_ms=evaluator.latency_p50_ms(path),
-                                        size_mb=path.stat().st_size / 1e6)
+                                        size_mb=path.stat().st_size / 1e6, variant=variant.name)
             result.candidates.append(candidate)
-            log.info("fallback candidate %d: %d excluded, drop %.2f pt (upper %.2f)", len(paths) - 1,
-                     len(excluded), candidate.drop_pt, candidate.drop_upper_pt)
+            log.info("fallback candidate %d (%s): %d excluded, drop %.2f pt (upper %.2f)", len(paths) - 1,
+                     variant.name, len(excluded), candidate.drop_pt, candidate.drop_upper_pt)
             return candidate
 
-        first = measure(base_excluded)
-        if first.drop_upper_pt > budget_pt:
-            result.sensitivity = _rank(quantize, float_model, nodes, base_excluded, evaluator, config, scratch_dir,
-                                       started)
-            ranked = sorted(result.sensitivity, key=result.sensitivity.get)
-            excluded = list(base_excluded)
-            with reporter().step("fallback: leaving sensitive nodes in float", total=min(len(ranked),
-                                                                                        config.max_excluded)) as step:
-                for node in ranked[: config.max_excluded]:
-                    if time.monotonic() - started > config.time_limit_s:
-                        result.stopped_by = "time limit"
-                        break
-                    excluded.append(node)
-                    step.advance()
-                    candidate = measure(excluded)
-                    broken = other.broken_by(candidate)
-                    if broken is not None:
-                        result.stopped_by = f"more float nodes break another budget ({broken})"
-                        break
-                    if candidate.drop_upper_pt <= budget_pt:
-                        break
-                else:
-                    result.stopped_by = "max_excluded reached" if ranked else "no nodes to exclude"
-        _choose(result, budget_pt, other)
+        def passes(candidate: SearchCandidate) -> bool:
+            return candidate.drop_upper_pt <= budget_pt and other.broken_by(candidate) is None
+
+        first = measure(variants[0], base_excluded)
+        if not passes(first) and config.try_variants:
+            for variant in variants[1:]:
+                measure(variant, base_excluded)
+        if not any(passes(c) for c in result.candidates):
+            within = [c for c in result.candidates if other.broken_by(c) is None] or result.candidates
+            best_setting = max(within, key=lambda c: c.accuracy_pct).variant
+            variant = next(v for v in variants if v.name == best_setting)
+            _exclude_nodes(variant, measure, float_model, nodes, base_excluded, evaluator, budget_pt, config,
+                           scratch_dir, started, other, result)
+        elif len(result.candidates) > 1:
+            setting = next(c for c in result.candidates if passes(c)).variant
+            result.stopped_by = f"a full-INT8 setting met every budget ({setting})"
+        _choose(result, budget_pt, other, lambda indices: evaluator.round_robin_p50_ms([paths[i] for i in indices]))
         result.resolution = _resolution(result, len(reference_correct), config)
         shutil.copyfile(paths[result.chosen], out_path)
     return result
 
 
-def _choose(result: SearchResult, budget_pt: float, other: OtherBudgets) -> None:
-    """The module docstring's rule: within the other budgets, the first certified, else the first within the
-    budget as measured, else the most accurate."""
+def _exclude_nodes(variant: Variant, measure: Callable[[Variant, list[str]], SearchCandidate], float_model: Path,
+                   nodes: list[str], base_excluded: list[str], evaluator: OrtEvaluator, budget_pt: float,
+                   config: FallbackConfig, scratch: Path, started: float, other: OtherBudgets,
+                   result: SearchResult) -> None:
+    """Leave the most sensitive nodes in float one more at a time, until the budget holds or another breaks."""
+    result.sensitivity = _rank(variant.quantize, float_model, nodes, base_excluded, evaluator, config, scratch,
+                               started)
+    ranked = sorted(result.sensitivity, key=result.sensitivity.get)
+    excluded = list(base_excluded)
+    with reporter().step("fallback: leaving sensitive nodes in float",
+                         total=min(len(ranked), config.max_excluded)) as step:
+        for node in ranked[: config.max_excluded]:
+            if time.monotonic() - started > config.time_limit_s:
+                result.stopped_by = "time limit"
+                return
+            excluded.append(node)
+            step.advance()
+            candidate = measure(variant, excluded)
+            broken = other.broken_by(candidate)
+            if broken is not None:
+                result.stopped_by = f"more float nodes break another budget ({broken})"
+                return
+            if candidate.drop_upper_pt <= budget_pt:
+                return
+        result.stopped_by = "max_excluded reached" if ranked else "no nodes to exclude"
+
+
+def _choose(result: SearchResult, budget_pt: float, other: OtherBudgets,
+            time_side_by_side: Callable[[list[int]], list[float]]) -> None:
+    """The module docstring's rule: within the other budgets, the fastest certified (timed side by side when
+    several), else the first within the budget as measured, else the most accurate."""
     candidates = result.candidates
     within = [i for i, c in enumerate(candidates) if other.broken_by(c) is None] or list(range(len(candidates)))
     certified = [i for i in within if candidates[i].drop_upper_pt <= budget_pt]
     measured = [i for i in within if candidates[i].drop_pt <= budget_pt]
     result.met_budget = bool(certified)
-    if certified:
+    if len(certified) > 1:
+        for index, p50 in zip(certified, time_side_by_side(certified), strict=True):
+            candidates[index].timed_p50_ms = p50
+        result.chosen = min(certified, key=lambda i: candidates[i].timed_p50_ms)
+        result.selection = (f"the fastest of {len(certified)} candidates within every budget (drop + z*SE within "
+                            "the accuracy budget), timed side by side")
+    elif certified:
         result.chosen = certified[0]
-        result.selection = "fewest float nodes with drop + z*SE within the accuracy budget"
-        if not result.stopped_by.startswith("more float nodes"):
-            result.stopped_by = "budget met"
+        result.selection = "the only candidate with drop + z*SE within the accuracy budget and every other budget"
     elif measured:
         result.chosen = measured[0]
         result.selection = ("fewest float nodes with the measured drop within the accuracy budget (not certified: "
@@ -227,6 +287,8 @@ def _choose(result: SearchResult, budget_pt: float, other: OtherBudgets) -> None
     else:
         result.chosen = max(within, key=lambda i: (candidates[i].accuracy_pct, -candidates[i].latency_p50_ms))
         result.selection = "most accurate candidate within the other budgets (none met the accuracy budget)"
+    if certified and not result.stopped_by.startswith(("more float nodes", "a full-INT8")):
+        result.stopped_by = "budget met"
 
 
 def _resolution(result: SearchResult, examples: int, config: FallbackConfig) -> str:
@@ -268,7 +330,7 @@ def quantizable_nodes(model_path: Path, op_types: list[str]) -> list[str]:
     return [node.name for node in graph.node if node.op_type in op_types and node.name]
 
 
-def quantize_with_fallback(quantize: Quantize, float_model: Path, out_path: Path, model_dir: Path,
+def quantize_with_fallback(variants: list[Variant], float_model: Path, out_path: Path, model_dir: Path,
                            input_names: set[str], op_types: list[str], excluded: list[str], context: PassContext,
                            config: FallbackConfig) -> dict[str, object]:
     """Quantize once, or search when an accuracy budget and labelled data are at hand; returns metadata."""
@@ -282,13 +344,15 @@ def quantize_with_fallback(quantize: Quantize, float_model: Path, out_path: Path
         reason = "the profile has no accuracy budget"
     elif context.tuning_data is None:
         reason = "no labelled data in this run (pass --eval-data)"
+    elif not isinstance(context.tuning_data, DatasetSpec):
+        reason = "the fallback searches on labelled text; this run's eval data are images or arrays"
     if reason is not None:
         log.warning("accuracy fallback skipped: %s", reason)
-        quantize(excluded, out_path)
+        variants[0].quantize(excluded, out_path)
         return {"skipped": reason}
     evaluator = OrtEvaluator(model_dir, context, config, input_names)
     other = OtherBudgets(size_mb=context.size_budget_mb, latency_p50_ms=context.latency_p50_budget_ms)
-    result = search(quantize, float_model, quantizable_nodes(float_model, op_types), excluded, evaluator,
+    result = search(variants, float_model, quantizable_nodes(float_model, op_types), excluded, evaluator,
                     budget, config, out_path, other)
     return result.as_metadata()
 

@@ -73,3 +73,30 @@ def working_directory(path: str) -> Iterator[None]:
         yield
     finally:
         os.chdir(previous)
+
+
+WEIGHT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def weight_op_coverage(model_path: Path, op_types: list[str]) -> dict[str, object]:
+    """How many weight-carrying ops (a Conv/MatMul/Gemm whose weight is an initializer) the op_types reach.
+
+    On a CNN the text defaults (MatMul, Gemm) quantize only the classifier: "1 of 53 weight ops" is a
+    model that is barely smaller or faster, and the report must say so rather than stay silent."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    initializers = {init.name for init in graph.initializer}
+    by_type: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type in WEIGHT_OP_TYPES and len(node.input) > 1 and node.input[1] in initializers:
+            by_type[node.op_type] = by_type.get(node.op_type, 0) + 1
+    total = sum(by_type.values())
+    covered = sum(count for op, count in by_type.items() if op in op_types)
+    coverage: dict[str, object] = {"weight_ops": total, "quantized_weight_ops": covered, "by_type": by_type}
+    if total and covered / total < 0.5:
+        missing = sorted(op for op in by_type if op not in op_types)
+        coverage["warning"] = (f"only {covered} of {total} weight ops quantized (op_types {op_types}); "
+                               f"{', '.join(f'{by_type[op]} {op}' for op in missing)} stay fp32: add "
+                               f"{missing} to op_types (static INT8 for Conv) or expect little gain")
+    return coverage

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -38,6 +38,10 @@ class Int4WeightOnlyConfig(PassConfig):
     accuracy_level: Literal[0, 1, 2, 3, 4] = Field(default=0, description="0 default, 4 = int8 compute on CPU")
     op_types: list[Literal["MatMul", "Gather"]] = Field(default_factory=lambda: ["MatMul", "Gather"])
     exclude_nodes: list[str] = Field(default_factory=list)
+    transposed_weights: Literal["materialize", "keep"] = Field(
+        default="materialize", description="a MatMul reading Transpose(initializer) - a tied LM head - gets its "
+                                           "own transposed copy so that it is quantized too (4-bit copies of a tied "
+                                           "matrix are far smaller than the one fp32 matrix)")
 
     @field_validator("block_size")
     @classmethod
@@ -58,7 +62,7 @@ class OrtInt4WeightOnly(Pass[Int4WeightOnlyConfig]):
         problems = super().check(model, target)
         if target.runtime != "onnxruntime":
             problems.append(self.error(f"MatMulNBits is an ONNX Runtime contrib op; {target.runtime} has no kernel "
-                                       "for it. Use an onnxruntime target"))
+                                       "for it", fix="use an onnxruntime profile (cpu, gpu-t4), or drop the step"))
         providers = target.providers()
         if any(p in ("TensorrtExecutionProvider", "OpenVINOExecutionProvider") for p in providers):
             problems.append(self.warning(f"execution providers {providers} have no 4-bit kernel: those nodes fall "
@@ -70,9 +74,11 @@ class OrtInt4WeightOnly(Pass[Int4WeightOnlyConfig]):
         onnx = require("onnx", purpose=self.name)
         config = self.config
         source = model.model_path
+        graph_model = onnx.load(str(source))
+        materialized = materialize_transposed_weights(graph_model) if config.transposed_weights == "materialize" else []
         try:
             quantizer = nbits.MatMulNBitsQuantizer(
-                onnx.load(str(source)), bits=4, block_size=config.block_size, is_symmetric=config.symmetric,
+                graph_model, bits=4, block_size=config.block_size, is_symmetric=config.symmetric,
                 accuracy_level=config.accuracy_level, nodes_to_exclude=config.exclude_nodes,
                 op_types_to_quantize=tuple(config.op_types), quant_axes=(("MatMul", 0), ("Gather", 1)),
             )
@@ -88,4 +94,36 @@ class OrtInt4WeightOnly(Pass[Int4WeightOnlyConfig]):
                             fix="check op_types and exclude_nodes; the weights must be constant initializers.")
         copy_side_files(model.path, out_dir, skip={source.name, INT4_MODEL_FILE})
         return PassResult(model_file=INT4_MODEL_FILE, metadata={"quantization": {
-            "scheme": "int4-weight-only", **config.model_dump(mode="json"), "quantized_ops": quantized}})
+            "scheme": "int4-weight-only", **config.model_dump(mode="json"), "quantized_ops": quantized,
+            "materialized_transposed_weights": materialized}})
+
+
+def materialize_transposed_weights(model: Any) -> list[str]:
+    """Give each MatMul whose weight is Transpose(initializer) its own transposed initializer (in place).
+
+    optimum keeps a tied LM head as `MatMul(x, Transpose(embed_tokens.weight))` so that the fp32 file
+    stores the matrix once; MatMulNBits only quantizes constant weights, so that head (the largest
+    matrix of a small LLM, read at every decode step) would stay fp32. Returns the MatMul names rewired.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    producers = {output: node for node in graph.node for output in node.output}
+    rewired = []
+    for node in graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in producers:
+            continue
+        transpose = producers[node.input[1]]
+        perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), [1, 0])
+        if transpose.op_type != "Transpose" or transpose.input[0] not in initializers or perm != [1, 0]:
+            continue
+        weight = numpy_helper.to_array(initializers[transpose.input[0]])
+        copy = numpy_helper.from_array(weight.T.copy(), name=f"{transpose.input[0]}.transposed_for_{node.name}")
+        graph.initializer.append(copy)
+        node.input[1] = copy.name
+        rewired.append(node.name)
+    still_read = {name for node in graph.node for name in node.input}
+    for node in [n for n in graph.node if n.op_type == "Transpose" and not set(n.output) & still_read]:
+        graph.node.remove(node)
+    return rewired

@@ -23,8 +23,14 @@ from slimline.compress.base import (
     copy_side_files,
     register,
 )
-from slimline.compress.quantize.fallback import FallbackConfig, quantize_with_fallback
-from slimline.compress.quantize.ort_common import float_model_for_quantization
+from slimline.compress.quantize.fallback import (
+    FallbackConfig,
+    Quantize,
+    Variant,
+    chosen_overrides,
+    quantize_with_fallback,
+)
+from slimline.compress.quantize.ort_common import float_model_for_quantization, weight_op_coverage
 from slimline.core.artifact import ModelDir
 from slimline.core.deps import require
 from slimline.core.errors import PassError
@@ -72,10 +78,17 @@ class OrtInt8Dynamic(Pass[Int8DynamicConfig]):
         if target.device == "cuda" and target.runtime == "onnxruntime":
             problems.append(self.error(
                 "ONNX Runtime's CUDA execution provider has no INT8 kernels (onnxruntime #12229), so a "
-                "dynamically quantized model runs slower than fp32 there; use fp16 or a TensorRT target"))
+                "dynamically quantized model runs slower than fp32 there",
+                fix="use convert.fp16 or a TensorRT profile for GPUs; keep INT8 for CPU profiles"))
         if target.runtime not in ("onnxruntime",):
             problems.append(self.error(f"produces an ONNX Runtime QOperator model, but the target runtime is "
-                                       f"{target.runtime}"))
+                                       f"{target.runtime}",
+                                       fix="use an onnxruntime profile (cpu), or quantize.torch-int8-dynamic for the "
+                                           "torch runtime"))
+        if "Conv" in self.config.op_types:
+            problems.append(self.warning("dynamic INT8 on Conv runs ConvInteger, which ONNX Runtime's CPU EP executes "
+                                         "far slower than fp32 Conv (17x slower on MobileNetV2 in issue 13) and with "
+                                         "poor accuracy; use quantize.ort-int8-static (QDQ, per-channel) for CNNs"))
         return problems
 
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:
@@ -83,27 +96,36 @@ class OrtInt8Dynamic(Pass[Int8DynamicConfig]):
         config = self.config
         source = model.model_path
         with float_model_for_quantization(source, config.preprocess, self.name) as float_model:
+            coverage = weight_op_coverage(float_model.path, config.op_types)
             weight_type = getattr(quantization.QuantType, "QInt8" if config.weight_type == "qint8" else "QUInt8")
-            reduce_range = resolve_reduce_range(config)
 
-            def quantize(excluded: list[str], out_path: Path) -> None:
-                try:
-                    quantization.quantize_dynamic(
-                        model_input=str(float_model.path), model_output=str(out_path),
-                        op_types_to_quantize=config.op_types, per_channel=config.per_channel,
-                        reduce_range=reduce_range, weight_type=weight_type,
-                        nodes_to_exclude=gemm_aware_exclusions(excluded),
-                        use_external_data_format=float_model.large,
-                    )
-                except Exception as err:
-                    raise PassError(f"{self.name}: quantize_dynamic failed on {source}: {err}.",
-                                    fix="exclude the failing node with `exclude_nodes`, or narrow `op_types`.") from err
+            def quantizer(per_channel: bool) -> Quantize:
+                def quantize(excluded: list[str], out_path: Path) -> None:
+                    try:
+                        quantization.quantize_dynamic(
+                            model_input=str(float_model.path), model_output=str(out_path),
+                            op_types_to_quantize=config.op_types, per_channel=per_channel,
+                            reduce_range=resolve_reduce_range(config.model_copy(update={"per_channel": per_channel})),
+                            weight_type=weight_type, nodes_to_exclude=gemm_aware_exclusions(excluded),
+                            use_external_data_format=float_model.large,
+                        )
+                    except Exception as err:
+                        raise PassError(f"{self.name}: quantize_dynamic failed on {source}: {err}.",
+                                        fix="exclude the failing node with `exclude_nodes`, or narrow `op_types`.") \
+                            from err
+                return quantize
 
-            fallback = quantize_with_fallback(quantize, float_model.path, out_dir / QUANTIZED_MODEL_FILE, model.path,
+            other = not config.per_channel
+            variants = [Variant("as configured", quantizer(config.per_channel)),
+                        Variant("per-channel weights" if other else "per-tensor weights", quantizer(other),
+                                (("per_channel", other),))]
+            fallback = quantize_with_fallback(variants, float_model.path, out_dir / QUANTIZED_MODEL_FILE, model.path,
                                               {s.name for s in model.manifest.inputs}, config.op_types,
                                               config.exclude_nodes, context, config.fallback)
+        effective = config.model_copy(update=chosen_overrides(variants, fallback))
         copy_side_files(model.path, out_dir, skip={source.name, QUANTIZED_MODEL_FILE})
         return PassResult(model_file=QUANTIZED_MODEL_FILE, metadata={
-            "quantization": {"scheme": "dynamic-int8", **config.model_dump(mode="json", exclude={"fallback"}),
-                             "reduce_range_resolved": resolve_reduce_range(config), **float_model.notes},
+            "quantization": {"scheme": "dynamic-int8", **effective.model_dump(mode="json", exclude={"fallback"}),
+                             "reduce_range_resolved": resolve_reduce_range(effective), **float_model.notes,
+                             "coverage": coverage},
             "accuracy_fallback": fallback})

@@ -8,6 +8,7 @@ check says so; on ORT's CUDA EP there are no INT8 kernels at all (onnxruntime #1
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -23,9 +24,22 @@ from slimline.compress.base import (
     copy_side_files,
     register,
 )
-from slimline.compress.calibration import CalibrationSpec, TextCalibrationReader, check_calibration_set
-from slimline.compress.quantize.fallback import FallbackConfig, quantize_with_fallback
-from slimline.compress.quantize.ort_common import float_model_for_quantization
+from slimline.compress.calibration import (
+    EVAL_DATA_SOURCE,
+    ArrayCalibrationReader,
+    CalibrationSpec,
+    TextCalibrationReader,
+    check_calibration_set,
+    is_array_source,
+)
+from slimline.compress.quantize.fallback import (
+    FallbackConfig,
+    Quantize,
+    Variant,
+    chosen_overrides,
+    quantize_with_fallback,
+)
+from slimline.compress.quantize.ort_common import float_model_for_quantization, weight_op_coverage
 from slimline.core.artifact import ModelDir
 from slimline.core.deps import require
 from slimline.core.errors import BadInputError, PassError
@@ -55,6 +69,18 @@ def _quant_type(quantization, name: str):
     return getattr(quantization.QuantType, {"qint8": "QInt8", "quint8": "QUInt8"}[name])
 
 
+def static_variants(config: Int8StaticConfig, quantizer: Callable[[bool, str], Quantize]) -> list[Variant]:
+    """The configured setting, then per-channel toggled, then the other calibration method (minmax <->
+    percentile): full-INT8 settings the fallback tries before leaving nodes in float."""
+    other_method = "percentile" if config.calibration_method == "minmax" else "minmax"
+    return [Variant("as configured", quantizer(config.per_channel, config.calibration_method)),
+            Variant("per-tensor weights" if config.per_channel else "per-channel weights",
+                    quantizer(not config.per_channel, config.calibration_method),
+                    (("per_channel", not config.per_channel),)),
+            Variant(f"{other_method} calibration", quantizer(config.per_channel, other_method),
+                    (("calibration_method", other_method),))]
+
+
 @register("quantize.ort-int8-static")
 class OrtInt8Static(Pass[Int8StaticConfig]):
     Config = Int8StaticConfig
@@ -68,61 +94,87 @@ class OrtInt8Static(Pass[Int8StaticConfig]):
         problems = super().check(model, target)
         if target.device == "cuda" and target.runtime == "onnxruntime":
             problems.append(self.error("ONNX Runtime's CUDA EP has no INT8 kernels (onnxruntime #12229): the "
-                                       "model would run slower than fp32; use fp16 or a TensorRT target"))
+                                       "model would run slower than fp32",
+                                       fix="use convert.fp16 or a TensorRT profile for GPUs; keep INT8 for CPU "
+                                           "profiles"))
         if target.device == "cpu" and not has_vnni():
             problems.append(self.warning("this CPU has no VNNI (int8 dot product): static INT8 is usually slower "
                                          "than quantize.ort-int8-dynamic here; measure both"))
-        if model.task == "image-classification":
-            problems.append(self.error("calibration from text datasets only; image calibration is not supported"))
+        if config.calibration.source == EVAL_DATA_SOURCE:
+            return problems  # the run's --eval-data (its train split): checked with the eval data
+        if model.task == "image-classification" and not is_array_source(config.calibration.source):
+            problems.append(self.error(f"calibrates an image model on text ({config.calibration.source}); it "
+                                       "needs images (an image folder or an .npz)",
+                                       fix="set calibration.source to an image folder (root/<class>/<image>), an "
+                                           ".npz, or eval-data (the run's --eval-data, train split)"))
+            return problems
+        if is_array_source(config.calibration.source):  # images / arrays: read (and counted) in apply
+            if not Path(config.calibration.source).expanduser().exists():
+                problems.append(self.error(f"calibration source {config.calibration.source} does not exist",
+                                           fix="point calibration.source at an existing image folder or .npz file"))
             return problems
         try:
             check_calibration_set(config.calibration)
         except BadInputError as err:
-            problems.append(self.error(str(err)))
+            problems.append(self.refusal(err))
+        except ValueError:  # neither a text dataset nor an existing image folder / .npz (e.g. a missing folder)
+            problems.append(self.error(f"calibration source {config.calibration.source!r} is not a text dataset, "
+                                       "an existing image folder or an .npz",
+                                       fix="point calibration.source at rotten-tomatoes, a .csv/.jsonl file, an "
+                                           "image folder (root/<class>/<image>), an .npz, or eval-data"))
         return problems
 
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:
         quantization = require("onnxruntime.quantization", purpose=self.name)
         config = self.config
         input_names = {spec.name for spec in model.manifest.inputs}
-        reader = TextCalibrationReader(config.calibration, model.path, input_names)
+        calibration = config.calibration.resolved(context.tuning_data)
+        reader: TextCalibrationReader | ArrayCalibrationReader
+        if is_array_source(calibration.source):
+            reader = ArrayCalibrationReader(calibration, model, input_names)
+        else:
+            reader = TextCalibrationReader(calibration, model.path, input_names)
         source = model.model_path
         with float_model_for_quantization(source, config.preprocess, self.name) as float_model:
-            # Ranges are computed once and cached: fallback candidates differ only in excluded nodes.
-            calibration_cache = float_model.scratch / "calibration-ranges.json"
-
+            coverage = weight_op_coverage(float_model.path, config.op_types)
             quant_format = getattr(quantization.QuantFormat, "QDQ" if config.format == "qdq" else "QOperator")
 
-            def quantize(excluded: list[str], out_path: Path) -> None:
-                reader.rewind()
-                try:
-                    quantization.quantize_static(
-                        model_input=str(float_model.path), model_output=str(out_path),
-                        calibration_data_reader=reader,
-                        quant_format=quant_format,
-                        op_types_to_quantize=config.op_types, per_channel=config.per_channel,
-                        reduce_range=config.reduce_range,
-                        activation_type=_quant_type(quantization, config.activation_type),
-                        weight_type=_quant_type(quantization, config.weight_type), nodes_to_exclude=excluded,
-                        calibrate_method=getattr(quantization.CalibrationMethod,
-                                                 CALIBRATION_METHODS[config.calibration_method]),
-                        use_external_data_format=float_model.large, calibration_cache_path=str(calibration_cache),
-                        extra_options={"CalibPercentile": config.percentile, "CalibTensorRangeSymmetric": False},
-                    )
-                except Exception as err:
-                    raise PassError(f"{self.name}: quantize_static failed on {source}: {err}.",
-                                    fix="exclude the failing node (exclude_nodes) or try another format.") from err
+            def quantizer(per_channel: bool, method: str) -> Quantize:
+                # Ranges are computed once per method and cached: candidates differ only in excluded nodes.
+                calibration_cache = float_model.scratch / f"calibration-ranges-{method}.json"
 
-            fallback = quantize_with_fallback(quantize, float_model.path, out_dir / STATIC_MODEL_FILE, model.path,
+                def quantize(excluded: list[str], out_path: Path) -> None:
+                    reader.rewind()
+                    try:
+                        quantization.quantize_static(
+                            model_input=str(float_model.path), model_output=str(out_path),
+                            calibration_data_reader=reader, quant_format=quant_format,
+                            op_types_to_quantize=config.op_types, per_channel=per_channel,
+                            reduce_range=config.reduce_range,
+                            activation_type=_quant_type(quantization, config.activation_type),
+                            weight_type=_quant_type(quantization, config.weight_type), nodes_to_exclude=excluded,
+                            calibrate_method=getattr(quantization.CalibrationMethod, CALIBRATION_METHODS[method]),
+                            use_external_data_format=float_model.large,
+                            calibration_cache_path=str(calibration_cache),
+                            extra_options={"CalibPercentile": config.percentile, "CalibTensorRangeSymmetric": False},
+                        )
+                    except Exception as err:
+                        raise PassError(f"{self.name}: quantize_static failed on {source}: {err}.",
+                                        fix="exclude the failing node (exclude_nodes) or try another format.") from err
+                return quantize
+
+            variants = static_variants(config, quantizer)
+            fallback = quantize_with_fallback(variants, float_model.path, out_dir / STATIC_MODEL_FILE, model.path,
                                               input_names, config.op_types, config.exclude_nodes, context,
                                               config.fallback)
         copy_side_files(model.path, out_dir, skip={source.name, STATIC_MODEL_FILE})
         return PassResult(
             model_file=STATIC_MODEL_FILE,
             metadata={"quantization": {"scheme": "static-int8",
-                                       **config.model_dump(mode="json", exclude={"calibration", "fallback"}),
-                                       "calibration": {**config.calibration.model_dump(), "examples": reader.count},
-                                       **float_model.notes},
+                                       **config.model_copy(update=chosen_overrides(variants, fallback)).model_dump(
+                                           mode="json", exclude={"calibration", "fallback"}),
+                                       "calibration": {**calibration.model_dump(), "examples": reader.count},
+                                       **float_model.notes, "coverage": coverage},
                       "accuracy_fallback": fallback},
             data_sha256={"calibration": reader.sha256},
         )

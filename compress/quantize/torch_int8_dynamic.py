@@ -63,7 +63,7 @@ class TorchInt8Dynamic(TorchRuntimePass[TorchInt8DynamicConfig]):
         if target.device != "cpu":
             problems.append(self.error(
                 f"PyTorch's dynamic int8 kernels (fbgemm/qnnpack) run on CPU only, but the target device is "
-                f"{target.device}; use quantize.bnb-int8 or quantize.bnb-nf4 for GPU targets"))
+                f"{target.device}", fix="use quantize.bnb-int8 or quantize.bnb-nf4 for GPU targets"))
         return problems
 
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:

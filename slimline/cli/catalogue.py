@@ -1,4 +1,4 @@
-"""`slimline profiles | recipes | passes`: what ships, validated without importing torch or the runtimes."""
+"""`slimline profiles | recipes | spaces | passes`: what ships, validated without importing torch or the runtimes."""
 
 from __future__ import annotations
 
@@ -52,6 +52,22 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_spaces(args: argparse.Namespace) -> int:
+    from slimline.compress.search_space_files import SPACES_DIR, list_spaces, load_search_space
+
+    out = console()
+    if args.action == "list":
+        for name in list_spaces():
+            out.print(f"{name:12s} {load_search_space(name).description}", markup=False)
+    elif args.action == "show":
+        load_search_space(args.name)
+        out.print((SPACES_DIR / f"{args.name}.yaml").read_text(), markup=False, highlight=False)
+    else:
+        space = load_search_space(Path(args.name))
+        out.print(f"{args.name}: valid search space ({len(space.parameter_names())} parameters)", markup=False)
+    return EXIT_OK
+
+
 def cmd_passes(args: argparse.Namespace) -> int:
     from slimline.compress.catalogue import catalogue, registry
 
@@ -80,6 +96,7 @@ def _add_list_show_validate(sub: argparse._SubParsersAction, what: str, handler:
 def add_catalogue_commands(sub: argparse._SubParsersAction) -> None:
     _add_list_show_validate(sub, "profiles", cmd_profiles)
     _add_list_show_validate(sub, "recipes", cmd_recipes)
+    _add_list_show_validate(sub, "spaces", cmd_spaces)  # `slimline search` spaces
 
     passes = sub.add_parser("passes", help="list registered compression passes")
     passes.add_argument("action", choices=["list"])

@@ -13,6 +13,8 @@ from slimline.cli.catalogue import add_catalogue_commands
 from slimline.cli.console import print_error
 from slimline.cli.deploy import add_deploy_commands
 from slimline.cli.doctor import add_doctor_command
+from slimline.cli.history import add_history_commands
+from slimline.cli.search import add_search_command
 from slimline.cli.stages import add_stage_commands
 from slimline.core.artifact import describe_os_error
 from slimline.core.errors import EXIT_BAD_INPUT, EXIT_STAGE_FAILED, SlimlineError
@@ -26,9 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     add_stage_commands(sub)  # run, demo, export, compress, bench
+    add_search_command(sub)
     add_catalogue_commands(sub)  # profiles, recipes, passes
     add_deploy_commands(sub)  # package, verify, serve
     add_doctor_command(sub)
+    add_history_commands(sub)  # history list|show|ship|export, compare
     return parser
 
 

@@ -7,16 +7,21 @@ from pathlib import Path
 
 from slimline import api
 from slimline.cli.console import console, print_report, verdict_exit
+from slimline.cli.history import add_history_options, history_argument
 from slimline.core.errors import EXIT_OK
 
 FORCE_HELP = "write even when --out holds files slimline did not write (they may be replaced)"
+BASE_HELP = ("base checkpoint directory a PEFT adapter is merged into (default: the local path named by "
+             "base_model_name_or_path in adapter_config.json)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     report = api.run(args.checkpoint, out=args.out, profile=args.profile, recipe=args.recipe, task=args.task,
-                     eval_data=args.eval_data, bench_export=args.bench_export, force=args.force)
+                     eval_data=args.eval_data, bench_export=args.bench_export, force=args.force, base=args.base,
+                     model_factory=args.model_factory, weights=args.weights, inputs=args.inputs,
+                     history=history_argument(args), mlflow_uri=args.mlflow_uri)
     print_report(report)
-    console().print(f"report: {Path(args.out) / 'report.json'} and report.md")
+    console().print(f"report: {Path(args.out) / 'report.json'}, report.md and report.html")
     return verdict_exit(report)
 
 
@@ -25,9 +30,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     checkpoint = api.demo_checkpoint()
     accuracy = checkpoint.manifest.metadata.get("accuracy", {})
     console().print(f"demo checkpoint: {checkpoint.path} (test accuracy {accuracy.get('test', float('nan')):.4f})")
-    report = api.run(checkpoint.path, out=args.out, profile=profile, bench_export=True)
+    report = api.run(checkpoint.path, out=args.out, profile=profile, bench_export=True,
+                     history=history_argument(args), mlflow_uri=args.mlflow_uri)
     print_report(report)
-    console().print(f"report: {Path(args.out) / 'report.json'} and report.md")
+    console().print(f"report: {Path(args.out) / 'report.json'}, report.md and report.html")
     bundle = api.package(args.out, out=Path(args.out) / "bundle", name="minilm-l6-rotten-tomatoes", force=True)
     console().print(f"bundle: {bundle.path} (check it with `slimline verify {bundle.path}`, "
                     f"serve it with `slimline serve {bundle.path}`)")
@@ -36,7 +42,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     model_dir = api.export(args.checkpoint, out=args.out, task=args.task, opset=args.opset, exporter=args.exporter,
-                           force=args.force)
+                           force=args.force, base=args.base)
     parity = model_dir.manifest.metadata.get("parity", {})
     console().print(f"exported {model_dir.model_path} with {model_dir.manifest.metadata.get('exporter')} "
                     f"(parity max|diff| {parity.get('max_abs_diff', float('nan')):.2e})")
@@ -45,37 +51,52 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     model_dir = api.compress(args.model, recipe=args.recipe, out=args.out, profile=args.profile,
-                             eval_data=args.eval_data, force=args.force)
+                             eval_data=args.eval_data, force=args.force, base=args.base)
     console().print(f"wrote {model_dir.path} ({model_dir.manifest.format}, {model_dir.size_mb():.1f} MB)")
     return EXIT_OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     report = api.bench(args.model, out=args.out, profile=args.profile, baseline=args.baseline,
-                       eval_data=args.eval_data, force=args.force)
+                       eval_data=args.eval_data, force=args.force, base=args.base,
+                       history=history_argument(args), mlflow_uri=args.mlflow_uri)
     print_report(report)
     return verdict_exit(report)
 
 
 def add_stage_commands(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="compress -> export -> bench -> verdict for one checkpoint and profile")
-    run.add_argument("--checkpoint", required=True, help="Hugging Face checkpoint directory")
+    source = run.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-factory", help="a plain PyTorch model: pkg.module:callable that builds the nn.Module "
+                        "(with --weights and --inputs)")
+    run.add_argument("--weights", help="the module's state dict: .safetensors, or a .pt/.pth read with "
+                     "torch.load(weights_only=True)")
+    run.add_argument("--inputs", help="input spec YAML for --model-factory: inputs (name, dtype, shape; strings "
+                     "are dynamic axes), outputs, task, label_names, image_preprocess")
+    source.add_argument("--checkpoint", help="Hugging Face checkpoint directory, or a PEFT adapter "
+                     "directory (adapter_config.json + weights) to merge into --base")
+    run.add_argument("--base", help=BASE_HELP)
     run.add_argument("--profile", default="cpu", help="profile name or YAML path (default: cpu)")
     run.add_argument("--out", required=True, help="run directory (stages/, report.json, report.md)")
     run.add_argument("--recipe", help="recipe name or YAML (default: the profile's recipe)")
     run.add_argument("--task", help="override the task inferred from config.json")
-    run.add_argument("--eval-data", help="labelled data for accuracy: rotten-tomatoes[:split] or FILE.csv/.jsonl")
+    run.add_argument("--eval-data", help="quality data: rotten-tomatoes[:split] or FILE.csv/.jsonl (text), an image "
+                     "folder or .npz [:split] (images: top-1; unlabelled .npz: agreement with fp32), or "
+                     "pkg.module:function returning input arrays")
     run.add_argument("--bench-export", action="store_true", help="also benchmark the fp32 ONNX export")
     run.add_argument("--force", action="store_true", help=FORCE_HELP)
+    add_history_options(run)
     run.set_defaults(handler=cmd_run)
 
     demo = sub.add_parser("demo", help="build the offline demo checkpoint (cached) and run a profile on it")
     demo.add_argument("--profile", default="cpu")
     demo.add_argument("--out", default="slimline-demo")
+    add_history_options(demo)
     demo.set_defaults(handler=cmd_demo)
 
     export = sub.add_parser("export", help="export a Hugging Face checkpoint to an ONNX model directory")
-    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--checkpoint", required=True, help="Hugging Face checkpoint or PEFT adapter directory")
+    export.add_argument("--base", help=BASE_HELP)
     export.add_argument("--out", required=True)
     export.add_argument("--task")
     export.add_argument("--opset", type=int, default=18)
@@ -84,7 +105,9 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
     export.set_defaults(handler=cmd_export)
 
     compress = sub.add_parser("compress", help="apply a recipe's passes to a model directory")
-    compress.add_argument("--model", required=True, help="input model directory (HF checkpoint or slimline dir)")
+    compress.add_argument("--model", required=True, help="input model directory (HF checkpoint, slimline dir, or "
+                          "a PEFT adapter directory with --base)")
+    compress.add_argument("--base", help=BASE_HELP)
     compress.add_argument("--recipe", required=True, help="recipe name or YAML")
     compress.add_argument("--profile", default="cpu", help="target the passes are checked against")
     compress.add_argument("--out", required=True)
@@ -96,7 +119,10 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--model", required=True)
     bench.add_argument("--profile", default="cpu")
     bench.add_argument("--out", required=True)
-    bench.add_argument("--baseline", help="fp32 HF checkpoint (default: the model's lineage source)")
+    bench.add_argument("--baseline", help="the fp32 original: an HF checkpoint, a PEFT adapter directory (with "
+                       "--base) or an fp32 ONNX model directory (default: the model's lineage source)")
+    bench.add_argument("--base", help="when --baseline is a PEFT adapter directory: " + BASE_HELP)
     bench.add_argument("--eval-data")
     bench.add_argument("--force", action="store_true", help=FORCE_HELP)
+    add_history_options(bench)
     bench.set_defaults(handler=cmd_bench)

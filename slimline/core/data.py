@@ -256,13 +256,13 @@ def tokenize_split(spec: DatasetSpec, tokenizer_dir: Path, max_length: int,
     `map_labels=False` leaves the label column unmapped, for uses that ignore labels (teacher-only
     distillation). Returns the tokenizer too, for callers that need its padding side.
     """
-    from transformers import AutoTokenizer
+    from slimline.core.tokenizers import load_tokenizer
 
     if not (tokenizer_dir / "tokenizer_config.json").is_file():
         raise DataError(f"{tokenizer_dir} has no tokenizer, so text examples cannot be fed to the model.",
                         fix="save the tokenizer next to the model (tokenizer.save_pretrained).")
     data = load_dataset(spec, label_names_of(tokenizer_dir) if map_labels else None)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer, _ = load_tokenizer(tokenizer_dir)  # pad-less tokenizers pad with EOS (masked), with a warning
     encoded = tokenizer(data.texts, padding="longest", truncation=True, max_length=max_length, return_tensors="np")
     arrays = {name: np.ascontiguousarray(values, dtype=np.int64) for name, values in encoded.items()}
     return arrays, data, tokenizer

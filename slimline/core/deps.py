@@ -23,6 +23,14 @@ INSTALL_HINTS: dict[str, str] = {
     "uvicorn": "pip install 'slimline[serve]'",
     "prometheus_client": "pip install 'slimline[serve]'",
     "httpx": "pip install 'slimline[serve]'",
+    "mlflow": "pip install 'slimline[mlflow]'",
+    "pyarrow": "pip install 'slimline[parquet]'",
+    "sqlalchemy": "pip install 'slimline'  (a core dependency of the results history; reinstall slimline)",
+    "alembic": "pip install 'slimline'  (a core dependency of the results history; reinstall slimline)",
+    "peft": "pip install 'slimline[peft]'",
+    "PIL": "pip install 'slimline[vision]'",
+    "optuna": "pip install 'slimline'  (optuna is a core dependency of `slimline search`; reinstall slimline)",
+    "ray": "pip install 'slimline[ray]'",
 }
 
 

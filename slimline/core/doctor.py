@@ -109,6 +109,25 @@ def _bitsandbytes_check(cuda_ok: bool) -> Check:
                  "need a CUDA device, which torch does not see here")
 
 
+def _export_imports_check() -> Check:
+    """The imports every export runs through, in a fresh interpreter: a package transformers imports when
+    installed (a torchvision built for another torch) breaks export without slimline ever using it."""
+    from slimline.core.import_probe import IMPORT_PROBES, probe_export_imports
+
+    name = "export imports (torch, transformers, optimum-onnx, onnxruntime)"
+    failures = probe_export_imports()
+    if isinstance(failures, str):
+        return Check(name=name, ok=False, detail=failures, fix="run `python -c 'import optimum.exporters.onnx'` "
+                     "to see the failure, then reinstall what it names")
+    if not failures:
+        return Check(name=name, ok=True, detail=f"all {len(IMPORT_PROBES)} import groups load")
+    first = failures[0]
+    where = f"{first.culprit} ({first.file})" if first.culprit else "an unknown module"
+    detail = (f"{', '.join(f.probe for f in failures)} cannot be imported: {first.error}, raised in {where}; "
+              "`slimline export` and `run` fail until this is fixed")
+    return Check(name=name, ok=False, detail=detail, fix=first.fix(library_versions().get("torch")))
+
+
 def diagnose() -> DoctorReport:
     """Probe everything; import torch and onnxruntime (seconds), never fail."""
     providers: list[str] = []
@@ -123,7 +142,7 @@ def diagnose() -> DoctorReport:
     nvml_check, driver = _nvml_check()
     trt_check = _tensorrt_check()
     checks = [*_onnxruntime_checks(providers, ort_error), torch_check, nvml_check, trt_check,
-              _bitsandbytes_check(torch_check.ok)]
+              _bitsandbytes_check(torch_check.ok), _export_imports_check()]
     machine = machine_info()
     return DoctorReport(python=sys.version.split()[0], platform=platform.platform(), cpu_model=machine["cpu_model"],
                         cpu_flags=list(cpu_flags()), versions=library_versions(), onnxruntime_providers=providers,

@@ -23,7 +23,7 @@ RELEVANT_CPU_FLAGS = (
 #: Distributions whose versions go into every manifest and report.
 TRACKED_DISTRIBUTIONS = (
     "slimline", "torch", "transformers", "tokenizers", "safetensors", "optimum", "optimum-onnx",
-    "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "tensorrt", "bitsandbytes", "torch-pruning",
+    "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "tensorrt", "bitsandbytes", "torch-pruning", "peft",
 )
 
 

@@ -49,3 +49,13 @@ def paired_drop_pt(reference_correct: np.ndarray, candidate_correct: np.ndarray)
     gained = int(np.sum(~reference_correct & candidate_correct))
     variance = max(lost + gained - (lost - gained) ** 2 / n, 0.0) / n**2
     return 100.0 * (lost - gained) / n, 100.0 * float(np.sqrt(variance))
+
+
+def wilson_interval_pct(accuracy_pct: float, examples: int, z: float = Z_95) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy (a proportion), in percent: honest near 0 and 100%."""
+    if examples <= 0:
+        return (float("nan"), float("nan"))
+    p, n, z2 = accuracy_pct / 100, examples, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return (100 * max(0.0, centre - half), 100 * min(1.0, centre + half))

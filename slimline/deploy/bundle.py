@@ -7,6 +7,7 @@ BUNDLE/
   signature.json                        Ed25519 signature of manifest.json's bytes (with --sign)
   README.md                             the model card
   report.json, report.md                the bench report (when the source was benchmarked)
+  report.html, report-tradeoff.svg      its plots (self-contained page; the main figure, shown in the card)
   preprocessing/                        config.json, tokenizer files: everything but the engine
   model_repository/<name>/config.pbtxt  Triton model configuration
   model_repository/<name>/1/model.onnx  the engine (or model.plan), with any external-data files
@@ -192,7 +193,7 @@ def package(source: Path, out: Path, *, name: str | None = None, profile: Profil
         triton_path = f"{MODEL_REPOSITORY_DIR}/{name}/config.pbtxt"
         (tmp / triton_path).write_text(render_config_pbtxt(triton), encoding="utf-8")
         if report is not None:
-            for file_name in ("report.json", "report.md"):
+            for file_name in ("report.json", "report.md", "report.html", "report-tradeoff.svg"):
                 if (source / file_name).is_file():
                     shutil.copy2(source / file_name, tmp / file_name)
         manifest = BundleManifest(
@@ -205,7 +206,9 @@ def package(source: Path, out: Path, *, name: str | None = None, profile: Profil
             versions=library_versions(), machine=machine_info(),
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
-        (tmp / "README.md").write_text(render_model_card(manifest, report), encoding="utf-8")
+        card = render_model_card(manifest, report, figure_file="report-tradeoff.svg"
+                                 if (tmp / "report-tradeoff.svg").is_file() else None)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
         manifest = _write_manifest(tmp, manifest)
         signer = None
         if private_key is not None:

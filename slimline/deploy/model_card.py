@@ -83,7 +83,8 @@ def _measured_lines(report: Report) -> list[str]:
     ]
 
 
-def render_model_card(manifest: BundleManifest, report: Report | None) -> str:
+def render_model_card(manifest: BundleManifest, report: Report | None, figure_file: str | None = None) -> str:
+    """The card; `figure_file` (the report's main plot, in the bundle) is embedded under Measured."""
     target = manifest.profile.target
     lineage_rows = [[str(i), s.kind, s.name, (s.parent_manifest_sha256 or "-")[:12]]
                     for i, s in enumerate(manifest.lineage)]
@@ -112,6 +113,9 @@ def render_model_card(manifest: BundleManifest, report: Report | None) -> str:
         "",
         "## Measured",
         "",
+        *([f"![accuracy drop vs latency]({figure_file})", "",
+           "Every plot (latency distributions, size, the accuracy fallback): `report.html` in this bundle, "
+           "self-contained, opens offline.", ""] if figure_file and report is not None else []),
         *(_measured_lines(report) if report is not None else [
             "**Not benchmarked**: this bundle was packaged from a model directory without a bench report. "
             "Package a `slimline run` directory, or run `slimline bench` and package that, to state "

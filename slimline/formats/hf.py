@@ -22,6 +22,11 @@ def load_hf_model(path: Path, task: str) -> Any:
     try:
         model = auto_class.from_pretrained(path, dtype="float32", attn_implementation="eager")
     except Exception as err:
+        from slimline.formats.architecture import architecture_problem
+
+        problem = architecture_problem(path, task)  # an unknown model_type or a missing head has its own fix
+        if problem is not None:
+            raise CheckpointError(problem.message, fix=problem.fix) from err
         raise CheckpointError(f"transformers could not load {path} as {task}: {err}.",
                               fix="check that the checkpoint matches its config.json and the task.") from err
     return model.eval()

@@ -12,6 +12,7 @@ import numpy as np
 
 from slimline.core.artifact import ModelDir, TensorSpec
 from slimline.core.errors import BenchError
+from slimline.formats.causal_lm import empty_past, is_past_input
 from slimline.profiles.schema import Shape
 
 DEFAULT_IMAGE_SIZE = 224
@@ -50,10 +51,33 @@ def synthetic_feeds(specs: list[TensorSpec], shape: Shape, config: dict[str, Any
             size = image_size(config, shape)
             channels = int(config.get("num_channels", 3))
             feeds[spec.name] = rng.standard_normal((batch, channels, size, size)).astype(dtype)
-        else:
-            raise BenchError(f"do not know how to build model input {spec.name!r} ({spec.dtype} {spec.shape}).",
-                             fix="export the model without that input, or add it to slimline.inputs.")
+        elif is_past_input(spec.name):  # a KV-cache export: an empty past makes the call a plain prefill
+            feeds.update(empty_past([spec], config, batch))
+        else:  # a plain module's input: its declared shape, named axes filled from the profile's shape
+            feeds[spec.name] = _generic_feed(spec, shape, config, rng)
     return feeds
+
+
+def _generic_feed(spec: TensorSpec, shape: Shape, config: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    """`batch` -> the batch size, height/width -> the image size, any other named axis -> the sequence length;
+    floats are standard normal, integers draw from [0, vocab_size or 2)."""
+    dims = []
+    for axis in spec.shape:
+        if isinstance(axis, int) and axis > 0:
+            dims.append(axis)
+        elif axis in ("batch", "batch_size", "N", "n"):
+            dims.append(shape.batch_size)
+        elif axis in ("height", "width", "H", "W"):
+            dims.append(image_size(config, shape))
+        elif isinstance(axis, str):
+            dims.append(shape.sequence_length)
+        else:
+            raise BenchError(f"model input {spec.name!r} has an unnamed unknown dimension in {spec.shape}.",
+                             fix="name dynamic axes in the input spec (e.g. [batch, 3, 224, 224]).")
+    dtype = _numpy_dtype(spec.dtype)
+    if np.issubdtype(dtype, np.integer):
+        return rng.integers(0, int(config.get("vocab_size", 2)), size=dims).astype(dtype)
+    return rng.standard_normal(dims).astype(dtype)
 
 
 def default_input_specs(task: str) -> list[TensorSpec]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from slimline.bench.evaluators.base import EvalSource, check_eval_source
 from slimline.compress.base import ModelInfo, Problem
 from slimline.compress.recipe import RecipeStep, order_problems, profile_recipe
 from slimline.core.artifact import (
@@ -15,12 +16,16 @@ from slimline.core.errors import CheckpointError, MissingDependency, RecipeError
 from slimline.core.outputs import OutputKind, check_output, check_writable
 from slimline.export.onnx import OnnxExportConfig
 from slimline.export.tensorrt import TensorRTExportConfig
-from slimline.formats.checkpoint import open_checkpoint
+from slimline.formats.adapter import Adapter
+from slimline.formats.architecture import refuse_unbuildable
+from slimline.pipeline.adapter import open_source
 from slimline.profiles.schema import Profile
 
 EXPORT_STEP = "export.onnx"
 #: Model formats the ONNX exporter reads.
-EXPORT_ACCEPTS = frozenset({"hf"})
+EXPORT_ACCEPTS = frozenset({"hf", "torch-module"})
+VISION_HINT = ("; for CNNs, vision transformers and plain PyTorch modules: --profile cpu-vision (static INT8 "
+               "calibrated on --eval-data images).")
 
 
 @dataclass
@@ -30,12 +35,13 @@ class RunRequest:
     out_dir: Path
     recipe: list[RecipeStep] | None = None  # None: the profile's default recipe
     task: str | None = None
-    eval_data: DatasetSpec | None = None
+    eval_data: DatasetSpec | EvalSource | None = None  # EvalSource: images, .npz, a callable (bench.evaluators)
     export: OnnxExportConfig = field(default_factory=OnnxExportConfig)
     bench_export: bool = False  # also measure the fp32 ONNX export: what the passes gained over plain ORT
     tensorrt: TensorRTExportConfig | None = None  # runtime tensorrt only; None: from the profile's target.precision
     seed: int = 0
     force: bool = False  # write into an --out that holds files slimline did not write
+    base: Path | None = None  # the base checkpoint when `checkpoint` is a PEFT adapter directory
 
 
 @dataclass
@@ -44,8 +50,9 @@ class Plan:
     torch_steps: list[RecipeStep]
     onnx_steps: list[RecipeStep]
     needs_export: bool
-    eval_data: DatasetSpec | None
+    eval_data: DatasetSpec | EvalSource | None
     warnings: list[str]
+    adapter: Adapter | None = None  # merged into `source` by the first stage (source is its base until then)
 
     @property
     def steps(self) -> list[RecipeStep]:
@@ -85,14 +92,22 @@ def _export_problems(current: ModelInfo, steps: list[RecipeStep]) -> list[Proble
     producer = next((s for s in reversed(steps) if s.pass_.stage == "torch"), None)
     after = f"step {producer.index + 1} ({producer.name})" if producer else "the input"
     return [Problem("error", f"accepts only {sorted(EXPORT_ACCEPTS)} models, but {after} produces a "
-                    f"{current.format} model, which cannot be exported to ONNX; such a pass needs a profile "
-                    "whose runtime is torch", EXPORT_STEP)]
+                    f"{current.format} model, which cannot be exported to ONNX", EXPORT_STEP,
+                    fix="run such a pass with a profile whose runtime is torch (cpu-torch), or use an ONNX-level "
+                        "quantization pass instead")]
 
 
-def eval_data_for(source: ModelDir, requested: DatasetSpec | None) -> DatasetSpec | None:
+def eval_data_for(source: ModelDir, requested: DatasetSpec | EvalSource | None) -> DatasetSpec | EvalSource | None:
     """The labelled data to measure accuracy on (given, or the checkpoint's hint), validated in full
     now (header, labels against the model's classes, rows in the split) so that bad data fails before
     any stage runs."""
+    if requested is not None and source.manifest.task == "text-generation":  # perplexity: text, no labels
+        from slimline.bench.evaluators.perplexity import check_text_data
+
+        return check_text_data(requested)
+    if isinstance(requested, EvalSource):  # images, an .npz or a callable: bench.evaluators reads it
+        check_eval_source(requested)
+        return requested
     eval_data = requested
     if eval_data is None and source.manifest.task == "text-classification":
         hinted = source.manifest.metadata.get("eval_data")
@@ -106,10 +121,13 @@ def plan_run(request: RunRequest) -> Plan:
     """Every cheap check, in order; raises a BadInputError subclass (exit 2) on the first problem."""
     profile = request.profile
     steps = request.recipe if request.recipe is not None else profile_recipe(profile)
-    source = open_checkpoint(request.checkpoint, request.task)
-    if source.manifest.format != "hf":
+    source, adapter = open_source(request.checkpoint, request.base, request.task)
+    if source.manifest.format == "hf":
+        refuse_unbuildable(source.path, source.manifest.task)
+    if source.manifest.format not in ("hf", "torch-module"):
         raise CheckpointError(f"{request.checkpoint} is a {source.manifest.format} model; `run` starts from a "
-                              "Hugging Face checkpoint.", fix="use `slimline bench` to measure an exported model.")
+                              "Hugging Face checkpoint or a plain PyTorch module (--model-factory).",
+                              fix="use `slimline bench` to measure an exported model.")
     ordering = order_problems(steps)
     if ordering:
         raise RecipeError("the recipe's passes cannot follow each other:\n  " + "\n  ".join(ordering),
@@ -117,26 +135,40 @@ def plan_run(request: RunRequest) -> Plan:
     needs_export = profile.target.runtime != "torch"
     problems: list[Problem] = []
     model_type = source.manifest.metadata.get("model_type")
-    current = ModelInfo("hf", source.manifest.task, model_type)
+    current = ModelInfo(source.manifest.format, source.manifest.task, model_type)
     exported = False
     for step in steps:
         if step.pass_.stage == "onnx" and not exported:
             if needs_export:
                 problems += _export_problems(current, steps)
             else:
-                problems.append(step.pass_.error("works on ONNX models, but the target runtime is torch (no export)"))
+                problems.append(step.pass_.error("works on ONNX models, but the target runtime is torch (no export)",
+                                                 fix="drop the step, or use an onnxruntime profile"))
             current, exported = ModelInfo("onnx", current.task, model_type), True
         problems += step.pass_.check(current, profile.target)
         current = ModelInfo(step.pass_.produces, current.task, model_type)
     if needs_export and not exported:
         problems += _export_problems(current, steps)
+    if source.manifest.format == "torch-module":  # say why, not only "accepts ['hf']"
+        problems += [step.pass_.error("works on transformers models (config.json + an Auto class); a plain PyTorch "
+                                      "module has none - drop the step and use ONNX-level passes (e.g. "
+                                      "quantize.ort-int8-static, profile cpu-vision)")
+                     for step in steps if step.pass_.stage == "torch"]
+    if request.eval_data is None:  # calibration on "the run's --eval-data" needs some
+        problems += [step.pass_.error("calibrates on the run's eval data (calibration.source: eval-data), and none "
+                                      "was given: pass --eval-data (an image folder or .npz) or name the source")
+                     for step in steps if getattr(getattr(step.pass_.config, "calibration", None), "source", None)
+                     == "eval-data"]
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise RecipeError("the recipe cannot run on this target:\n  " + "\n  ".join(map(str, errors)),
-                          fix="change the recipe or pick a profile whose target suits it.")
+                          fix="each step's fix line above says what to change (the recipe, or a profile whose "
+                              "target suits it)" + (VISION_HINT if source.manifest.task == "image-classification"
+                                                    or source.manifest.format == "torch-module" else "."))
     _check_runtime_available(profile)
     eval_data = eval_data_for(source, request.eval_data)
     check_output_location(request.out_dir, "run", request.force)  # last: nothing is created before this
     return Plan(source=source, torch_steps=[s for s in steps if s.pass_.stage == "torch"],
                 onnx_steps=[s for s in steps if s.pass_.stage == "onnx"], needs_export=needs_export,
-                eval_data=eval_data, warnings=[str(p) for p in problems if p.severity == "warning"])
+                eval_data=eval_data, warnings=[str(p) for p in problems if p.severity == "warning"],
+                adapter=adapter)

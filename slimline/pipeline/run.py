@@ -15,7 +15,7 @@ from typing import Any
 
 from slimline.bench.benchmark import Candidate, measure
 from slimline.bench.budgets import evaluate_budgets
-from slimline.bench.eval_data import build_eval_npz
+from slimline.bench.evaluators.base import EvalContext, evaluator_name_for, get_evaluator
 from slimline.bench.report import Report, StageRecord, write_report
 from slimline.bench.runners.base import torch_baseline_precision
 from slimline.compress.recipe import recipe_as_data
@@ -55,23 +55,28 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
     inputs = final.manifest.inputs or default_input_specs(final.manifest.task)
     with tempfile.TemporaryDirectory(prefix="slimline-eval-") as scratch:
         eval_facts, eval_npz = None, None
+        evaluator = evaluator_name_for(plan.source.manifest.task, plan.eval_data)
         if plan.eval_data is not None:
             spec = plan.eval_data
-            if profile.measurement.eval_max_samples:
-                spec = spec.model_copy(update={"max_samples": profile.measurement.eval_max_samples})
             eval_npz = Path(scratch) / "eval.npz"
-            with reporter().step(f"bench: tokenising {spec.source}/{spec.split}"):
-                eval_facts = build_eval_npz(spec, plan.source.path, profile.shapes[0].sequence_length, eval_npz)
+            with reporter().step(f"bench: preparing {spec.source} for the {evaluator} evaluator"):
+                context = EvalContext(plan.source, inputs, profile.shapes[0], profile.measurement.eval_max_samples)
+                eval_facts = {**get_evaluator(evaluator).prepare(spec, context, eval_npz), "evaluator": evaluator}
         baseline_precision = torch_baseline_precision(profile.target.device, profile.target.precision)
         baseline = Candidate(f"torch {baseline_precision} eager (baseline)", plan.source, "torch")
+        if plan.source.manifest.format == "onnx":  # `bench --baseline ONNX_DIR`: a model with no PyTorch original
+            baseline = Candidate(f"{plan.source.path.name} onnxruntime (baseline)", plan.source, "onnxruntime")
         # ONNX intermediates of a TensorRT run are measured on ONNX Runtime (the profile's CUDA providers)
         candidates = [Candidate(_label(m), m, "onnxruntime" if m.manifest.format == "onnx" and runtime == "tensorrt"
                                 else runtime) for m in intermediates]
         candidates.append(Candidate(_label(final), final, runtime))
-        baseline_result, results = measure(candidates, baseline, profile, inputs, eval_npz)
+        baseline_result, results = measure(candidates, baseline, profile, inputs, eval_npz, evaluator)
     final_result = results[-1]
     budgets, verdict = evaluate_budgets(profile.budgets, final_result, baseline_result)
     warnings = [*plan.warnings, *baseline_result.warnings, *final_result.warnings]
+    coverage = final.manifest.metadata.get("quantization", {}).get("coverage", {})
+    if coverage.get("warning"):  # e.g. "only 1 of 53 weight ops quantized": a CNN given text defaults
+        warnings.append(coverage["warning"])
     if plan.eval_data is None:
         warnings.append("no labelled eval data: accuracy was not measured (pass --eval-data)")
     return Report(

@@ -28,11 +28,14 @@ from slimline.core.machine import cpu_flags
 from slimline.core.progress import reporter
 from slimline.export.onnx import OnnxExportConfig, export_onnx
 from slimline.export.tensorrt import TENSORRT_EXPORT_STEP, TensorRTExportConfig, current_engine_facts, export_tensorrt
+from slimline.pipeline.adapter import merge_stage, merged_dir
 from slimline.pipeline.plan import EXPORT_STEP, Plan, RunRequest
 from slimline.profiles.schema import Profile, Shape
 
-#: Facts about the source that every stage carries forward (the eval-data hint, class names).
-INHERITED_METADATA = ("model_type", "label_names", "eval_data")
+#: Facts about the source that every stage carries forward (the eval-data hint, class names, an adapter merge's
+#: check).
+INHERITED_METADATA = ("model_type", "label_names", "eval_data", "adapter_merge", "image_preprocess", "factory",
+                      "weights_sha256")
 
 
 @dataclass
@@ -165,12 +168,17 @@ class StagesDone:
 
 
 def run_stages(request: RunRequest, plan: Plan) -> StagesDone:
-    """torch-level passes -> export -> ONNX-level passes (-> TensorRT build), each reused when already done."""
+    """(adapter merge ->) torch-level passes -> export -> ONNX-level passes (-> TensorRT build), each reused
+    when already done. A merged adapter replaces `plan.source`: it is the fp32 baseline and the teacher."""
+    records: list[StageRecord] = []
+    if plan.adapter is not None:
+        plan.source, merge_record = merge_stage(plan.adapter, merged_dir(plan.adapter, request.out_dir / "stages"))
+        records.append(merge_record)
     context = pass_context(request.profile, plan.eval_data, request.seed, teacher=plan.source)
     engine_build = [TENSORRT_EXPORT_STEP] if request.profile.target.runtime == "tensorrt" else []
     ordered: list[RecipeStep | str | None] = [*plan.torch_steps, *([None] if plan.needs_export else []),
                                               *plan.onnx_steps, *engine_build]
-    current, records, onnx_stages = plan.source, [], []
+    current, onnx_stages = plan.source, []
     for index, step in enumerate(ordered, start=1):
         if step is None:  # the export between torch-level and ONNX-level passes
             kind, name, config, key = "exporter", EXPORT_STEP, request.export.model_dump(), None

@@ -29,11 +29,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from slimline.serve.batching import MicroBatcher
+from slimline.serve.generator import Generator
 from slimline.serve.metrics import ServeMetrics
 from slimline.serve.predictor import Prediction, Predictor
 
 log = logging.getLogger(__name__)
-ENDPOINTS = ("/v1/predict", "/health", "/metrics")
+ENDPOINTS = ("/v1/predict", "/v1/generate", "/health", "/metrics")
 OPEN_ENDPOINTS = ("/health",)  # answered without a token: load balancers probe it
 JSON_ESCAPE_FACTOR = 6  # worst case bytes per character in a JSON string ("\u0001")
 MAX_JSON_DEPTH = 32  # a request needs 2 ({"texts": [...]}); json.loads recurses per level, RecursionError at ~1000
@@ -61,6 +62,14 @@ class ServeSettings(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     texts: list[StrictStr] = Field(min_length=1)
+
+
+class GenerateRequest(BaseModel):
+    """POST /v1/generate (causal-LM bundles): greedy continuation of one prompt."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: StrictStr
+    max_new_tokens: int = Field(default=64, ge=1, le=1024)
 
 
 class ApiError(Exception):
@@ -173,7 +182,7 @@ def _authorized(request: Request, token: SecretStr) -> bool:
     return hmac.compare_digest(credentials.strip().encode("latin-1"), token.get_secret_value().encode("utf-8"))
 
 
-def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(predictor: Predictor | Generator, settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
     manifest = predictor.manifest
     metrics = ServeMetrics(model_name=manifest.name, model_version=manifest.model_version,
@@ -246,8 +255,38 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         """Starlette's 404 and 405 in the server's one error shape (FastAPI's would be `{"detail": ...}`)."""
         return _error_response(request, err.status_code, f"http_{err.status_code}", str(err.detail), err.headers)
 
+    @app.post("/v1/generate")
+    async def generate(request: Request) -> JSONResponse:
+        if not hasattr(predictor, "generate"):
+            raise ApiError(404, "not_a_generator", f"{manifest.name} is a {manifest.task} model: POST /v1/predict")
+        body = await _read_body(request, settings.max_body_bytes, settings.read_timeout_s)
+        try:
+            payload = GenerateRequest.model_validate_json(body)
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                                 for e in err.errors()[:MAX_LISTED_PROBLEMS])
+            raise ApiError(422, "invalid_request", f'{problems} (expected {{"prompt": "...", "max_new_tokens": 64}})'
+                           ) from err
+        if len(payload.prompt) > settings.max_text_chars:
+            raise ApiError(413, "text_too_long", f"a prompt of {len(payload.prompt)} characters; the limit is "
+                           f"{settings.max_text_chars}")
+        _check_unicode([payload.prompt])
+        run = predictor.generate  # type: ignore[union-attr]
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(executor, run, payload.prompt,
+                                                                      payload.max_new_tokens)
+        except ValueError as err:  # the prompt does not fit the model's context
+            raise ApiError(413, "prompt_too_long", str(err)) from err
+        return JSONResponse({"text": result.text, "finish_reason": result.finish_reason,
+                             "prompt_tokens": result.prompt_tokens, "new_tokens": result.new_tokens,
+                             "prefill_ms": round(result.prefill_ms, 3),
+                             "decode_tokens_per_s": round(result.decode_tokens_per_s, 2),
+                             "model": manifest.name, "model_version": manifest.model_version})
+
     @app.post("/v1/predict")
     async def predict(request: Request) -> JSONResponse:
+        if not hasattr(predictor, "predict"):
+            raise ApiError(404, "not_a_classifier", f"{manifest.name} is a {manifest.task} model: POST /v1/generate")
         started = time.perf_counter()
         body = await _read_body(request, settings.max_body_bytes, settings.read_timeout_s)
         texts = parse_predict_request(body, settings)

@@ -36,7 +36,8 @@ class Predictor:
 
     def __init__(self, root: Path, manifest: BundleManifest, threads: int | None = None) -> None:
         if manifest.task != "text-classification":
-            raise BundleError(f"`slimline serve` serves text-classification bundles; {root} is {manifest.task}.",
+            raise BundleError(f"`slimline serve` serves text-classification and text-generation bundles; {root} is "
+                              f"{manifest.task}.",
                               fix="serve it with Triton: tritonserver --model-repository BUNDLE/model_repository.")
         if manifest.format != "onnx":
             raise BundleError(f"`slimline serve` runs ONNX engines; {root} holds a {manifest.format} engine.",

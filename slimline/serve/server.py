@@ -141,11 +141,13 @@ def serve(request: ServeRequest, on_ready: Callable[[str, dict[str, Any]], None]
     """Blocks until the server is stopped. `on_ready(url, facts)` runs once the model is loaded and bound."""
     uvicorn = require("uvicorn", purpose="`slimline serve`")
     require("fastapi", purpose="`slimline serve`")
+    from slimline.serve.generator import Generator
     from slimline.serve.predictor import Predictor
 
     with bundle_directory(request.bundle) as root:
         verified, manifest = verified_manifest(root, key=request.public_key)
-        predictor = Predictor(root, manifest, threads=request.threads)
+        predictor = (Generator(root, manifest, threads=request.threads) if manifest.task == "text-generation"
+                     else Predictor(root, manifest, threads=request.threads))
         app = create_app(predictor, request.settings)
         sock = bind(request.host, request.port)
         host, port = sock.getsockname()[:2]

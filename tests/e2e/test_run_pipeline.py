@@ -109,8 +109,8 @@ def test_the_export_stage_records_parity_with_pytorch(good_run: Run) -> None:
 def test_a_run_leaves_no_stray_files_in_the_working_directory(good_run: Run) -> None:
     """ORT's symbolic shape inference dumps a debug model into the working directory when it gives up."""
     assert sorted(p.name for p in good_run.cwd.iterdir()) == ["out"]
-    assert sorted(p.name for p in good_run.out.iterdir()) == [".slimline-run.json", "report.json",
-                                                              "report.md", "stages"]
+    assert sorted(p.name for p in good_run.out.iterdir()) == [".slimline-run.json", "report-tradeoff.svg",
+                                                              "report.html", "report.json", "report.md", "stages"]
 
 
 def test_a_failed_rerun_leaves_the_previous_report_byte_identical(good_run: Run, tiny_bert: Path,
@@ -135,8 +135,8 @@ def test_a_rerun_into_the_same_out_reuses_every_stage(good_run: Run, tiny_bert: 
     report = good_run.report
     assert [s["reused"] for s in report["stages"]] == [True, True]
     assert {d.name: (d / "manifest.json").read_bytes() for d in _stage_dirs(good_run.out)} == manifests
-    assert sorted(p.name for p in good_run.out.iterdir()) == [".slimline-run.json", "report.json",
-                                                              "report.md", "stages"]
+    assert sorted(p.name for p in good_run.out.iterdir()) == [".slimline-run.json", "report-tradeoff.svg",
+                                                              "report.html", "report.json", "report.md", "stages"]
 
 
 def test_an_impossible_budget_exits_one_with_a_failing_verdict(good_run: Run, tiny_bert: Path, labelled_csv: Path,

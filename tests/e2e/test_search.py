@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import make_tiny_bert, run_cli, slimline_script
 
 SPACE = {

@@ -80,7 +80,7 @@ def test_fallback_keeps_the_best_candidate_when_the_budget_cannot_be_met(fragile
     search = out.manifest.metadata["accuracy_fallback"]
     accuracies = [c["accuracy_pct"] for c in search["candidates"]]
     assert out.model_path.is_file()
-    assert len(search["candidates"]) <= 3
+    assert len(search["candidates"]) <= 2 + 2  # the two full-INT8 settings, then at most max_excluded float nodes
     if not search["met_budget"]:
         assert search["stopped_by"] == "max_excluded reached"
         assert search["candidates"][search["chosen"]]["accuracy_pct"] == max(accuracies)
@@ -109,11 +109,50 @@ def test_fallback_never_trades_the_size_budget_for_accuracy(fragile_model, tmp_p
     assert fixed["size_mb"] > small["size_mb"] and small["drop_pt"] > 10.0
     size_budget = (small["size_mb"] + fixed["size_mb"]) / 2
     bound = _fallback_run(fragile_model, tmp_path, {"accuracy_drop_pt": {"max": 10.0}, "size_mb": {"max": size_budget}})
-    assert bound["chosen"] == 0 and not bound["met_budget"]
+    chosen = bound["candidates"][bound["chosen"]]
+    assert chosen["excluded"] == [] and not bound["met_budget"]
     assert bound["stopped_by"].startswith("more float nodes break another budget (size")
     assert "none met the accuracy budget" in bound["selection"]
     assert bound["size_mb"] <= size_budget
     assert "validation examples" in bound["resolution"]
+
+
+@pytest.fixture(scope="module")
+def per_tensor_fragile_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny BERT whose layer-1 FFN has one dead unit with huge input weights: in fp32 it changes nothing
+    (GELU(-1e6) == 0), but one scale for the whole matrix rounds every other weight to zero. Per-channel
+    scales (one per output unit) isolate it, so full INT8 with per-channel weights keeps the accuracy."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("per-tensor-fragile")
+    checkpoint = make_tiny_bert(root / "model", seed=3, initializer_range=0.2)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    rng = random.Random(1)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14))) for _ in range(400)]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        for layer in model.bert.encoder.layer:
+            layer.intermediate.dense.weight[5, :] = 500.0
+            layer.intermediate.dense.bias[5] = -1e6
+        logits = model(**batch).logits
+        model.classifier.bias[1] += float((logits[:, 0] - logits[:, 1]).median())
+        predictions = model(**batch).logits.argmax(-1).tolist()
+    model.save_pretrained(checkpoint, safe_serialization=True)
+    data = root / "labels.csv"
+    rows = "".join(f"{text},{['neg', 'pos'][label]}\n" for text, label in zip(texts, predictions, strict=True))
+    data.write_text("text,label\n" + rows)
+    return checkpoint, data
+
+
+def test_fallback_tries_per_channel_weights_before_leaving_nodes_in_float(per_tensor_fragile_model,
+                                                                          tmp_path: Path) -> None:
+    result = _fallback_run(per_tensor_fragile_model, tmp_path, {"accuracy_drop_pt": {"max": 10.0}})
+    configured, chosen = result["candidates"][0], result["candidates"][result["chosen"]]
+    assert configured["drop_pt"] > 10.0, "per-tensor INT8 must break the budget, or the test proves nothing"
+    assert chosen["variant"] == "per-channel weights" and chosen["excluded"] == []
+    assert result["met_budget"] and result["stopped_by"].startswith("a full-INT8 setting met every budget")
+    assert not result["sensitivity"], "no node ranking is needed once a full-INT8 setting passes"
 
 
 @given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=400))

@@ -60,9 +60,15 @@ def test_feeds_are_the_same_for_the_same_seed_and_differ_across_seeds() -> None:
 
 
 def test_an_unknown_input_name_is_a_bench_error_naming_it() -> None:
-    specs = [*TEXT_SPECS[:1], TensorSpec(name="past_key_values.0.key", dtype="float32", shape=["batch", 2, "p", 16])]
-    with pytest.raises(BenchError, match=r"'past_key_values\.0\.key'"):
+    specs = [*TEXT_SPECS[:1], TensorSpec(name="encoder_hidden_states", dtype="float32", shape=["batch", 0, 16])]
+    with pytest.raises(BenchError, match=r"'encoder_hidden_states'"):
         synthetic_feeds(specs, Shape(), {"vocab_size": 10})
+
+
+def test_a_kv_cache_input_gets_an_empty_past_so_the_call_is_a_prefill() -> None:
+    specs = [*TEXT_SPECS[:1], TensorSpec(name="past_key_values.0.key", dtype="float32", shape=["batch", 2, "p", 16])]
+    feeds = synthetic_feeds(specs, Shape(batch_size=3, sequence_length=5), {"vocab_size": 10})
+    assert feeds["past_key_values.0.key"].shape == (3, 2, 0, 16)
 
 
 @pytest.mark.parametrize(("task", "names"), [

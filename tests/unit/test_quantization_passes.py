@@ -143,3 +143,22 @@ def test_fp16_conversion_keeps_float32_io(tiny_onnx: ModelDir, tmp_path: Path) -
     assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
     np.testing.assert_allclose(run_onnx(out), run_onnx(tiny_onnx), atol=5e-2)
+
+
+def test_static_int8_refuses_to_calibrate_an_image_model_on_text_and_names_image_sources() -> None:
+    from slimline.compress.base import ModelInfo
+    from slimline.compress.quantize.ort_int8_static import Int8StaticConfig, OrtInt8Static
+    from slimline.profiles.schema import Target
+
+    problems = OrtInt8Static(Int8StaticConfig()).check(ModelInfo("onnx", "image-classification"), Target())
+    assert any(p.severity == "error" and "image folder" in p.message for p in problems)
+
+
+def test_dynamic_int8_on_conv_warns_that_it_is_slow_and_points_at_static() -> None:
+    from slimline.compress.base import ModelInfo
+    from slimline.compress.quantize.ort_int8_dynamic import Int8DynamicConfig, OrtInt8Dynamic
+    from slimline.profiles.schema import Target
+
+    config = Int8DynamicConfig(op_types=["Conv", "MatMul"])
+    problems = OrtInt8Dynamic(config).check(ModelInfo("onnx", "image-classification"), Target())
+    assert any(p.severity == "warning" and "quantize.ort-int8-static" in p.message for p in problems)

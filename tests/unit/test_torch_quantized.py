@@ -126,7 +126,7 @@ def test_bnb_refuses_an_onnxruntime_target_citing_optimum_1914(step, monkeypatch
 def test_bnb_without_bitsandbytes_is_refused_with_the_install_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bnb_module, "is_available", lambda module: module != "bitsandbytes")
     [problem] = BnbNf4(BnbNf4Config()).check(HF_TEXT, TORCH_CPU)
-    assert problem.severity == "error" and "pip install 'slimline[bnb]'" in problem.message
+    assert problem.severity == "error" and "pip install 'slimline[bnb]'" in (problem.fix or "")
 
 
 def test_bnb_options_are_validated_at_recipe_load() -> None:

@@ -266,6 +266,8 @@ def run_search(request: SearchRequest) -> SearchResult:
         state = restore_state(prepared, study, reference)
         if requeued:
             state.notes.append(f"{requeued} trial(s) interrupted by a previous stop ran again.")
+        if state.outcomes:
+            refresh(state, out)  # a kill between recording a trial and writing the outputs loses nothing
         driver = Driver(prepared, study, state, reference, logits_path)
         executor = _executor(request)
         if executor.note:

@@ -1,0 +1,1 @@
+"""Pluggable quality evaluators (see base.py for how to add one)."""

@@ -1,0 +1,1 @@
+"""Human-facing reports: hand-made SVG plots (svg), the HTML frame (page) and report.html (html_report)."""

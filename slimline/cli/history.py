@@ -1,0 +1,140 @@
+"""`slimline history list | show | ship | export` and `slimline compare`: arguments in, slimline.api out."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from slimline import api
+from slimline.cli.arguments import bounded_int
+from slimline.cli.console import console, print_report
+from slimline.core.errors import EXIT_OK
+
+HISTORY_HELP = "history database (default: $SLIMLINE_HISTORY, else history.sqlite in the user data directory)"
+
+
+def add_history_options(parser: argparse.ArgumentParser) -> None:
+    """--history / --no-history / --mlflow-uri for the commands that record a run (run, bench, demo)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--history", metavar="PATH", help=HISTORY_HELP)
+    group.add_argument("--no-history", action="store_true", help="do not record this run in the history")
+    parser.add_argument("--mlflow-uri", metavar="URI",
+                        help="also log the run to MLflow (a file: path or a tracking server; "
+                             "pip install 'slimline[mlflow]')")
+
+
+def history_argument(args: argparse.Namespace) -> str | bool | None:
+    """What api.run/api.bench take as `history`: False for --no-history, a path, or None (default)."""
+    return False if getattr(args, "no_history", False) else getattr(args, "history", None)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    records = api.history_runs(history=args.history, checkpoint=args.checkpoint, profile=args.profile,
+                               limit=args.limit)
+    table = Table(title=f"slimline history ({len(records)} runs)")
+    for column in ("run", "created", "kind", "profile", "checkpoint", "artifact", "machine", "p50 ms", "accuracy %",
+                   "size MB", "verdict", "shipped"):
+        table.add_column(column, overflow="fold")
+    for record in records:
+        final = record.report.measurements
+        stats = final.primary_latency()
+        table.add_row(str(record.id), record.created_at, record.kind, record.profile_name,
+                      Path(record.checkpoint).name, (record.artifact_sha256 or "-")[:12],
+                      record.machine_description or "-", f"{stats.p50_ms:.3f}",
+                      "-" if final.accuracy_pct is None else f"{final.accuracy_pct:.2f}", f"{final.size_mb:.1f}",
+                      record.verdict.upper(), record.shipped_at or "")
+    console().print(table)
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    record = api.history_run(args.run, history=args.history)
+    out = console()
+    out.print(f"run #{record.id} ({record.kind}) {record.created_at}: {record.out_dir}")
+    out.print(f"checkpoint {record.checkpoint} (sha256 {(record.checkpoint_sha256 or '-')[:12]}), artifact sha256 "
+              f"{(record.artifact_sha256 or '-')[:12]}, machine {record.machine_description} "
+              f"(class {record.machine_class})" + (f", shipped {record.shipped_at}" if record.shipped_at else ""))
+    print_report(record.report)
+    return EXIT_OK
+
+
+def cmd_ship(args: argparse.Namespace) -> int:
+    record = api.ship(args.run, history=args.history, note=args.note or "")
+    console().print(f"run #{record.id} marked shipped at {record.shipped_at} (profile {record.profile_name}, "
+                    f"artifact {(record.artifact_sha256 or '-')[:12]}, {record.machine_description})")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    written = api.export_history(args.format, out=args.out, history=args.history)
+    if args.out is None:
+        sys.stdout.write(str(written))
+    else:
+        console().print(f"wrote {written}")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from slimline.history.compare import HEADER
+
+    comparison = api.compare(args.run_a, args.run_b, history=args.history, html=args.html)
+    out = console()
+    table = Table(title=f"compare #{comparison.a.id} (A) vs #{comparison.b.id} (B)")
+    for column in HEADER:
+        table.add_column(column, overflow="fold")
+    for row in comparison.rows:
+        table.add_row(*row)
+    out.print(table)
+    budgets = Table(title="budgets")
+    for column in ("budget", "A", "B"):
+        budgets.add_column(column)
+    for row in comparison.budget_rows:
+        budgets.add_row(*row)
+    out.print(budgets)
+    for warning in comparison.warnings:
+        out.print(f"[yellow]warning:[/] {warning}")
+    if args.html:
+        out.print(f"html: {args.html}")
+    return EXIT_OK
+
+
+def add_history_commands(sub: argparse._SubParsersAction) -> None:
+    history = sub.add_parser("history", help="runs recorded by run/bench/search: list, show, ship, export")
+    actions = history.add_subparsers(dest="history_command", required=True)
+
+    listing = actions.add_parser("list", help="recorded runs, newest first")
+    listing.add_argument("--checkpoint", help="a checkpoint path as recorded, or a checkpoint sha256 prefix")
+    listing.add_argument("--profile", help="profile name")
+    listing.add_argument("--limit", type=bounded_int(1, 1_000_000), default=50, help="at most this many (50)")
+    listing.add_argument("--history", metavar="PATH", help=HISTORY_HELP)
+    listing.set_defaults(handler=cmd_list)
+
+    show = actions.add_parser("show", help="one run: hashes, machine, measurements and budgets")
+    show.add_argument("run", help="run id (from `slimline history list`)")
+    show.add_argument("--history", metavar="PATH", help=HISTORY_HELP)
+    show.set_defaults(handler=cmd_show)
+
+    ship = actions.add_parser("ship", help="mark a run as the shipped artifact (the regression budget's reference)")
+    ship.add_argument("run", help="run id")
+    ship.add_argument("--note", help="why or where it shipped")
+    ship.add_argument("--history", metavar="PATH", help=HISTORY_HELP)
+    ship.set_defaults(handler=cmd_ship)
+
+    export = actions.add_parser("export", help="every recorded figure with its spread, one row per metric")
+    export.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    export.add_argument("--out", type=Path, help="file to write (CSV goes to stdout without it)")
+    export.add_argument("--history", metavar="PATH", help=HISTORY_HELP)
+    export.set_defaults(handler=cmd_export)
+
+    compare = sub.add_parser("compare", help="two recorded runs side by side: latency CIs, accuracy (paired SE), "
+                                             "size, budgets")
+    compare.add_argument("run_a", metavar="RUN_A")
+    compare.add_argument("run_b", metavar="RUN_B")
+    compare.add_argument("--html", type=Path, help="also write the comparison as a self-contained HTML page")
+    compare.add_argument("--history", metavar="PATH", help=HISTORY_HELP)
+    compare.set_defaults(handler=cmd_compare)

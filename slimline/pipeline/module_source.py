@@ -1,0 +1,51 @@
+"""A plain PyTorch model as a run's source: a torch-module directory (cached), and eval inputs from a callable."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimline.bench.evaluators.base import EvalSource
+from slimline.core.artifact import ModelDir, atomic_write_bytes
+from slimline.core.errors import CheckpointError, DataError
+from slimline.core.paths import cache_root
+from slimline.formats.torch_module import load_input_spec, module_dir_for, module_dir_from_object
+
+
+def module_checkpoint(model: Any, example_inputs: Any, factory: str | None, weights: Any, inputs: Any,
+                      task: str | None) -> ModelDir:
+    """The torch-module directory for an in-memory module or a factory + weights + input spec."""
+    if model is not None:
+        if example_inputs is None and inputs is None:
+            raise CheckpointError("a model (nn.Module) needs example_inputs or an input spec to be exported.",
+                                  fix="pass example_inputs=(tensor, ...) or a dict {name: tensor}.")
+        return module_dir_from_object(model, example_inputs, factory=factory, inputs=inputs, task=task or "tensor")
+    if weights is None or inputs is None:
+        raise CheckpointError("--model-factory needs --weights (a state dict) and --inputs (the input spec YAML).",
+                              fix="e.g. --model-factory pkg.nets:build --weights net.safetensors --inputs inputs.yaml")
+    spec = load_input_spec(inputs)
+    if task:
+        spec = spec.model_copy(update={"task": task})
+    return module_dir_for(factory or "", Path(weights), spec)
+
+
+def eval_from_callable(function: Any) -> EvalSource:
+    """Call a user's function for eval inputs and keep them as an .npz (scored as agreement with fp32)."""
+    produced = function()
+    parts = produced if isinstance(produced, (list, tuple)) else [produced]
+    if not parts or not all(isinstance(p, dict) and p for p in parts):
+        raise DataError(f"the eval callable returned {type(produced).__name__}.",
+                        fix="return a dict {input_name: array} or a list of such dicts.")
+    arrays = {name: np.concatenate([np.asarray(getattr(p[name], "numpy", lambda v=p[name]: v)()) for p in parts])
+              for name in parts[0]}
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    data = buffer.getvalue()
+    path = cache_root() / "eval-inputs" / f"{hashlib.sha256(data).hexdigest()[:16]}.npz"
+    atomic_write_bytes(path, data)
+    return EvalSource(source=str(path), evaluator="agreement")
