@@ -43,6 +43,8 @@ class Report(BaseModel):
     verdict: Verdict
     accuracy_fallback: dict[str, Any] | None = None  # every candidate the accuracy search measured
     search: dict[str, Any] | None = None  # `slimline search`: the trials, the front, the choice and why
+    #: CPU targets: the baseline and candidates timed again round-robin in one process (slimline.pipeline.side_by_side)
+    side_by_side: dict[str, Any] | None = None
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -118,11 +120,24 @@ def render_markdown(report: Report) -> str:
                       f"(sha256 {report.eval_data['examples_sha256'][:12]}), each model run as exported."]
     if report.accuracy_fallback and report.accuracy_fallback.get("candidates"):
         parts += ["", "## Accuracy-aware fallback (validation split)", "", fallback_markdown(report.accuracy_fallback)]
+    if report.side_by_side:
+        parts += ["", "## Side by side (round-robin in one process)", "", side_by_side_markdown(report.side_by_side)]
     if report.search:
         parts += ["", "## Search", "", search_markdown(report.search)]
     if report.warnings:
         parts += ["", "## Warnings", "", *[f"- {w}" for w in report.warnings]]
     return "\n".join(parts) + "\n"
+
+
+def side_by_side_markdown(side_by_side: dict[str, Any]) -> str:
+    rows = []
+    for label, stats in side_by_side["latency"].items():
+        ratio = side_by_side["speedup_vs_baseline"].get(label)
+        rows.append([label, _fmt(stats["p50_ms"]), f"[{stats['p50_ci95_ms'][0]:.2f}, {stats['p50_ci95_ms'][1]:.2f}]",
+                     _fmt(stats["p95_ms"]), "1.00" if ratio is None else _fmt(ratio)])
+    return (f"{side_by_side['rounds']} rounds, one iteration of each model per round in a shuffled order, idle "
+            "thread pools not spinning: the ratios a busy machine cannot reorder.\n\n"
+            + markdown_table(["model", "p50 ms", "p50 95% CI", "p95 ms", "speed-up"], rows))
 
 
 def search_markdown(search: dict[str, Any]) -> str:

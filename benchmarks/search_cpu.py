@@ -35,7 +35,7 @@ from slimline.pipeline.demo import ensure_demo_checkpoint
 from slimline.pipeline.plan import RunRequest, plan_run
 from slimline.pipeline.search import SearchRequest, run_search
 from slimline.pipeline.search.outputs import recipe_summary
-from slimline.pipeline.search.trial import runner_spec
+from slimline.pipeline.side_by_side import runner_spec
 from slimline.pipeline.stages import run_stages
 from slimline.profiles.schema import load_profile
 

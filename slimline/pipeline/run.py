@@ -29,6 +29,7 @@ from slimline.core.progress import reporter
 from slimline.export.tensorrt import TENSORRT_EXPORT_STEP
 from slimline.formats.inputs import default_input_specs
 from slimline.pipeline.plan import Plan, RunRequest, plan_run
+from slimline.pipeline.side_by_side import disagreements, time_side_by_side
 from slimline.pipeline.stages import run_stages
 
 
@@ -71,9 +72,11 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
                                 else runtime) for m in intermediates]
         candidates.append(Candidate(_label(final), final, runtime))
         baseline_result, results = measure(candidates, baseline, profile, inputs, eval_npz, evaluator)
+    side_by_side = time_side_by_side(profile, baseline, candidates)
     final_result = results[-1]
     budgets, verdict = evaluate_budgets(profile.budgets, final_result, baseline_result)
-    warnings = [*plan.warnings, *baseline_result.warnings, *final_result.warnings]
+    warnings = [*plan.warnings, *baseline_result.warnings, *final_result.warnings,
+                *disagreements(side_by_side, {r.label: r.speedup_vs_baseline for r in results})]
     coverage = final.manifest.metadata.get("quantization", {}).get("coverage", {})
     if coverage.get("warning"):  # e.g. "only 1 of 53 weight ops quantized": a CNN given text defaults
         warnings.append(coverage["warning"])
@@ -86,7 +89,7 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
         stages=records, eval_data=eval_facts, baseline=baseline_result, measurements=final_result,
         intermediates=results[:-1], speedup_vs_baseline=final_result.speedup_vs_baseline,
         accuracy_drop_pt=final_result.accuracy_drop_pt, budgets=budgets, verdict=verdict, warnings=warnings,
-        accuracy_fallback=final.manifest.metadata.get("accuracy_fallback"),
+        accuracy_fallback=final.manifest.metadata.get("accuracy_fallback"), side_by_side=side_by_side,
     )
 
 

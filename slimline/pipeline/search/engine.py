@@ -42,7 +42,8 @@ from slimline.pipeline.search.selection import (
     objectives,
     pareto_front,
 )
-from slimline.pipeline.search.trial import QuickTiming, TrialArgs, TrialOutcome, runner_spec
+from slimline.pipeline.search.trial import QuickTiming, TrialArgs, TrialOutcome
+from slimline.pipeline.side_by_side import runner_spec
 from slimline.pipeline.stages import run_stages
 from slimline.profiles.schema import Profile
 

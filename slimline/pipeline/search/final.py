@@ -21,7 +21,8 @@ from slimline.pipeline.plan import RunRequest, plan_run
 from slimline.pipeline.run import bench_and_report, check_stages_on_disk
 from slimline.pipeline.search.outputs import SearchState, recipe_summary, write_best, write_trials
 from slimline.pipeline.search.selection import feasible
-from slimline.pipeline.search.trial import TrialOutcome, runner_spec
+from slimline.pipeline.search.trial import TrialOutcome
+from slimline.pipeline.side_by_side import runner_spec
 from slimline.pipeline.stages import run_stages
 
 LATENCY_BUDGETS = {"latency_p50_ms": "p50_ms", "latency_p95_ms": "p95_ms"}

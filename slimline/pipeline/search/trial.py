@@ -20,13 +20,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from slimline.bench.interleaved import InterleavedSpec, time_interleaved
-from slimline.bench.runners.base import RunnerSpec
 from slimline.bench.screening import ValidationScreen
 from slimline.compress.recipe import build_step
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import SlimlineError
 from slimline.pipeline.plan import RunRequest, plan_run
+from slimline.pipeline.side_by_side import runner_spec
 from slimline.pipeline.stages import run_stages
 from slimline.profiles.schema import Measurement, Profile
 
@@ -81,18 +81,6 @@ class TrialOutcome(BaseModel):
     fidelity: dict[str, float] = Field(default_factory=dict)
     seconds: float = 0.0
     repeat_of: int | None = None  # the sampler proposed a finished recipe again: its outcome, not rebuilt
-
-
-def runner_spec(label: str, model: ModelDir, runtime: str, profile: Profile) -> RunnerSpec:
-    from slimline.formats.inputs import default_input_specs
-
-    target = profile.target
-    return RunnerSpec(label=label, runtime=runtime, model_path=str(model.model_path), model_dir=str(model.path),
-                      model_format=model.manifest.format, task=model.manifest.task, device=target.device,
-                      precision=target.precision, threads=target.threads,
-                      providers=target.providers() if runtime == "onnxruntime" else [],
-                      inputs=model.manifest.inputs or default_input_specs(model.manifest.task),
-                      shapes=profile.shapes[:1], measurement=profile.measurement, allow_spinning=False)
 
 
 def build_trial(args: TrialArgs) -> tuple[ModelDir, list[str]]:
