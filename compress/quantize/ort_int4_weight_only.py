@@ -4,6 +4,9 @@ Weights are stored as blocks of 4-bit integers with one scale (and zero point wh
 block; activations stay float. The point is size: MiniLM-sized encoders shrink to about a quarter of
 fp32. MatMulNBits has CPU and CUDA kernels in ONNX Runtime; TensorRT has none, so that is refused.
 `accuracy_level: 4` lets the CPU kernel compute in int8 (faster on CPUs with VNNI, lossier).
+`bits: 8` stores 8-bit blocks instead: on small LLMs 4-bit rounding costs tens of percent of
+perplexity while 8-bit blocks cost about one (bench/results/llm-cpu.md), and decoding is still
+about twice as fast as fp32 because each step reads a quarter of the bytes.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from slimline.compress.base import (
     ModelInfo,
@@ -33,6 +36,8 @@ INT4_MODEL_FILE = "model.onnx"
 
 
 class Int4WeightOnlyConfig(PassConfig):
+    bits: Literal[4, 8] = Field(default=4, description="4, or 8 (MatMul only: GatherBlockQuantized takes 4 bits); "
+                                                       "8-bit blocks lose far less on small LLMs")
     block_size: int = Field(default=32, description="weights per scale; a power of two from 16 to 256")
     symmetric: bool = Field(default=False, description="symmetric blocks drop the zero point (slightly smaller)")
     accuracy_level: Literal[0, 1, 2, 3, 4] = Field(default=0, description="0 default, 4 = int8 compute on CPU")
@@ -42,6 +47,13 @@ class Int4WeightOnlyConfig(PassConfig):
         default="materialize", description="a MatMul reading Transpose(initializer) - a tied LM head - gets its "
                                            "own transposed copy so that it is quantized too (4-bit copies of a tied "
                                            "matrix are far smaller than the one fp32 matrix)")
+
+    @model_validator(mode="after")
+    def _gather_is_4_bit(self) -> Int4WeightOnlyConfig:
+        if self.bits == 8 and "Gather" in self.op_types:
+            raise ValueError("bits: 8 quantizes MatMul weights only (ONNX Runtime's GatherBlockQuantized takes 4 "
+                             "bits): set op_types: [MatMul]")
+        return self
 
     @field_validator("block_size")
     @classmethod
@@ -78,14 +90,14 @@ class OrtInt4WeightOnly(Pass[Int4WeightOnlyConfig]):
         materialized = materialize_transposed_weights(graph_model) if config.transposed_weights == "materialize" else []
         try:
             quantizer = nbits.MatMulNBitsQuantizer(
-                graph_model, bits=4, block_size=config.block_size, is_symmetric=config.symmetric,
+                graph_model, bits=config.bits, block_size=config.block_size, is_symmetric=config.symmetric,
                 accuracy_level=config.accuracy_level, nodes_to_exclude=config.exclude_nodes,
                 op_types_to_quantize=tuple(config.op_types), quant_axes=(("MatMul", 0), ("Gather", 1)),
             )
             quantizer.process()
             quantizer.model.save_model_to_file(str(out_dir / INT4_MODEL_FILE), use_external_data_format=False)
         except Exception as err:
-            raise PassError(f"{self.name}: 4-bit quantization failed on {source}: {err}.",
+            raise PassError(f"{self.name}: {config.bits}-bit quantization failed on {source}: {err}.",
                             fix="try op_types: [MatMul] or another block_size.") from err
         ops = Counter(node.op_type for node in onnx.load(str(out_dir / INT4_MODEL_FILE)).graph.node)
         quantized = {op: ops[op] for op in ("MatMulNBits", "GatherBlockQuantized") if ops[op]}
@@ -94,7 +106,7 @@ class OrtInt4WeightOnly(Pass[Int4WeightOnlyConfig]):
                             fix="check op_types and exclude_nodes; the weights must be constant initializers.")
         copy_side_files(model.path, out_dir, skip={source.name, INT4_MODEL_FILE})
         return PassResult(model_file=INT4_MODEL_FILE, metadata={"quantization": {
-            "scheme": "int4-weight-only", **config.model_dump(mode="json"), "quantized_ops": quantized,
+            "scheme": f"int{config.bits}-weight-only", **config.model_dump(mode="json"), "quantized_ops": quantized,
             "materialized_transposed_weights": materialized}})
 
 

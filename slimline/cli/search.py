@@ -43,7 +43,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                         mlflow_uri=args.mlflow_uri)
     print_report(result.report)
     out = Path(args.out)
-    console().print(f"trials: {out / 'trials.md'} (front: {out / 'front.json'}, plot: {out / 'front.png'}); "
+    console().print(f"trials: {out / 'trials.md'} (front: {out / 'front.json'}, plot: {out / 'front.svg'}); "
                     f"best artifact and recipe: {out / 'best'}; report: {out / 'report.json'}")
     return verdict_exit(result.report)
 

@@ -65,6 +65,9 @@ def test_a_search_writes_trials_front_best_recipe_and_a_report(workspace: Path) 
     best_trial = json.loads((out / "best" / "trial.json").read_text())
     assert best_trial["number"] == report["search"]["chosen_trial"]
     assert json.loads((out / "best" / "model" / "manifest.json").read_text())["format"] == "onnx"
+    page = (out / "report.html").read_text()
+    assert "Search trials" in page and "Search trials and the Pareto front" in page
+    assert (out / "front.svg").read_text().lstrip().startswith("<svg")
 
 
 def test_a_search_into_an_out_of_a_different_search_is_refused(workspace: Path) -> None:

@@ -133,6 +133,25 @@ def test_int4_quantizes_the_tied_lm_head_and_still_decodes(tiny_llama: Path, lla
     assert generation.tokens.shape == (1, 5)
 
 
+def test_the_llm_profile_default_stores_8_bit_matmul_blocks(llama_onnx: ModelDir, tmp_path: Path) -> None:
+    import onnx
+
+    int8 = slimline.compress(llama_onnx.path, recipe=load_profile("llm-cpu").recipe, profile="llm-cpu",
+                             out=tmp_path / "int8")
+    assert int8.manifest.metadata["quantization"]["scheme"] == "int8-weight-only"
+    nodes = [n for n in onnx.load(str(int8.model_path)).graph.node if n.op_type == "MatMulNBits"]
+    assert nodes and {a.i for n in nodes for a in n.attribute if a.name == "bits"} == {8}
+    assert {a.i for n in nodes for a in n.attribute if a.name == "accuracy_level"} == {4}
+
+
+def test_8_bit_blocks_refuse_the_4_bit_only_gather() -> None:
+    from pydantic import ValidationError
+
+    config_class = registry()["quantize.ort-int4-weight-only"].Config
+    with pytest.raises(ValidationError, match="op_types: \\[MatMul\\]"):
+        config_class(bits=8)
+
+
 def test_structured_pruning_removes_whole_kv_groups_and_mlp_channels(tiny_llama: Path, tmp_path: Path) -> None:
     pruned = slimline.compress(tiny_llama, recipe=[{"pass": "prune.structured",
                                                    "with": {"heads_ratio": 0.5, "ffn_ratio": 0.5}}],

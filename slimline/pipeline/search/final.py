@@ -19,7 +19,7 @@ from slimline.core.artifact import ModelDir
 from slimline.core.progress import reporter
 from slimline.pipeline.plan import RunRequest, plan_run
 from slimline.pipeline.run import bench_and_report, check_stages_on_disk
-from slimline.pipeline.search.outputs import SearchState, recipe_summary, write_best, write_trials
+from slimline.pipeline.search.outputs import SearchState, recipe_summary, trial_points, write_best, write_trials
 from slimline.pipeline.search.selection import feasible
 from slimline.pipeline.search.trial import TrialOutcome
 from slimline.pipeline.side_by_side import runner_spec
@@ -104,7 +104,7 @@ def finish(prepared: Any, state: SearchState, reference: dict[str, Any]) -> Repo
         "trials": len(state.outcomes), "front": state.front, "chosen_trial": chosen.number,
         "chosen_recipe": recipe_summary(chosen.recipe), "why": state.best_reason, "notes": state.notes,
         "reference": reference, "rebench": rebenched,
-        "contenders": [o.number for o in candidates],
+        "contenders": [o.number for o in candidates], "points": trial_points(state),
     }
     report = report.model_copy(update={"search": summary})
     check_stages_on_disk(report)

@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from slimline.bench.report import markdown_table
-from slimline.core.artifact import atomic_directory, atomic_write_bytes, atomic_write_text
+from slimline.bench.reporting.search_section import search_plot_svg
+from slimline.core.artifact import atomic_directory, atomic_write_text
 from slimline.pipeline.search.selection import AcceptanceRule, feasible
 from slimline.pipeline.search.trial import TrialOutcome
 
@@ -94,46 +95,19 @@ def trials_markdown(state: SearchState) -> str:
     return "\n\n".join([*intro, markdown_table(header, rows)]) + "\n"
 
 
-def front_plot(state: SearchState, path: Path) -> bool:
-    """A PNG of drop vs latency with the front; False (and a note) where matplotlib is not installed."""
-    try:
-        import matplotlib
+def trial_points(state: SearchState) -> list[dict[str, Any]]:
+    """Every trial that ran, with its screened figures: the report's plot and table (bench.reporting)."""
+    return [{"number": o.number, "recipe": recipe_summary(o.recipe), "latency_p50_ms": o.latency_p50_ms,
+             "size_mb": o.size_mb, "drop_pt": o.fidelity["drop_pt"], "drop_se_pt": o.fidelity["drop_se_pt"],
+             "agreement_pct": o.fidelity["agreement_pct"], "passes": feasible(state.verdicts[o.number]),
+             "on_front": o.number in state.front}
+            for o in state.outcomes if o.ok and o.repeat_of is None]
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    done = [o for o in state.outcomes if o.ok]
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for outcome in done:
-        on_front = outcome.number in state.front
-        axes.scatter(outcome.latency_p50_ms, outcome.fidelity["drop_pt"], s=50 if on_front else 25,
-                     c="tab:red" if outcome.number == state.best else ("tab:blue" if on_front else "tab:gray"),
-                     alpha=0.9 if on_front else 0.5)
-        axes.annotate(str(outcome.number), (outcome.latency_p50_ms, outcome.fidelity["drop_pt"]), fontsize=7,
-                      xytext=(3, 3), textcoords="offset points")
-    front = sorted((o for o in done if o.number in state.front), key=lambda o: o.latency_p50_ms)
-    if front:
-        axes.plot([o.latency_p50_ms for o in front], [o.fidelity["drop_pt"] for o in front], "--", c="tab:blue",
-                  lw=1, label="Pareto front (latency, drop, size)")
-    for label, key in (("ORT fp32", "onnx_p50_ms"), ("torch fp32", "torch_p50_ms")):
-        if state.reference.get(key):
-            axes.axvline(state.reference[key], c="k", lw=0.8, ls=":")
-            axes.annotate(label, (state.reference[key], 0), fontsize=7, rotation=90, va="bottom")
-    if state.rule.budget_pt is not None:
-        axes.axhline(state.rule.budget_pt, c="tab:red", lw=0.8, ls=":", label=f"budget {state.rule.budget_pt:g} pt")
-    axes.set_xlabel("p50 latency, ms (normalised, lower is better)")
-    axes.set_ylabel("validation accuracy drop vs fp32, pt")
-    axes.legend(fontsize=8)
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    from io import BytesIO
 
-    buffer = BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
-    return True
+def front_svg(state: SearchState) -> str:
+    """Drop vs latency of every trial with the Pareto front (the same figure as the HTML report's)."""
+    search = {"points": trial_points(state), "chosen_trial": state.best, "reference": state.reference}
+    return search_plot_svg(search, state.rule.budget_pt, None)
 
 
 def write_trials(state: SearchState, out_dir: Path) -> None:
@@ -143,12 +117,8 @@ def write_trials(state: SearchState, out_dir: Path) -> None:
                "best_reason": state.best_reason}
     atomic_write_text(out_dir / "trials.json", json.dumps(payload, indent=2) + "\n")
     atomic_write_text(out_dir / "front.json", json.dumps([r for r in rows if r["on_front"]], indent=2) + "\n")
-    plotted = front_plot(state, out_dir / "front.png")
-    markdown = trials_markdown(state)
-    if plotted:
-        markdown += "\n![accuracy drop vs latency](front.png)\n"
-    else:
-        markdown += "\n(no plot: matplotlib is not installed; pip install 'slimline[bench]')\n"
+    atomic_write_text(out_dir / "front.svg", front_svg(state) + "\n")
+    markdown = trials_markdown(state) + "\n![accuracy drop vs latency, Pareto front](front.svg)\n"
     atomic_write_text(out_dir / "trials.md", "# slimline search: trials\n\n" + markdown)
 
 
