@@ -84,7 +84,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         batching = f"micro-batching up to {args.micro_batch} texts" if args.micro_batch else "no micro-batching"
         console.print(f"serving {facts['name']} (model version {facts['model_version']}) at {url} "
                       f"[{facts['threads']} threads, {batching}]", markup=False)
-        console.print("endpoints: POST /v1/predict, GET /health, GET /metrics; Ctrl-C or SIGTERM stops it")
+        console.print(f"endpoints: POST {facts.get('endpoint', '/v1/predict')}, GET /health, GET /metrics; "
+                      "Ctrl-C or SIGTERM stops it", markup=False)
         for warning in facts.get("warnings") or []:
             console.print(f"warning: {warning}", markup=False)
         console.file.flush()

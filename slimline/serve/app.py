@@ -1,4 +1,4 @@
-"""The ASGI app: POST /v1/predict, GET /health, GET /metrics.
+"""The ASGI app: POST /v1/predict (classifiers) or /v1/generate (causal LMs), GET /health, GET /metrics.
 
 Requests are validated by hand rather than by FastAPI's body parsing so every rejection has one JSON
 shape, `{"error": {"code", "message"}}`, a status that says who is at fault, and a metric: 400 bad JSON

@@ -44,7 +44,8 @@ class Predictor:
                               fix="serve TensorRT plans with Triton: tritonserver --model-repository "
                                   "BUNDLE/model_repository.")
         import onnxruntime as ort
-        from transformers import AutoTokenizer
+
+        from slimline.core.tokenizers import load_tokenizer
 
         self.manifest = manifest
         self.threads = threads or manifest.profile.target.threads
@@ -58,7 +59,7 @@ class Predictor:
         providers = [p for p in manifest.profile.target.providers() if p in available] or ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(root / manifest.engine), sess_options=options, providers=providers)
         self.input_dtypes = {i.name: INPUT_DTYPES.get(i.type, np.int64) for i in self.session.get_inputs()}
-        self.tokenizer = AutoTokenizer.from_pretrained(root / manifest.preprocessing)
+        self.tokenizer, _ = load_tokenizer(root / manifest.preprocessing)  # a pad-less one pads with EOS (masked)
         self._tokenizer_lock = threading.Lock()
         classes = manifest.outputs[0].shape[-1] if manifest.outputs and manifest.outputs[0].shape else None
         self.labels = manifest.labels or [str(i) for i in range(classes if isinstance(classes, int) else 0)]

@@ -159,6 +159,7 @@ def serve(request: ServeRequest, on_ready: Callable[[str, dict[str, Any]], None]
         if on_ready is not None:
             on_ready(url, {"name": verified.name, "model_version": verified.model_version,
                            "providers": predictor.providers, "threads": predictor.threads,
+                           "endpoint": "/v1/generate" if isinstance(predictor, Generator) else "/v1/predict",
                            "warnings": [*verified.warnings, *batching_warnings(manifest, request.settings),
                                         *exposure_warnings(host, request.settings)]})
         try:

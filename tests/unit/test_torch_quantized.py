@@ -170,8 +170,8 @@ def test_a_torch_quantized_model_before_an_onnx_export_is_refused_before_any_wor
     for recipe in ([{"pass": TORCH_INT8}], [{"pass": TORCH_INT8}, {"pass": "quantize.ort-int8-dynamic"}]):
         with pytest.raises(RecipeError) as err:
             plan_run(_request(tiny_bert, out, ORT_CPU, recipe))
-        assert "export.onnx: accepts only ['hf'] models, but step 1 (quantize.torch-int8-dynamic) produces a " \
-               "torch-quantized model" in str(err.value)
+        assert "export.onnx: accepts only ['hf', 'torch-module'] models, but step 1 (quantize.torch-int8-dynamic) " \
+               "produces a torch-quantized model" in str(err.value)
         assert not out.exists()
 
 
