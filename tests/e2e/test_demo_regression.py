@@ -1,5 +1,7 @@
-"""The regression gate on the real demo: the default recipe is shipped, then the same checkpoint without
-graph fusion (slower on purpose) exits 1 on `regression_vs_shipped`, and `compare` reads both runs back.
+"""The regression gate on the real demo: the default recipe is shipped, then the same checkpoint with a recipe
+that neither fuses nor quantizes (the plain fp32 export: about twice as slow on purpose) exits 1 on
+`regression_vs_shipped`, and `compare` reads both runs back. (Unfused INT8 alone was only ~5% slower than
+the shipped artifact on an AVX-512 VNNI CPU: within the spread, so not a regression.)
 
 Slow: two runs of the demo checkpoint (cached by the demo step in CI). Run with `pytest --slow`.
 """
@@ -15,10 +17,10 @@ from conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
 
-UNFUSED = [{"pass": "quantize.ort-int8-dynamic", "with": {"fallback": {"enabled": False}}}]
+UNFUSED_FP32: list[dict] = []  # export only: no graph fusion, no INT8
 
 
-def test_an_unfused_rerun_of_the_demo_regresses_against_the_shipped_run_and_exits_1(tmp_path: Path) -> None:
+def test_an_unfused_fp32_rerun_of_the_demo_regresses_against_the_shipped_run_and_exits_1(tmp_path: Path) -> None:
     from slimline.pipeline.demo import ensure_demo_checkpoint
 
     checkpoint = str(ensure_demo_checkpoint().path)
@@ -26,7 +28,7 @@ def test_an_unfused_rerun_of_the_demo_regresses_against_the_shipped_run_and_exit
     profile["name"] = "cpu-gated"
     profile["regression_vs_shipped"] = {"latency_p50_pct": {"max": 5}, "accuracy_drop_pt": {"max": 0.3}}
     (tmp_path / "gated.yaml").write_text(yaml.safe_dump(profile))
-    (tmp_path / "unfused.yaml").write_text(yaml.safe_dump(UNFUSED))
+    (tmp_path / "unfused.yaml").write_text(yaml.safe_dump(UNFUSED_FP32))
     history = str(tmp_path / "history.sqlite")
     common = ["--checkpoint", checkpoint, "--profile", str(tmp_path / "gated.yaml"), "--history", history]
 
