@@ -68,22 +68,30 @@ def run_process_group(command: list[str], env: dict[str, str], timeout_s: float)
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-def run_in_worker(spec: RunnerSpec, timeout_s: float) -> dict:
-    """Run bench.worker in a fresh interpreter and return its result dict (errors re-raised)."""
+def run_module_worker(module: str, spec_json: str, env: dict[str, str], timeout_s: float, what: str,
+                      timeout_fix: str) -> dict:
+    """Run `python -m MODULE SPEC.json RESULT.json` in a fresh interpreter (its own process group) and return
+    the result dict; a timeout or a worker that died without a result is a BenchError naming `what`."""
     with tempfile.TemporaryDirectory(prefix="slimline-bench-") as scratch:
         spec_path, result_path = Path(scratch) / "spec.json", Path(scratch) / "result.json"
-        spec_path.write_text(spec.model_dump_json())
-        env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads), "TOKENIZERS_PARALLELISM": "false"}
-        command = [sys.executable, "-m", "slimline.bench.worker", str(spec_path), str(result_path)]
+        spec_path.write_text(spec_json)
+        command = [sys.executable, "-m", module, str(spec_path), str(result_path)]
         try:
-            completed = run_process_group(command, env=env, timeout_s=timeout_s)
+            completed = run_process_group(command, env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **env},
+                                          timeout_s=timeout_s)
         except subprocess.TimeoutExpired as err:
-            raise BenchError(f"benchmarking {spec.label} took longer than {timeout_s:.0f} s.",
-                             fix="lower measurement.max_time_s or eval_max_samples in the profile.") from err
+            raise BenchError(f"{what} took longer than {timeout_s:.0f} s.", fix=timeout_fix) from err
         if not result_path.is_file():
-            raise BenchError(f"the benchmark worker for {spec.label} died (exit {completed.returncode}):\n"
+            raise BenchError(f"the worker for {what} died (exit {completed.returncode}):\n"
                              f"{completed.stderr[-2000:]}", fix="see the error above; rerun with -v for details.")
-        result = json.loads(result_path.read_text())
+        return json.loads(result_path.read_text())
+
+
+def run_in_worker(spec: RunnerSpec, timeout_s: float) -> dict:
+    """Run bench.worker in a fresh interpreter and return its result dict (errors re-raised)."""
+    result = run_module_worker("slimline.bench.worker", spec.model_dump_json(), {"OMP_NUM_THREADS": str(spec.threads)},
+                               timeout_s, f"benchmarking {spec.label}",
+                               "lower measurement.max_time_s or eval_max_samples in the profile.")
     if "error" in result:
         error_class = MissingDependency if result.get("exit_code") == 2 else BenchError
         raise error_class(f"benchmarking {spec.label} failed: {result['error']}")

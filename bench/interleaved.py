@@ -12,10 +12,7 @@ Invoked as `python -m slimline.bench.interleaved SPECS.json RESULT.json`, or thr
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -24,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from slimline.bench.benchmark import run_process_group
+from slimline.bench.benchmark import run_module_worker
 from slimline.bench.latency import LatencyStats, summarize
 from slimline.bench.runners import Runner, RunnerSpec, make_runner
 from slimline.core.errors import BenchError
@@ -78,22 +75,10 @@ def time_interleaved(spec: InterleavedSpec, timeout_s: float | None = None) -> I
     labels = [r.label for r in spec.runners]
     if len(set(labels)) != len(labels):
         raise BenchError(f"interleaved timing needs distinct labels, got {labels}.", fix="label each model uniquely.")
-    threads = str(spec.runners[0].threads)
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}
+    env = {"OMP_NUM_THREADS": str(spec.runners[0].threads), "OMP_WAIT_POLICY": "PASSIVE"}
     timeout = timeout_s or spec.max_time_s + 300.0 + 30.0 * len(spec.runners)
-    with tempfile.TemporaryDirectory(prefix="slimline-interleaved-") as scratch:
-        spec_path, result_path = Path(scratch) / "spec.json", Path(scratch) / "result.json"
-        spec_path.write_text(spec.model_dump_json())
-        command = [sys.executable, "-m", "slimline.bench.interleaved", str(spec_path), str(result_path)]
-        try:
-            completed = run_process_group(command, env=env, timeout_s=timeout)
-        except subprocess.TimeoutExpired as err:
-            raise BenchError(f"interleaved timing of {labels} took longer than {timeout:.0f} s.",
-                             fix="lower max_time_s or time fewer models together.") from err
-        if not result_path.is_file():
-            raise BenchError(f"the interleaved timing worker died (exit {completed.returncode}):\n"
-                             f"{completed.stderr[-2000:]}", fix="see the error above.")
-        payload = json.loads(result_path.read_text())
+    payload = run_module_worker("slimline.bench.interleaved", spec.model_dump_json(), env, timeout,
+                                f"interleaved timing of {labels}", "lower max_time_s or time fewer models together.")
     if "error" in payload:
         raise BenchError(f"interleaved timing of {labels} failed: {payload['error']}",
                          fix="benchmark the models one by one (`slimline bench`) to find the failing one.")

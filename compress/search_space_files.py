@@ -28,7 +28,7 @@ from slimline.compress.search_space import (
 )
 from slimline.core.errors import RecipeError, shorten
 from slimline.core.yaml_files import load_yaml_file
-from slimline.profiles.schema import PROFILES_DIR
+from slimline.profiles.schema import PROFILES_DIR, shipped_or_path
 
 SPACES_DIR = PROFILES_DIR / "spaces"
 SPACE_FILE_KEYS = frozenset({"schema_version", "description", "steps", "initial_trials"})
@@ -180,14 +180,7 @@ def list_spaces() -> list[str]:
 
 
 def space_path(name_or_path: str | Path) -> Path:
-    path = Path(name_or_path)
-    if path.suffix or path.exists() or len(path.parts) != 1:
-        return path
-    shipped = SPACES_DIR / f"{name_or_path}.yaml"
-    if not shipped.is_file():
-        raise RecipeError(f"no search space named {shorten(str(name_or_path))}.",
-                          fix=f"use one of {', '.join(list_spaces())} or a path to a YAML file.")
-    return shipped
+    return shipped_or_path(name_or_path, SPACES_DIR, "search space")
 
 
 def load_search_space(name_or_path: str | Path) -> SearchSpace:

@@ -205,16 +205,23 @@ def list_recipes() -> list[str]:
     return sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
 
 
-def recipe_path(name_or_path: str | Path) -> Path:
-    """A shipped recipe's file for a bare name (`cpu-fast`), else the path as given."""
+def shipped_or_path(name_or_path: str | Path, directory: Path, what: str) -> Path:
+    """A shipped file's path for a bare name (`cpu-fast` -> DIRECTORY/cpu-fast.yaml), else the path as given;
+    an unknown bare name is a RecipeError listing the shipped names."""
     path = Path(name_or_path)
     if path.suffix or path.exists() or len(path.parts) != 1:
         return path
-    shipped = RECIPES_DIR / f"{name_or_path}.yaml"
+    shipped = directory / f"{name_or_path}.yaml"
     if not shipped.is_file():
-        raise RecipeError(f"no recipe named {shorten(str(name_or_path))}.",
-                          fix=f"use one of {', '.join(list_recipes())} or a path to a YAML file.")
+        names = sorted(p.stem for p in directory.glob("*.yaml"))
+        raise RecipeError(f"no {what} named {shorten(str(name_or_path))}.",
+                          fix=f"use one of {', '.join(names)} or a path to a YAML file.")
     return shipped
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A shipped recipe's file for a bare name (`cpu-fast`), else the path as given."""
+    return shipped_or_path(name_or_path, RECIPES_DIR, "recipe")
 
 
 def load_profile(name_or_path: str | Path) -> Profile:

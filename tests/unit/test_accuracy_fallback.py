@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,26 +23,19 @@ from slimline.profiles.schema import load_profile
 BROKEN_NODE = "/bert/encoder/layer.1/output/dense/MatMul"
 
 
-@pytest.fixture(scope="module")
-def fragile_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny BERT whose layer-1 output projection has an outlier column fed by a dead unit.
-
-    In fp32 the column changes nothing (GELU(-100) == 0), but a per-tensor int8 scale of 500/127
-    rounds every other weight of that matrix to zero. Labels are the fp32 model's own predictions.
-    """
+def self_labelled_model(root: Path, text_seed: int, break_for_int8: Callable[[Any], None]) -> tuple[Path, Path]:
+    """A tiny BERT changed by `break_for_int8` (no change in fp32, a large one under some INT8 scheme), and 400
+    texts labelled with its own fp32 predictions, classes balanced."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    root = tmp_path_factory.mktemp("fragile")
     checkpoint = make_tiny_bert(root / "model", seed=3, initializer_range=0.2)
     model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    rng = random.Random(0)
+    rng = random.Random(text_seed)
     texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14))) for _ in range(400)]
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
-        layer = model.bert.encoder.layer[1]
-        layer.intermediate.dense.bias[5] = -100.0
-        layer.output.dense.weight[:, 5] = 500.0
+        break_for_int8(model)
         logits = model(**batch).logits
         model.classifier.bias[1] += float((logits[:, 0] - logits[:, 1]).median())  # balanced classes
         predictions = model(**batch).logits.argmax(-1).tolist()
@@ -49,6 +44,22 @@ def fragile_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     rows = "".join(f"{text},{['neg', 'pos'][label]}\n" for text, label in zip(texts, predictions, strict=True))
     data.write_text("text,label\n" + rows)
     return checkpoint, data
+
+
+@pytest.fixture(scope="module")
+def fragile_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny BERT whose layer-1 output projection has an outlier column fed by a dead unit.
+
+    In fp32 the column changes nothing (GELU(-100) == 0), but a per-tensor int8 scale of 500/127
+    rounds every other weight of that matrix to zero (and per-channel scales do not help: the outlier
+    sits in every output channel). Labels are the fp32 model's own predictions.
+    """
+    def outlier_column(model: Any) -> None:
+        layer = model.bert.encoder.layer[1]
+        layer.intermediate.dense.bias[5] = -100.0
+        layer.output.dense.weight[:, 5] = 500.0
+
+    return self_labelled_model(tmp_path_factory.mktemp("fragile"), 0, outlier_column)
 
 
 def test_fallback_leaves_the_sensitive_node_in_float_until_the_budget_holds(fragile_model, tmp_path: Path) -> None:
@@ -119,30 +130,15 @@ def test_fallback_never_trades_the_size_budget_for_accuracy(fragile_model, tmp_p
 
 @pytest.fixture(scope="module")
 def per_tensor_fragile_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny BERT whose layer-1 FFN has one dead unit with huge input weights: in fp32 it changes nothing
+    """A tiny BERT whose FFNs have one dead unit with huge input weights: in fp32 it changes nothing
     (GELU(-1e6) == 0), but one scale for the whole matrix rounds every other weight to zero. Per-channel
     scales (one per output unit) isolate it, so full INT8 with per-channel weights keeps the accuracy."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    root = tmp_path_factory.mktemp("per-tensor-fragile")
-    checkpoint = make_tiny_bert(root / "model", seed=3, initializer_range=0.2)
-    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    rng = random.Random(1)
-    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14))) for _ in range(400)]
-    batch = tokenizer(texts, padding=True, return_tensors="pt")
-    with torch.no_grad():
+    def outlier_unit(model: Any) -> None:
         for layer in model.bert.encoder.layer:
             layer.intermediate.dense.weight[5, :] = 500.0
             layer.intermediate.dense.bias[5] = -1e6
-        logits = model(**batch).logits
-        model.classifier.bias[1] += float((logits[:, 0] - logits[:, 1]).median())
-        predictions = model(**batch).logits.argmax(-1).tolist()
-    model.save_pretrained(checkpoint, safe_serialization=True)
-    data = root / "labels.csv"
-    rows = "".join(f"{text},{['neg', 'pos'][label]}\n" for text, label in zip(texts, predictions, strict=True))
-    data.write_text("text,label\n" + rows)
-    return checkpoint, data
+
+    return self_labelled_model(tmp_path_factory.mktemp("per-tensor-fragile"), 1, outlier_unit)
 
 
 def test_fallback_tries_per_channel_weights_before_leaving_nodes_in_float(per_tensor_fragile_model,
