@@ -58,7 +58,24 @@ def check_calibration_set(spec: CalibrationSpec) -> int:
     return count
 
 
-class TextCalibrationReader:
+class ExamplesReader:
+    """onnxruntime.quantization.CalibrationDataReader over prepared examples (`_examples`, one per batch),
+    rewound before each quantization so every fallback candidate sees the same set."""
+
+    _examples: list[dict[str, np.ndarray]]
+    _position: int = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._position >= len(self._examples):
+            return None
+        self._position += 1
+        return self._examples[self._position - 1]
+
+    def rewind(self) -> None:
+        self._position = 0
+
+
+class TextCalibrationReader(ExamplesReader):
     """onnxruntime.quantization.CalibrationDataReader over tokenised examples, one example per batch."""
 
     def __init__(self, spec: CalibrationSpec, tokenizer_dir: Path, input_names: set[str]) -> None:
@@ -77,15 +94,6 @@ class TextCalibrationReader:
                                    for name in input_names})
         self._position = 0
 
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._position >= len(self._examples):
-            return None
-        self._position += 1
-        return self._examples[self._position - 1]
-
-    def rewind(self) -> None:
-        self._position = 0
-
 
 #: calibration.source value meaning "the run's --eval-data" (an image folder / .npz), its `split` (train) part.
 EVAL_DATA_SOURCE = "eval-data"
@@ -96,7 +104,7 @@ def is_array_source(source: str) -> bool:
     return source.endswith(".npz") or Path(source).expanduser().is_dir()
 
 
-class ArrayCalibrationReader:
+class ArrayCalibrationReader(ExamplesReader):
     """CalibrationDataReader over images (preprocessed the model's way) or an .npz of model inputs, one example
     per batch; the examples' hash goes into the manifest like a text calibration set's."""
 
@@ -117,13 +125,4 @@ class ArrayCalibrationReader:
         self.sha256 = images.sha256
         self._examples = [{name: np.ascontiguousarray(images.arrays[name][row : row + 1]) for name in input_names}
                           for row in range(self.count)]
-        self._position = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._position >= len(self._examples):
-            return None
-        self._position += 1
-        return self._examples[self._position - 1]
-
-    def rewind(self) -> None:
         self._position = 0
