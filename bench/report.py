@@ -173,6 +173,8 @@ def fallback_markdown(search: dict[str, Any]) -> str:
         header += f" Chosen: {search['selection']}."
     if search.get("resolution"):
         header += f" Resolution: {search['resolution']}."
+    if search.get("skipped_settings"):
+        header += f" Settings the quantizer could not apply: {'; '.join(search['skipped_settings'])}."
     header += "\n\n"
     return header + markdown_table(["candidate", "setting", "nodes in float", "accuracy %", "drop pt", "drop + z·SE pt",
                                     "p50 ms (quick)", "size MB"], rows)

@@ -122,6 +122,7 @@ class SearchResult:
     selection: str = ""
     resolution: str = ""
     sensitivity: dict[str, float] = field(default_factory=dict)
+    skipped_settings: list[str] = field(default_factory=list)  # other settings the quantizer could not apply
 
     def as_metadata(self) -> dict[str, object]:
         return {**asdict(self), "candidates": [asdict(c) for c in self.candidates]}
@@ -219,7 +220,11 @@ def search(variants: list[Variant], float_model: Path, nodes: list[str], base_ex
         first = measure(variants[0], base_excluded)
         if not passes(first) and config.try_variants:
             for variant in variants[1:]:
-                measure(variant, base_excluded)
+                try:
+                    measure(variant, base_excluded)
+                except PassError as err:  # e.g. ORT's histogram calibrators need equal-length examples
+                    result.skipped_settings.append(f"{variant.name}: {err}")
+                    log.warning("fallback: setting %r could not be quantized, skipped: %s", variant.name, err)
         if not any(passes(c) for c in result.candidates):
             within = [c for c in result.candidates if other.broken_by(c) is None] or result.candidates
             best_setting = max(within, key=lambda c: c.accuracy_pct).variant
@@ -240,6 +245,9 @@ def _exclude_nodes(variant: Variant, measure: Callable[[Variant, list[str]], Sea
                    config: FallbackConfig, scratch: Path, started: float, other: OtherBudgets,
                    result: SearchResult) -> None:
     """Leave the most sensitive nodes in float one more at a time, until the budget holds or another breaks."""
+    if not nodes:
+        result.stopped_by = "no nodes to exclude"
+        return
     result.sensitivity = _rank(variant.quantize, float_model, nodes, base_excluded, evaluator, config, scratch,
                                started)
     ranked = sorted(result.sensitivity, key=result.sensitivity.get)
