@@ -27,17 +27,35 @@ from slimline.bench.runners import Runner, RunnerSpec, make_runner
 from slimline.core.errors import BenchError
 from slimline.core.timing import round_robin_ms
 from slimline.formats.inputs import synthetic_feeds
-from slimline.profiles.schema import Shape
+from slimline.profiles.schema import Measurement, Shape
+
+
+class RoundRobinTiming(BaseModel):
+    """How long side-by-side timing runs: warm-up, then at least `min_rounds` AND `min_time_s`, capped at
+    `max_time_s` (after 5 rounds at least)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    warmup_iters: int = Field(default=10, ge=0)
+    min_rounds: int = Field(default=50, ge=5)
+    min_time_s: float = Field(default=5.0, ge=0)
+    max_time_s: float = Field(default=60.0, gt=0)
+
+    @classmethod
+    def of(cls, measurement: Measurement) -> RoundRobinTiming:
+        """The profile's own bench settings, with one iteration of each model per round."""
+        return cls(warmup_iters=measurement.warmup_iters, min_rounds=measurement.min_iters,
+                   min_time_s=measurement.min_time_s, max_time_s=measurement.max_time_s)
+
+    def at_most(self, **caps: float) -> RoundRobinTiming:
+        """Each named setting lowered to its cap (a shorter timing, e.g. to screen search trials)."""
+        return self.model_copy(update={name: min(getattr(self, name), cap) for name, cap in caps.items()})
 
 
 class InterleavedSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     runners: list[RunnerSpec] = Field(min_length=1)
     shape: Shape
-    warmup_iters: int = Field(default=10, ge=0)
-    min_rounds: int = Field(default=50, ge=5)
-    min_time_s: float = Field(default=5.0, ge=0)
-    max_time_s: float = Field(default=60.0, gt=0)
+    timing: RoundRobinTiming = Field(default_factory=RoundRobinTiming)
     seed: int = 0
 
 
@@ -64,8 +82,7 @@ def measure_round_robin(spec: InterleavedSpec) -> InterleavedResult:
 
     started = time.perf_counter()
     samples, rounds = round_robin_ms([one_run(r, f) for r, f in zip(runners, feeds, strict=True)],
-                                     warmup_iters=spec.warmup_iters, min_rounds=spec.min_rounds,
-                                     min_time_s=spec.min_time_s, max_time_s=spec.max_time_s, seed=spec.seed)
+                                     seed=spec.seed, **spec.timing.model_dump())
     latency = {s.label: summarize(times, spec.shape.batch_size) for s, times in zip(spec.runners, samples, strict=True)}
     return InterleavedResult(latency=latency, rounds=rounds, seconds=round(time.perf_counter() - started, 2))
 
@@ -76,7 +93,7 @@ def time_interleaved(spec: InterleavedSpec, timeout_s: float | None = None) -> I
     if len(set(labels)) != len(labels):
         raise BenchError(f"interleaved timing needs distinct labels, got {labels}.", fix="label each model uniquely.")
     env = {"OMP_NUM_THREADS": str(spec.runners[0].threads), "OMP_WAIT_POLICY": "PASSIVE"}
-    timeout = timeout_s or spec.max_time_s + 300.0 + 30.0 * len(spec.runners)
+    timeout = timeout_s or spec.timing.max_time_s + 300.0 + 30.0 * len(spec.runners)
     payload = run_module_worker("slimline.bench.interleaved", spec.model_dump_json(), env, timeout,
                                 f"interleaved timing of {labels}", "lower max_time_s or time fewer models together.")
     if "error" in payload:

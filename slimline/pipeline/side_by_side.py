@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from slimline.bench.benchmark import Candidate
-from slimline.bench.interleaved import InterleavedSpec, time_interleaved
+from slimline.bench.interleaved import InterleavedSpec, RoundRobinTiming, time_interleaved
 from slimline.bench.runners.base import RunnerSpec
 from slimline.core.artifact import ModelDir
 from slimline.core.errors import BenchError
@@ -49,14 +49,12 @@ def time_side_by_side(profile: Profile, baseline: Candidate, candidates: list[Ca
     models = [baseline, *candidates]
     if not applies(profile, models):
         return None
-    measurement = profile.measurement
     labels = [m.label for m in models]
     try:
         with reporter().step(f"bench: {len(models)} models side by side (round-robin, one process)"):
             timing = time_interleaved(InterleavedSpec(
                 runners=[runner_spec(m.label, m.model, m.runtime, profile) for m in models],
-                shape=profile.shapes[0], warmup_iters=measurement.warmup_iters, min_rounds=measurement.min_iters,
-                min_time_s=measurement.min_time_s, max_time_s=measurement.max_time_s))
+                shape=profile.shapes[0], timing=RoundRobinTiming.of(profile.measurement)))
     except BenchError as err:
         log.warning("side-by-side timing failed (%s); the report keeps the per-model timings", err)
         return None

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from slimline.bench.interleaved import InterleavedSpec, time_interleaved
+from slimline.bench.interleaved import InterleavedSpec, RoundRobinTiming, time_interleaved
 from slimline.bench.report import Report
 from slimline.bench.screening import ValidationScreen
 from slimline.compress.search_space import SearchSpace
@@ -30,7 +30,7 @@ from slimline.core.errors import DataError, RecipeError
 from slimline.core.machine import cpu_flags
 from slimline.core.outputs import claimed_run_dir
 from slimline.core.progress import reporter
-from slimline.pipeline.plan import RunRequest, plan_run
+from slimline.pipeline.plan import Plan, RunRequest, plan_run
 from slimline.pipeline.search import study as studies
 from slimline.pipeline.search.executors import Executor, LocalExecutor, RayExecutor
 from slimline.pipeline.search.outputs import SearchState, write_best, write_trials
@@ -42,7 +42,7 @@ from slimline.pipeline.search.selection import (
     objectives,
     pareto_front,
 )
-from slimline.pipeline.search.trial import QuickTiming, TrialArgs, TrialOutcome
+from slimline.pipeline.search.trial import TrialArgs, TrialOutcome, quick_timing
 from slimline.pipeline.side_by_side import runner_spec
 from slimline.pipeline.stages import run_stages
 from slimline.profiles.schema import Profile
@@ -70,7 +70,7 @@ class SearchRequest:
     confidence_z: float = 0.0
     screen_samples: int | None = None
     rebench_top: int = 5
-    timing: QuickTiming | None = None  # None: from the profile's measurement (QuickTiming.for_measurement)
+    timing: RoundRobinTiming | None = None  # each trial's timing; None: from the profile's (trial.quick_timing)
     force: bool = False
 
 
@@ -88,11 +88,19 @@ def default_space(profile: Profile) -> str:
 class Prepared:
     request: SearchRequest
     space: SearchSpace
-    eval_data: DatasetSpec
+    plan: Plan  # the fp32 export's plan: its source checkpoint and the (validated) labelled data
     rule: AcceptanceRule
     flags: tuple[str, ...]
     fingerprint: dict[str, Any]
-    source: ModelDir
+
+    @property
+    def eval_data(self) -> DatasetSpec:
+        assert self.plan.eval_data is not None  # prepare() refuses a search without labelled data
+        return self.plan.eval_data
+
+    @property
+    def source(self) -> ModelDir:
+        return self.plan.source
 
 
 def prepare(request: SearchRequest) -> Prepared:
@@ -123,7 +131,7 @@ def prepare(request: SearchRequest) -> Prepared:
                    "space": sha256_json(space.raw), "eval_data": plan.eval_data.model_dump(mode="json"),
                    "cpu_flags": list(flags), "confidence_z": request.confidence_z,
                    "screen_samples": request.screen_samples, "seed": request.seed}
-    return Prepared(request, space, plan.eval_data, rule, flags, fingerprint, plan.source)
+    return Prepared(request, space, plan, rule, flags, fingerprint)
 
 
 def reference_facts(prepared: Prepared, study: Any, reference: ModelDir, logits_path: Path) -> dict[str, Any]:
@@ -145,9 +153,8 @@ def reference_facts(prepared: Prepared, study: Any, reference: ModelDir, logits_
         timing = time_interleaved(InterleavedSpec(
             runners=[runner_spec("torch fp32 eager", source, "torch", profile),
                      runner_spec("onnxruntime fp32", reference, "onnxruntime", profile)],
-            shape=profile.shapes[0], warmup_iters=min(10, measurement.warmup_iters),
-            min_rounds=max(5, min(60, measurement.min_iters)), min_time_s=min(5.0, measurement.min_time_s),
-            seed=request.seed))
+            shape=profile.shapes[0], seed=request.seed,
+            timing=RoundRobinTiming.of(measurement).at_most(warmup_iters=10, min_rounds=60, min_time_s=5.0)))
     facts = {"torch_p50_ms": timing.latency["torch fp32 eager"].p50_ms,
              "onnx_p50_ms": timing.latency["onnxruntime fp32"].p50_ms,
              "onnx_dir": str(reference.path), "machine_cpu_flags": list(prepared.flags)}
@@ -212,7 +219,7 @@ class Driver:
                 out_dir=str(request.out_dir), eval_data=self.prepared.eval_data, seed=request.seed,
                 reference_dir=self.reference["onnx_dir"], reference_logits=str(self.logits_path),
                 reference_p50_ms=self.reference["onnx_p50_ms"], screen_samples=request.screen_samples,
-                timing=request.timing or QuickTiming.for_measurement(request.profile.measurement))
+                timing=request.timing or quick_timing(request.profile.measurement))
         return None
 
     def record(self, trial: Any, outcome: TrialOutcome) -> None:
@@ -256,7 +263,7 @@ def run_search(request: SearchRequest) -> SearchResult:
     with claimed_run_dir(out):
         export_request = RunRequest(checkpoint=request.checkpoint, profile=request.profile, out_dir=out, recipe=[],
                                     eval_data=prepared.eval_data, seed=request.seed, force=True)
-        reference_model = run_stages(export_request, plan_run(export_request)).final
+        reference_model = run_stages(export_request, prepared.plan).final  # planned (and checked) once, in prepare
         study, new = studies.open_study(out, prepared.fingerprint, request.seed)
         logits_path = out / "search" / "reference-logits.npy"
         reference = reference_facts(prepared, study, reference_model, logits_path)

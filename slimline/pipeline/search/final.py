@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slimline.bench.interleaved import InterleavedSpec, time_interleaved
+from slimline.bench.interleaved import InterleavedSpec, RoundRobinTiming, time_interleaved
 from slimline.bench.report import Report, write_report
 from slimline.compress.recipe import build_step
 from slimline.core.artifact import ModelDir
@@ -30,14 +30,10 @@ LATENCY_BUDGETS = {"latency_p50_ms": "p50_ms", "latency_p95_ms": "p95_ms"}
 
 def contenders(state: SearchState, top: int) -> list[TrialOutcome]:
     """The fastest trials that pass every screened budget (else the closest one to passing)."""
-    done = [o for o in state.outcomes if o.ok]
+    done = [o for o in state.outcomes if o.ok and o.repeat_of is None]  # a repeat is its original's artifact
     passing = sorted((o for o in done if feasible(state.verdicts[o.number])), key=lambda o: o.latency_p50_ms)
-    unique: list[TrialOutcome] = []
-    for outcome in passing:
-        if all(outcome.model_dir != other.model_dir for other in unique):
-            unique.append(outcome)
-    if unique:
-        return unique[:top]
+    if passing:
+        return passing[:top]
     chosen = next((o for o in done if o.number == state.best), None)
     return [chosen] if chosen else []
 
@@ -53,9 +49,9 @@ def rebench(prepared: Any, state: SearchState, candidates: list[TrialOutcome]) -
     measurement = profile.measurement
     with reporter().step(f"search: re-timing {len(candidates)} trial(s) with the baselines, interleaved"):
         timing = time_interleaved(InterleavedSpec(
-            runners=runners, shape=profile.shapes[0], warmup_iters=measurement.warmup_iters,
-            min_rounds=measurement.min_iters, min_time_s=measurement.min_time_s * 2,
-            max_time_s=measurement.max_time_s * 2, seed=prepared.request.seed))
+            runners=runners, shape=profile.shapes[0], seed=prepared.request.seed,
+            timing=RoundRobinTiming.of(measurement).model_copy(update={
+                "min_time_s": measurement.min_time_s * 2, "max_time_s": measurement.max_time_s * 2})))
     return {"rounds": timing.rounds, "seconds": timing.seconds,
             "latency": {label: stats.model_dump() for label, stats in timing.latency.items()}}
 

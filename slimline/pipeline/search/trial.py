@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from slimline.bench.interleaved import InterleavedSpec, time_interleaved
+from slimline.bench.interleaved import InterleavedSpec, RoundRobinTiming, time_interleaved
 from slimline.bench.screening import ValidationScreen
 from slimline.compress.recipe import build_step
 from slimline.core.artifact import ModelDir
@@ -33,20 +33,9 @@ from slimline.profiles.schema import Measurement, Profile
 log = logging.getLogger(__name__)
 
 
-class QuickTiming(BaseModel):
-    """How long each trial's interleaved timing runs: enough to rank, far less than the final bench."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    warmup_iters: int = Field(default=5, ge=0)
-    min_rounds: int = Field(default=40, ge=5)
-    min_time_s: float = Field(default=3.0, ge=0)
-    max_time_s: float = Field(default=30.0, gt=0)
-
-    @classmethod
-    def for_measurement(cls, measurement: Measurement) -> QuickTiming:
-        """At most the defaults, never more than the profile itself asks of a full bench."""
-        return cls(warmup_iters=min(5, measurement.warmup_iters), min_rounds=max(5, min(40, measurement.min_iters)),
-                   min_time_s=min(3.0, measurement.min_time_s), max_time_s=min(30.0, measurement.max_time_s))
+def quick_timing(measurement: Measurement) -> RoundRobinTiming:
+    """Each trial's interleaved timing: enough to rank, never more than the profile asks of a full bench."""
+    return RoundRobinTiming.of(measurement).at_most(warmup_iters=5, min_rounds=40, min_time_s=3.0, max_time_s=30.0)
 
 
 class TrialArgs(BaseModel):
@@ -61,7 +50,7 @@ class TrialArgs(BaseModel):
     reference_logits: str  # .npy of the reference's validation logits
     reference_p50_ms: float  # the reference's p50 when the search started (normalisation)
     screen_samples: int | None = None
-    timing: QuickTiming = Field(default_factory=QuickTiming)
+    timing: RoundRobinTiming
 
 
 class TrialOutcome(BaseModel):
@@ -112,7 +101,7 @@ def run_trial(args: TrialArgs) -> TrialOutcome:
         timing = time_interleaved(InterleavedSpec(
             runners=[runner_spec("reference", reference, "onnxruntime", profile),
                      runner_spec("candidate", model, "onnxruntime", profile)],
-            shape=profile.shapes[0], seed=args.seed + args.number, **args.timing.model_dump()))
+            shape=profile.shapes[0], timing=args.timing, seed=args.seed + args.number))
         candidate, ref = timing.latency["candidate"], timing.latency["reference"]
         ratio = candidate.p50_ms / ref.p50_ms
         outcome.latency_ratio_vs_reference = ratio
