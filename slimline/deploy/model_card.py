@@ -12,6 +12,7 @@ import math
 from typing import TYPE_CHECKING
 
 from slimline.bench.report import Report, markdown_table
+from slimline.formats.inputs import shape_label
 
 if TYPE_CHECKING:
     from slimline.deploy.manifest import BundleManifest
@@ -101,7 +102,7 @@ def render_model_card(manifest: BundleManifest, report: Report | None, figure_fi
             ["engine", f"`{manifest.engine}`"],
             ["target", f"{target.device}, {target.runtime}, {target.threads} threads, {target.precision}"],
             ["profile", f"`{manifest.profile.name}`: {manifest.profile.description}"],
-            ["shapes", ", ".join(s.label() for s in manifest.profile.shapes)],
+            ["shapes", ", ".join(shape_label(manifest.inputs, s, {}) for s in manifest.profile.shapes)],
             ["labels", ", ".join(manifest.labels) or "-"],
             ["source", f"`{source.name}` {source_path or ''}" if source else "-"],
             ["packaged", manifest.created_at],
