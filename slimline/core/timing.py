@@ -66,8 +66,9 @@ def block_plan(iteration_s: float, *, block_s: float, block_warmup_iters: int, m
     caches refilling: well under a few ms), so it biases short iterations and vanishes in long ones: a
     50 ms forward or a whole generation needs no iteration thrown away for it.
     """
-    wanted = math.ceil(block_s / iteration_s) if iteration_s > 0 else max_block_iters
-    affordable = math.floor(max_block_warmup_s / iteration_s) if iteration_s > 0 else block_warmup_iters
+    wanted = math.ceil(min(block_s / iteration_s, max_block_iters)) if iteration_s > 0 else max_block_iters
+    affordable = math.floor(min(max_block_warmup_s / iteration_s, block_warmup_iters)) if iteration_s > 0 \
+        else block_warmup_iters
     return BlockPlan(dropped=max(0, min(block_warmup_iters, affordable)),
                      kept=max(min_block_iters, min(max_block_iters, wanted)))
 
