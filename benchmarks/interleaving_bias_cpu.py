@@ -8,6 +8,8 @@ one process under three schemes:
 - `blocks` (what verdicts use): blocks of consecutive iterations, the first of each block dropped,
   models in a shuffled order each round, each runtime with its own threading defaults;
 - `blocks, ORT not spinning`: the same with ONNX Runtime's idle pool not spinning (does it need to spin?);
+- `blocks, passive waits`: the same with OMP_WAIT_POLICY=PASSIVE and ORT not spinning (the
+  `measurement.side_by_side_threading: passive` setting: steadier under load, but is it biased?);
 - `round-robin (old)`: one iteration per model per round, OMP_WAIT_POLICY=PASSIVE and ORT not spinning.
 
 Every condition is measured `--repetitions` times in a shuffled order (seeded), so a load that comes and
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -42,7 +45,7 @@ from slimline.pipeline.side_by_side import runner_spec
 from slimline.profiles.schema import Profile
 
 TOLERANCE = 0.05
-CONDITIONS = ("alone", "blocks", "blocks, ORT not spinning", "round-robin (old)")
+CONDITIONS = ("alone", "blocks", "blocks, ORT not spinning", "blocks, passive waits", "round-robin (old)")
 
 
 def interleaved_p50s(models: TimedModels, profile: Profile, condition: str, seed: int) -> dict[str, Any]:
@@ -50,6 +53,8 @@ def interleaved_p50s(models: TimedModels, profile: Profile, condition: str, seed
     spec: dict[str, Any] = {"timing": timing}
     if condition == "blocks, ORT not spinning":
         spec["ort_spinning"] = False
+    if condition == "blocks, passive waits":
+        spec["threading"] = "passive"
     if condition == "round-robin (old)":
         spec = {"timing": timing.one_iteration_per_round(), "threading": "passive"}
     result = time_interleaved(InterleavedSpec(
@@ -73,10 +78,11 @@ def measure_all(models: TimedModels, profile: Profile, repetitions: int, seed: i
     for repetition in range(repetitions):
         row: dict[str, Any] = {"repetition": repetition + 1}
         for condition in rng.permutation(CONDITIONS):
-            started = time.perf_counter()
+            started, load = time.perf_counter(), os.getloadavg()[0]
             row[condition] = (alone_p50s(models, profile) if condition == "alone"
                               else interleaved_p50s(models, profile, condition, seed + repetition))
             row[condition]["seconds"] = round(time.perf_counter() - started, 1)
+            row[condition]["load_average_1min_before"] = round(load, 2)
         measured.append(row)
     return measured
 
@@ -100,7 +106,8 @@ def render(payload: dict[str, Any]) -> str:
     for row in payload["repetitions"]:
         for condition in CONDITIONS:
             p50_rows.append([str(row["repetition"]), condition,
-                             *[f"{row[condition]['p50_ms'][label]:.3f}" for label in labels]])
+                             *[f"{row[condition]['p50_ms'][label]:.3f}" for label in labels],
+                             str(row[condition]["load_average_1min_before"])])
     verdict = "PASS" if payload["passed"] else "FAIL"
     return "\n".join([
         "# Side-by-side timing bias (CPU)", "",
@@ -112,7 +119,8 @@ def render(payload: dict[str, Any]) -> str:
         f"(worst: {payload['worst_blocks_deviation_pct']:.1f}%).", "",
         "## p50 side by side / p50 alone (median over repetitions, range)", "",
         markdown_table(["condition", *labels], rows), "",
-        "## p50 ms by repetition", "", markdown_table(["repetition", "condition", *labels], p50_rows), "",
+        "## p50 ms by repetition", "",
+        markdown_table(["repetition", "condition", *labels, "load average before"], p50_rows), "",
         machine_note(), ""])
 
 

@@ -8,6 +8,7 @@ fail on bad input run before any heavy work (Olive's and llm-compressor's habit)
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +32,15 @@ from slimline.export.tensorrt import TENSORRT_EXPORT_STEP
 from slimline.formats.inputs import default_input_specs
 from slimline.pipeline.plan import Plan, RunRequest, plan_run
 from slimline.pipeline.run_config import RUN_CONFIG_NAME, write_run_config
-from slimline.pipeline.side_by_side import attach, disagreements, model_inputs_label, summary, time_side_by_side
+from slimline.pipeline.side_by_side import (
+    attach,
+    busy_machine_warning,
+    disagreements,
+    load_average,
+    model_inputs_label,
+    summary,
+    time_side_by_side,
+)
 from slimline.pipeline.stages import run_stages
 
 
@@ -73,14 +82,19 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
         candidates = [Candidate(_label(m), m, "onnxruntime" if m.manifest.format == "onnx" and runtime == "tensorrt"
                                 else runtime) for m in intermediates]
         candidates.append(Candidate(_label(final), final, runtime))
+        load_before = load_average()
         baseline_result, results = measure(candidates, baseline, profile, inputs, eval_npz, evaluator)
     timing, why_not = time_side_by_side(profile, baseline, candidates, request.seed)
+    load_after = load_average()
     if timing is not None:  # every timing budget is judged on these (bench.figures)
         baseline_result, results = attach(timing, baseline_result, results, request.seed)
-    side_by_side = summary(timing, why_not, profile, [baseline_result, *results], model_inputs_label(final, profile))
+    side_by_side = {**summary(timing, why_not, profile, [baseline_result, *results],
+                              model_inputs_label(final, profile)), "load_average_1min": [load_before, load_after]}
     final_result = results[-1]
     budgets, verdict = evaluate_budgets(profile.budgets, final_result, baseline_result)
-    warnings = [*plan.warnings, *baseline_result.warnings, *final_result.warnings, *disagreements(results)]
+    busy = busy_machine_warning(load_before, load_after, os.cpu_count())
+    warnings = [*plan.warnings, *([busy] if busy else []), *baseline_result.warnings, *final_result.warnings,
+                *disagreements(results)]
     coverage = final.manifest.metadata.get("quantization", {}).get("coverage", {})
     if coverage.get("warning"):  # e.g. "only 1 of 53 weight ops quantized": a CNN given text defaults
         warnings.append(coverage["warning"])

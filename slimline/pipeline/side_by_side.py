@@ -65,7 +65,8 @@ def interleaved_spec(profile: Profile, models: list[Candidate], seed: int = 0) -
     return InterleavedSpec(runners=[runner_spec(m.label, m.model, m.runtime, profile) for m in models],
                            shape=profile.shapes[0], timing=InterleavedTiming.of(measurement),
                            decode=InterleavedTiming.decode_of(measurement) if decodes else None,
-                           decode_tokens=measurement.decode_tokens, seed=seed)
+                           decode_tokens=measurement.decode_tokens, threading=measurement.side_by_side_threading,
+                           seed=seed)
 
 
 def time_side_by_side(profile: Profile, baseline: Candidate, candidates: list[Candidate],
@@ -82,6 +83,28 @@ def time_side_by_side(profile: Profile, baseline: Candidate, candidates: list[Ca
     except BenchError as err:
         log.warning("side-by-side timing failed (%s); the report keeps the per-model timings", err)
         return None, f"the side-by-side timing failed ({err}); timing budgets use the alone timing"
+
+
+def busy_machine_warning(load_before: float | None, load_after: float | None, cores: int | None) -> str | None:
+    """A warning when the cores were oversubscribed while the models were timed (the 1-minute load average
+    above 1.5x the cores, measured before and after): thread pools that spin, or wait for each other at
+    every op, slow down unevenly then, so latencies and even speed-ups describe that load."""
+    loads = [load for load in (load_before, load_after) if load is not None]
+    if not loads or not cores or max(loads) <= 1.5 * cores:
+        return None
+    return (f"the machine was busy while the models were timed (1-minute load average up to {max(loads):.1f} on "
+            f"{cores} cores): runtimes' thread pools slow down unevenly when the cores are oversubscribed, so "
+            "these latencies and speed-ups describe that load; time on a quieter machine to gate a release on them "
+            "(or set measurement.side_by_side_threading: passive, steadier under load but slower for PyTorch)")
+
+
+def load_average() -> float | None:
+    import os
+
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not on this platform
+        return None
 
 
 def attach(timing: InterleavedResult, baseline: CandidateResult, results: list[CandidateResult],
@@ -113,7 +136,7 @@ def summary(timing: InterleavedResult | None, why_not: str | None, profile: Prof
     out: dict[str, Any] = {
         "measured": True, "method": "block-interleaved", "shape": inputs_label, "rounds": timing.rounds,
         "seconds": timing.seconds, "threading": "each runtime's defaults" if timing.threading == "runtime-defaults"
-        else timing.threading, "settings": spec_timing.model_dump(),
+        else "passive waits (OMP_WAIT_POLICY=PASSIVE, ONNX Runtime not spinning)", "settings": spec_timing.model_dump(),
         "blocks": {label: {"dropped": d, "kept": k} for label, (d, k) in timing.blocks.items()},
         "latency": {m.label: m.side_by_side_latency.model_dump() for m in models if m.side_by_side_latency},
         "speedup_vs_baseline": {m.label: m.side_by_side["speedup_vs_baseline"].value for m in models
