@@ -125,15 +125,24 @@ def round_bootstrap_ci(rounds: Sequence[Sequence[Sequence[float]]],
     estimate = np.atleast_1d(np.asarray(statistic(flat), dtype=np.float64))
     if round_count == 1:
         return estimate, estimate.copy(), estimate.copy()
-    spans = []  # per model, per round: the indices of that round's samples in the pooled array
-    for model in rounds:
-        edges = np.cumsum([0, *[len(block) for block in model]])
-        spans.append([np.arange(edges[i], edges[i + 1]) for i in range(round_count)])
+    pickers = [_round_picker(model) for model in rounds]
     rng = np.random.default_rng(seed)
     values = np.empty((resamples, len(estimate)))
     for draw in range(resamples):
         chosen = rng.integers(0, round_count, size=round_count)
-        values[draw] = statistic([flat[m][np.concatenate([spans[m][r] for r in chosen])] for m in range(model_count)])
+        values[draw] = statistic([flat[m][pickers[m](chosen)] for m in range(model_count)])
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail], axis=0)
     return estimate, np.minimum(low, estimate), np.maximum(high, estimate)
+
+
+def _round_picker(model: Sequence[Sequence[float]]) -> Callable[[np.ndarray], np.ndarray]:
+    """chosen round numbers -> indices of their samples in the model's pooled array (vectorised when every
+    round holds the same number of samples, as the blocks of one model do)."""
+    lengths = [len(block) for block in model]
+    if len(set(lengths)) == 1:
+        offsets = np.arange(lengths[0])
+        return lambda chosen: (chosen[:, None] * lengths[0] + offsets).ravel()
+    edges = np.cumsum([0, *lengths])
+    spans = [np.arange(edges[i], edges[i + 1]) for i in range(len(lengths))]
+    return lambda chosen: np.concatenate([spans[r] for r in chosen])

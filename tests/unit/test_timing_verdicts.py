@@ -190,3 +190,28 @@ def test_an_inconclusive_verdict_exits_one_like_a_failed_one() -> None:
     assert verdict_exit(Stub()) == 1
     row = BudgetResult(name="latency_p95_ms", kind="max", limit=1.0, measured=1.0, status="inconclusive")
     assert verdict_of([row, row.model_copy(update={"status": "pass"})]) == "inconclusive"
+
+
+def test_a_gpu_target_is_timed_alone_and_its_report_says_so(tiny_bert) -> None:
+    from slimline.bench.benchmark import Candidate
+    from slimline.formats.checkpoint import open_checkpoint
+    from slimline.pipeline.side_by_side import GPU_NOTE, not_applicable, summary
+    from slimline.profiles.schema import load_profile
+
+    model = open_checkpoint(tiny_bert)
+    models = [Candidate("a", model, "torch"), Candidate("b", model, "onnxruntime")]
+    gpu = load_profile("gpu-t4")
+    assert not_applicable(gpu, models) == GPU_NOTE
+    assert not_applicable(load_profile("cpu"), models) is None
+    assert "single model" in not_applicable(load_profile("cpu"), models[:1])
+    assert "tensorrt" in not_applicable(load_profile("cpu"), [*models, Candidate("c", model, "tensorrt")])
+    assert summary(None, GPU_NOTE, gpu, [], "b1_s128") == {"measured": False, "reason": GPU_NOTE}
+
+
+def test_a_busy_machine_is_named_in_a_warning() -> None:
+    from slimline.pipeline.side_by_side import busy_machine_warning
+
+    assert busy_machine_warning(1.0, 2.5, 2) is None
+    warning = busy_machine_warning(1.0, 10.2, 2)
+    assert warning is not None and "10.2 on 2 cores" in warning and "side_by_side_threading" in warning
+    assert busy_machine_warning(None, None, 2) is None
