@@ -208,7 +208,7 @@ def timing_sentence(report: Report) -> str:
     if side_by_side.get("measured") and side_by_side.get("method") == "block-interleaved":
         return (f"Timing budgets are judged on the side-by-side timing ({side_by_side['rounds']} rounds): a budget "
                 "passes or fails only when its whole 95% interval is on one side of the limit, else it is "
-                "INCONCLUSIVE. The alone timings below are for reference.")
+                "INCONCLUSIVE. The alone timings (each model in its own process) are for reference.")
     if side_by_side.get("reason"):
         return f"Timing budgets are judged on each model timed alone: {side_by_side['reason']}."
     return "Timing budgets are judged on each model timed alone."
