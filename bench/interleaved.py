@@ -80,9 +80,6 @@ class InterleavedTiming(BaseModel):
         return self.model_copy(update={"block_s": 0.0, "block_warmup_iters": 0, "min_block_iters": 1,
                                        "max_block_iters": 1, "min_rounds": max(self.min_rounds, self.min_iters)})
 
-    def kwargs(self) -> dict[str, Any]:
-        return self.model_dump()
-
 
 class InterleavedSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -93,7 +90,7 @@ class InterleavedSpec(BaseModel):
     decode: InterleavedTiming | None = None
     decode_tokens: int = Field(default=64, ge=2)
     #: "runtime-defaults": each runtime's own threading. "passive": OMP_WAIT_POLICY=PASSIVE and ONNX Runtime
-    #: pools that do not spin (the old scheme, for the bias benchmark).
+    #: pools that do not spin (measurement.side_by_side_threading; the old scheme's waits).
     threading: Literal["runtime-defaults", "passive"] = "runtime-defaults"
     #: ONNX Runtime's intra-op pool spinning while idle; None: its default (spinning) unless threading="passive".
     ort_spinning: bool | None = None
@@ -153,7 +150,7 @@ def _latency_rounds(spec: InterleavedSpec, runners: list[Runner], configs: list[
     feeds = [synthetic_feeds(s.inputs, spec.shape, config, seed=spec.seed) for s, config in zip(spec.runners, configs,
                                                                                                   strict=True)]
     return interleave_blocks([one_run(r, f) for r, f in zip(runners, feeds, strict=True)], seed=spec.seed,
-                             **spec.timing.kwargs())
+                             **spec.timing.model_dump())
 
 
 def _decode_rounds(spec: InterleavedSpec, runners: list[Runner], configs: list[dict[str, Any]],
@@ -183,7 +180,7 @@ def _decode_rounds(spec: InterleavedSpec, runners: list[Runner], configs: list[d
 
     timing = spec.decode
     measured = interleave_blocks([one_generation(d, p) for d, p in zip(decoders, prompts, strict=True)],
-                                 seed=spec.seed + 1, **timing.kwargs())
+                                 seed=spec.seed + 1, **timing.model_dump())
     result["decode"] = {label: DecodeRounds(
         prompt_tokens=int(prompt.shape[1]), new_tokens=spec.decode_tokens, batch_size=int(prompt.shape[0]),
         prefill_ms=[[sample[0] for sample in block] for block in measured.rounds[index]],

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks import add_results_dir_argument
-from benchmarks.side_by_side import machine_note, work_path
-from benchmarks.timing_models import MODELS, TimedModels, build_models, checkpoint, timing_profile
+from benchmarks.side_by_side import work_path
+from benchmarks.timing_models import MODELS, TimedModels, build_models, checkpoint, cpu_note, timing_profile
 from slimline.bench.benchmark import measure
 from slimline.bench.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
 from slimline.bench.report import markdown_table, write_results
@@ -121,7 +121,8 @@ def render(payload: dict[str, Any]) -> str:
         markdown_table(["condition", *labels], rows), "",
         "## p50 ms by repetition", "",
         markdown_table(["repetition", "condition", *labels, "load average before"], p50_rows), "",
-        machine_note(), ""])
+        cpu_note(), ""])
+
 
 
 def main(argv: list[str] | None = None) -> int:

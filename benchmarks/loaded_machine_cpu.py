@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import add_results_dir_argument
-from benchmarks.side_by_side import machine_note, work_path
-from benchmarks.timing_models import MODELS, checkpoint
+from benchmarks.side_by_side import work_path
+from benchmarks.timing_models import MODELS, checkpoint, cpu_note
 from slimline.bench.benchmark import Candidate
 from slimline.bench.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
 from slimline.bench.report import Report, markdown_table, write_results
@@ -129,7 +129,8 @@ def render(payload: dict[str, Any]) -> str:
         f"{100 * TOLERANCE:.0f}% of the quiet one ({payload['speedup_change_pct']:+.1f}%) and the same verdict "
         f"({'yes' if payload['same_verdict'] else 'no'}).", "",
         markdown_table(["", "quiet", f"{payload['burners']} burners", "change"], rows), "",
-        "## Budgets", "", markdown_table(["budget", "quiet", "loaded"], budget_rows), "", machine_note(), ""])
+        "## Budgets", "", markdown_table(["budget", "quiet", "loaded"], budget_rows), "", cpu_note(), ""])
+
 
 
 def main(argv: list[str] | None = None) -> int:

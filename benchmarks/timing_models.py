@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from slimline.bench.benchmark import Candidate
+from slimline.core.machine import cpu_flags, has_vnni
 from slimline.pipeline.plan import RunRequest, plan_run
 from slimline.pipeline.stages import run_stages
 from slimline.profiles.schema import Profile
@@ -67,3 +68,9 @@ def build_models(source: Path, profile: Profile, work: Path) -> TimedModels:
     return TimedModels(Candidate("torch fp32", plan.source, "torch"),
                        [Candidate("onnxruntime fp32", done.onnx_stages[0], "onnxruntime"),
                         Candidate("onnxruntime int8", done.final, "onnxruntime")])
+
+
+def cpu_note() -> str:
+    return (f"CPU flags: {', '.join(cpu_flags())}; int8 dot product (VNNI): {'yes' if has_vnni() else 'no'}. "
+            "A 1-minute load average well above the core count means other work shared the cores: spinning thread "
+            "pools then slow down unevenly, and these figures describe that load.")
