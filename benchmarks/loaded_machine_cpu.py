@@ -103,6 +103,10 @@ def one_run(source: Path, profile: Profile, work: Path, eval_data: Any) -> tuple
     return report, time.perf_counter() - started
 
 
+def _loads(loads: list[float | None] | None) -> str:
+    return ", ".join("-" if load is None else f"{load:.1f}" for load in loads or [])
+
+
 def render(payload: dict[str, Any]) -> str:
     quiet, loaded = payload["quiet"], payload["loaded"]
     rows = []
@@ -116,8 +120,8 @@ def render(payload: dict[str, Any]) -> str:
     rows.append(["final model p95 ms, side by side", f"{quiet['side_by_side_p95_ms']:.2f}",
                  f"{loaded['side_by_side_p95_ms']:.2f}", ""])
     rows.append(["final model p95 ms, alone", f"{quiet['alone_p95_ms']:.2f}", f"{loaded['alone_p95_ms']:.2f}", ""])
-    rows.append(["1-minute load average (before, after)", str(quiet["load_average_1min"]),
-                 str(loaded["load_average_1min"]), ""])
+    rows.append(["1-minute load average (before, after)", _loads(quiet["load_average_1min"]),
+                 _loads(loaded["load_average_1min"]), ""])
     budget_rows = [[q["name"], f"{q['status']} {q['measured'] if q['measured'] is None else round(q['measured'], 3)}",
                     f"{ld['status']} {ld['measured'] if ld['measured'] is None else round(ld['measured'], 3)}"]
                    for q, ld in zip(quiet["budgets"], loaded["budgets"], strict=True)]
