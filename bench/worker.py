@@ -20,7 +20,7 @@ from slimline.bench.gpu_memory import GpuMemoryProbe
 from slimline.bench.latency import sample_latencies_ms, summarize
 from slimline.bench.runners import RunnerSpec, make_runner
 from slimline.core.errors import SlimlineError
-from slimline.formats.inputs import synthetic_feeds
+from slimline.formats.inputs import shape_label, synthetic_feeds
 
 
 def _peak_rss_mb() -> float:
@@ -50,9 +50,10 @@ def run_worker(spec: RunnerSpec) -> dict[str, object]:
     for shape in spec.shapes:
         feeds = synthetic_feeds(spec.inputs, shape, config, seed=spec.seed)
         samples = sample_latencies_ms(lambda feeds=feeds: runner.run(feeds), spec.measurement, runner.synchronize)
-        latency[shape.label()] = summarize(samples, shape.batch_size).model_dump()
+        label = shape_label(spec.inputs, shape, config)  # b1_s128, b1_3x224x224, b1_t160x40: what it was fed
+        latency[label] = summarize(samples, shape.batch_size).model_dump()
         if hasattr(runner, "take_phase_timings"):  # GPU runners: copies and compute timed apart (CUDA events)
-            phases[shape.label()] = runner.take_phase_timings()
+            phases[label] = runner.take_phase_timings()
     described = {**runner.describe(), **({"phases_ms": phases} if phases else {})}
     result: dict[str, object] = {"label": spec.label, "runner": described, "load_s": load_s, "latency": latency}
     if spec.task == "text-generation":  # LLMs: prefill (the latency above) and decode with the KV cache apart

@@ -22,7 +22,7 @@ import numpy as np
 
 from benchmarks import add_results_dir_argument
 from benchmarks.quantization_cpu import optimum_candidate, optimum_presets
-from slimline.bench.interleaved import InterleavedSpec, RoundRobinTiming, time_interleaved
+from slimline.bench.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
 from slimline.bench.report import markdown_table, write_results
 from slimline.bench.screening import ValidationScreen
 from slimline.compress.recipe import profile_recipe
@@ -94,15 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     measurement = profile.measurement
     timing = time_interleaved(InterleavedSpec(
         runners=[runner_spec(label, model, runtime, profile) for label, (model, runtime) in models.items()],
-        shape=profile.shapes[0], timing=RoundRobinTiming(warmup_iters=measurement.warmup_iters, min_rounds=200,
+        shape=profile.shapes[0], timing=InterleavedTiming(warmup_iters=measurement.warmup_iters, min_iters=200,
                                                          min_time_s=30.0, max_time_s=240.0)))
+    latency = timing.latency_stats()
     eval_data = plan_run(RunRequest(checkpoint=checkpoint.path, profile=profile, out_dir=work / "eval")).eval_data
     screen = ValidationScreen(eval_data, checkpoint.path, profile.shapes[0].sequence_length, profile.target.threads,
                               split="test")
     reference_correct = screen.logits(onnx_fp32.model_path).argmax(-1) == screen.labels
     rows: list[dict[str, Any]] = []
     for label, (model, runtime) in models.items():
-        stats = timing.latency[label]
+        stats = latency[label]
         row: dict[str, Any] = {"label": label, "runtime": runtime, "model_dir": str(model.path),
                                "size_mb": round(model.size_mb(), 2), "latency": stats.model_dump()}
         if runtime == "onnxruntime":

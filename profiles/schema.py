@@ -119,6 +119,11 @@ class Measurement(BaseModel):
     max_cv: float = Field(default=0.15, gt=0, description="coefficient of variation above which a warning is raised")
     eval_max_samples: int | None = Field(default=None, ge=1)
     decode_tokens: int = Field(default=64, ge=2, le=4096, description="tokens generated per decode run (LLMs)")
+    #: How the runtimes' thread pools wait while the models are timed side by side (slimline.bench.interleaved):
+    #: "runtime-defaults" as each runtime ships (what a deployment gets; unbiased on a quiet machine), or
+    #: "passive" (OpenMP threads sleep at once, ONNX Runtime pools do not spin): steadier on an oversubscribed
+    #: machine, but every PyTorch op then pays for waking its threads.
+    side_by_side_threading: Literal["runtime-defaults", "passive"] = "runtime-defaults"
 
     @model_validator(mode="after")
     def _times_ordered(self) -> Measurement:

@@ -6,7 +6,7 @@ The Python API mirrors the CLI::
     report = slimline.run("my-checkpoint", profile="cpu", out="runs/cpu")
     print(report.verdict, report.measurements.latency)
 
-`run`, `compress`, `export`, `bench`, `search`, `package`, `verify` and `demo_checkpoint` are slimline.api's
+`run`, `rerun`, `compress`, `export`, `bench`, `search`, `package`, `verify` and `demo_checkpoint` are slimline.api's
 functions. Importing this package stays cheap: no torch, onnxruntime, transformers, tensorrt or
 bitsandbytes until a function needs them (each is resolved on first use).
 
@@ -38,7 +38,7 @@ from slimline.core.errors import (
 
 __version__ = "0.1.0"
 
-_API_FUNCTIONS = ("run", "compress", "export", "bench", "search", "package", "verify", "demo_checkpoint")
+_API_FUNCTIONS = ("run", "rerun", "compress", "export", "bench", "search", "package", "verify", "demo_checkpoint")
 _LAYER_PACKAGES = ("compress", "export", "bench")
 
 
@@ -63,4 +63,4 @@ del _name, _module
 
 __all__ = ["BadInputError", "BenchError", "BundleError", "CheckpointError", "DataError", "ExportError",
            "MissingDependency", "OutputError", "PassError", "ProfileError", "RecipeError", "SlimlineError",
-           "__version__", "bench", "compress", "demo_checkpoint", "export", "package", "run", "verify"]
+           "__version__", "bench", "compress", "demo_checkpoint", "export", "package", "rerun", "run", "verify"]

@@ -87,8 +87,9 @@ def run(checkpoint: PathLike | None = None, *, out: PathLike, profile: ProfileLi
         history: PathLike | bool | None = None, mlflow_uri: str | None = None) -> Report:
     """Compress -> export -> bench -> verdict; writes OUT/stages, report.json, report.md and report.html.
 
-    Returns the `Report` (its `.verdict` is "pass", "fail" or "incomplete"); bad input raises before
-    any stage runs. An `out` holding files slimline did not write is refused unless `force`.
+    Returns the `Report` (its `.verdict` is "pass", "fail", "inconclusive" or "incomplete"); bad input raises
+    before any stage runs. OUT/run.yaml reproduces the run (`rerun`). An `out` holding files slimline did
+    not write is refused unless `force`.
     `checkpoint` may be a PEFT adapter directory: `base` is then its base checkpoint (default: the local
     path its adapter_config.json names); the merged checkpoint is the first stage and the fp32 baseline.
 
@@ -113,6 +114,18 @@ def run(checkpoint: PathLike | None = None, *, out: PathLike, profile: ProfileLi
         recipe=None if recipe is None else as_recipe(recipe), task=task, eval_data=as_eval_data(eval_data),
         bench_export=bench_export, seed=seed, force=force, base=_optional_path(base)))
     return _after_run(report, "run", out, history, mlflow_uri)
+
+
+def rerun(config: PathLike, *, out: PathLike | None = None, force: bool = False,
+          history: PathLike | bool | None = None, mlflow_uri: str | None = None) -> Report:
+    """Run again what a `run.yaml` (written beside every `run`'s report) describes: the same source, profile,
+    recipe, eval data and seed; into `out` when given, else the run directory the file names."""
+    from slimline.pipeline.run import run as run_pipeline
+    from slimline.pipeline.run_config import load_run_config
+
+    request = load_run_config(Path(config), out=_optional_path(out), force=force)
+    report = run_pipeline(request)
+    return _after_run(report, "run", request.out_dir, history, mlflow_uri)
 
 
 def compress(model: PathLike, *, recipe: RecipeLike, out: PathLike, profile: ProfileLike = "cpu",
@@ -264,4 +277,4 @@ def export_history(fmt: str = "csv", *, out: PathLike | None = None, history: Pa
 
 
 __all__ = ["as_dataset", "as_profile", "as_recipe", "bench", "compare", "compress", "demo_checkpoint", "export",
-           "export_history", "history_run", "history_runs", "package", "run", "search", "ship", "verify"]
+           "export_history", "history_run", "history_runs", "package", "rerun", "run", "search", "ship", "verify"]

@@ -13,7 +13,15 @@ from html import escape
 from pathlib import Path
 
 from slimline.bench.budgets import BudgetResult, metric_value
-from slimline.bench.report import COMPARISON_HEADER, Report, comparison_rows
+from slimline.bench.latency import LatencyStats
+from slimline.bench.report import (
+    COMPARISON_HEADER,
+    SIDE_BY_SIDE_HEADER,
+    Report,
+    comparison_rows,
+    side_by_side_rows,
+    timing_sentence,
+)
 from slimline.bench.reporting.page import html_table, render_page
 from slimline.bench.reporting.svg import Bar, Distribution, Point, bar_svg, distribution_svg, scatter_svg
 from slimline.bench.results_model import CandidateResult
@@ -70,8 +78,13 @@ def verdict_html(report: Report) -> str:
     return summary + table
 
 
+def _verdict_latency(result: CandidateResult) -> LatencyStats:
+    """The latency the verdict judged: side by side where the run timed the models together, else alone."""
+    return result.side_by_side_latency or result.primary_latency()
+
+
 def _latency_tip(result: CandidateResult) -> str:
-    stats = result.primary_latency()
+    stats = _verdict_latency(result)
     low, high = stats.p50_ci95_ms
     accuracy = "" if result.accuracy_pct is None else f", accuracy {result.accuracy_pct:.2f}%"
     return (f"{result.label} ({result.runtime}): p50 {stats.p50_ms:.3f} ms [95% CI {low:.3f}, {high:.3f}], "
@@ -86,7 +99,7 @@ def report_points(report: Report) -> tuple[list[Point], list[Point], str]:
     with_accuracy = report.baseline.accuracy_pct is not None and report.measurements.accuracy_drop_pt is not None
 
     def point(result: CandidateResult, kind: str) -> Point:
-        stats = result.primary_latency()
+        stats = _verdict_latency(result)
         if with_accuracy:
             drop = 0.0 if result is report.baseline else (result.accuracy_drop_pt or 0.0)
             se = result.accuracy_drop_se_pt
@@ -108,7 +121,8 @@ def main_plot_svg(report: Report, *, points: Sequence[Point] | None = None, fron
     y_limit = budgets.get("accuracy_drop_pt", {}).get("max") if "accuracy" in y_label else budgets.get(
         "size_mb", {}).get("max")
     return scatter_svg(list(points) if points is not None else candidates, front=front, reference_points=references,
-                       x_label=f"latency p50 (ms), {next(iter(report.measurements.latency))}", y_label=y_label,
+                       x_label=f"latency p50 (ms), {next(iter(report.measurements.latency))}"
+                       f"{', side by side' if report.measurements.side_by_side_latency else ''}", y_label=y_label,
                        title=title if "accuracy" in y_label else "Size vs latency",
                        x_limit=budgets.get("latency_p50_ms", {}).get("max"), y_limit=y_limit)
 
@@ -132,7 +146,8 @@ def _models(report: Report) -> list[tuple[CandidateResult, str]]:
 def latency_distribution_svg(report: Report) -> str:
     series = [Distribution(r.label, r.primary_latency().quantiles_ms or [], tuple(r.primary_latency().p50_ci95_ms),
                            _latency_tip(r), kind) for r, kind in _models(report)]
-    return distribution_svg(series, title=f"Latency per iteration ({next(iter(report.measurements.latency))})")
+    return distribution_svg(series, title=f"Latency per iteration, each model timed alone "
+                                          f"({next(iter(report.measurements.latency))})")
 
 
 def size_svg(report: Report) -> str:
@@ -206,8 +221,13 @@ def render_html(report: Report, *, extra_sections: Sequence[Section] = (), main_
     fallback = fallback_section(report)
     if fallback is not None:
         sections.append(fallback)
-    sections.append(Section("Measurements (same run, same inputs)", html_table(COMPARISON_HEADER,
-                                                                              comparison_rows(report)), "measurements"))
+    side_by_side = side_by_side_rows(report)
+    if side_by_side:
+        sections.append(Section("Side by side (what the timing budgets are judged on)",
+                                html_table(SIDE_BY_SIDE_HEADER, side_by_side), "side-by-side"))
+    sections.append(Section("Measurements (same run, same inputs; each model timed alone)",
+                            f"<p>{escape(timing_sentence(report))}</p>"
+                            + html_table(COMPARISON_HEADER, comparison_rows(report)), "measurements"))
     sections.append(Section("Details", details_html(report), "details"))
     heading = title or f"slimline report: {report.profile['name']}"
     return render_page(heading, [(s.title, s.html, s.anchor) for s in sections])

@@ -20,7 +20,7 @@ h2{font-size:1.1rem;margin:4px 0 10px}
   margin-bottom:10px}
 .verdict .word{font-size:1.8rem;font-weight:800;letter-spacing:.05em}
 .verdict.pass{background:#dcfce7;color:#14532d}.verdict.fail{background:#fee2e2;color:#7f1d1d}
-.verdict.incomplete{background:#fef9c3;color:#713f12}
+.verdict.incomplete{background:#fef9c3;color:#713f12}.verdict.inconclusive{background:#f3e8ff;color:#581c87}
 .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch}
 table{border-collapse:collapse;width:100%;font-size:.86rem}
 th,td{padding:5px 8px;border-bottom:1px solid #e5e7eb;text-align:left;vertical-align:top}
@@ -28,6 +28,7 @@ th{background:#f9fafb;white-space:nowrap}
 tr.pass td:nth-child(5){color:#15803d;font-weight:700}tr.fail td:nth-child(5){color:#b91c1c;font-weight:700}
 #budgets td:nth-child(-n+5){white-space:nowrap}
 tr.fail{background:#fef2f2}tr.not_measured td:nth-child(5){color:#a16207;font-weight:700}
+tr.inconclusive td:nth-child(5){color:#7e22ce;font-weight:700}
 figure{margin:0}svg.plot{width:100%;height:auto;max-width:760px;display:block}
 .tip{min-height:1.2em;font-size:.85rem;color:#374151;margin:4px 0}
 .pt{cursor:pointer}.pt:hover circle,.pt:hover polygon{stroke-width:3}

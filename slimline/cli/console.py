@@ -21,33 +21,60 @@ def print_error(prefix: str, message: str) -> None:
     Console(stderr=True).print(Text(prefix, style="bold red") + Text(message))
 
 
+STATUS_COLOURS = {"pass": "green", "fail": "red", "inconclusive": "magenta", "not_measured": "yellow"}
+VERDICT_STYLES = {"pass": "bold green", "fail": "bold red", "inconclusive": "bold magenta", "incomplete": "bold yellow"}
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def print_report(report: Any) -> None:
     from rich.table import Table
 
-    from slimline.bench.report import COMPARISON_HEADER, comparison_rows
+    from slimline.bench.report import (
+        COMPARISON_HEADER,
+        SIDE_BY_SIDE_HEADER,
+        comparison_rows,
+        side_by_side_rows,
+        timing_sentence,
+    )
 
     out = console()
-    table = Table(title=f"slimline - profile {report.profile['name']} ({next(iter(report.measurements.latency))})")
-    for column in COMPARISON_HEADER:
-        table.add_column(column, overflow="fold")
-    for row in comparison_rows(report):
-        table.add_row(*row)
-    out.print(table)
+    shape = next(iter(report.measurements.latency))
+    out.print(_table(f"slimline - profile {report.profile['name']} ({shape}), each model timed alone",
+                     COMPARISON_HEADER, comparison_rows(report)))
+    side_by_side = side_by_side_rows(report)
+    if side_by_side:
+        out.print(_table("side by side in one process (what the timing budgets are judged on)", SIDE_BY_SIDE_HEADER,
+                         side_by_side))
     budgets = Table(title="budgets")
-    for column in ("budget", "limit", "measured", "status"):
+    for column in ("budget", "limit", "measured", "95% interval", "measurement", "status"):
         budgets.add_column(column)
-    colour = {"pass": "green", "fail": "red", "not_measured": "yellow"}
     for b in report.budgets:
         measured = "-" if b.measured is None else f"{b.measured:.3f}"
-        budgets.add_row(b.name, f"{b.kind} {b.limit:g}", measured, f"[{colour[b.status]}]{b.status}[/]")
+        interval = "-" if b.interval is None else f"[{b.interval[0]:.3f}, {b.interval[1]:.3f}]"
+        budgets.add_row(b.name, f"{b.kind} {b.limit:g}", measured, interval, (b.measurement or "-").replace("_", " "),
+                        f"[{STATUS_COLOURS.get(b.status, 'white')}]{b.status}[/]")
     out.print(budgets)
+    out.print(timing_sentence(report))
+    for b in report.budgets:
+        if b.status == "inconclusive":
+            out.print(f"[magenta]inconclusive:[/] {b.name}: {b.note}")
     for warning in report.warnings:
         out.print(f"[yellow]warning:[/] {warning}")
-    style = {"pass": "bold green", "fail": "bold red", "incomplete": "bold yellow"}[report.verdict]
-    out.print(f"verdict: [{style}]{report.verdict.upper()}[/]")
+    out.print(f"verdict: [{VERDICT_STYLES.get(report.verdict, 'bold')}]{report.verdict.upper()}[/]")
 
 
 def verdict_exit(report: Any) -> int:
+    """0 only for pass: fail, inconclusive and incomplete exit 1 (a gate fails closed)."""
     from slimline.core.errors import EXIT_BUDGET_FAILED, EXIT_OK
 
     return EXIT_OK if report.verdict == "pass" else EXIT_BUDGET_FAILED

@@ -23,7 +23,8 @@ from slimline.core.errors import EXIT_BAD_INPUT, EXIT_STAGE_FAILED, SlimlineErro
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slimline", description="Compress, export and benchmark fine-tuned models "
                                      "against a deployment target's budgets. Exit codes: 0 within budget, 1 a "
-                                     "budget failed, 2 bad input, 3 a stage failed.")
+                                     "budget failed or the verdict is inconclusive or incomplete, 2 bad input, "
+                                     "3 a stage failed.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -52,6 +53,9 @@ def quiet_third_party_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from slimline.core.invocation import set_command_line
+
+    set_command_line(list(argv) if argv is not None else sys.argv[1:])  # reports say which command made them
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:

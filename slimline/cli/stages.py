@@ -8,20 +8,36 @@ from pathlib import Path
 from slimline import api
 from slimline.cli.console import console, print_report, verdict_exit
 from slimline.cli.history import add_history_options, history_argument
-from slimline.core.errors import EXIT_OK
+from slimline.core.errors import EXIT_OK, RecipeError
 
 FORCE_HELP = "write even when --out holds files slimline did not write (they may be replaced)"
 BASE_HELP = ("base checkpoint directory a PEFT adapter is merged into (default: the local path named by "
              "base_model_name_or_path in adapter_config.json)")
 
 
+#: `run` options a run.yaml already states: given with --config they would be ignored, so they are refused.
+CONFIG_STATES = ("profile", "recipe", "task", "eval_data", "bench_export", "base", "weights", "inputs")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    report = api.run(args.checkpoint, out=args.out, profile=args.profile, recipe=args.recipe, task=args.task,
-                     eval_data=args.eval_data, bench_export=args.bench_export, force=args.force, base=args.base,
-                     model_factory=args.model_factory, weights=args.weights, inputs=args.inputs,
-                     history=history_argument(args), mlflow_uri=args.mlflow_uri)
+    if args.config is not None:
+        given = [f"--{name.replace('_', '-')}" for name in CONFIG_STATES if getattr(args, name) not in (None, False)]
+        if given:
+            raise RecipeError(f"--config {args.config} states the whole run; {', '.join(given)} cannot be "
+                              "combined with it.", fix="edit run.yaml instead, or run without --config.")
+        report = api.rerun(args.config, out=args.out, force=args.force, history=history_argument(args),
+                           mlflow_uri=args.mlflow_uri)
+    else:
+        if args.out is None:
+            raise RecipeError("run needs --out (the run directory).", fix="add --out DIR.")
+        report = api.run(args.checkpoint, out=args.out, profile=args.profile or "cpu", recipe=args.recipe,
+                         task=args.task, eval_data=args.eval_data, bench_export=args.bench_export, force=args.force,
+                         base=args.base, model_factory=args.model_factory, weights=args.weights, inputs=args.inputs,
+                         history=history_argument(args), mlflow_uri=args.mlflow_uri)
     print_report(report)
-    console().print(f"report: {Path(args.out) / 'report.json'}, report.md and report.html")
+    where = f"{Path(args.out)}/" if args.out else "the run directory named in the config: "
+    console().print(f"report: {where}report.json, report.md and report.html; run.yaml beside them reruns it "
+                    "(slimline run --config run.yaml)")
     return verdict_exit(report)
 
 
@@ -75,9 +91,12 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
                      "are dynamic axes), outputs, task, label_names, image_preprocess")
     source.add_argument("--checkpoint", help="Hugging Face checkpoint directory, or a PEFT adapter "
                      "directory (adapter_config.json + weights) to merge into --base")
+    source.add_argument("--config", help="a run.yaml written beside a report: run exactly that again (with --out to "
+                        "write elsewhere)")
     run.add_argument("--base", help=BASE_HELP)
-    run.add_argument("--profile", default="cpu", help="profile name or YAML path (default: cpu)")
-    run.add_argument("--out", required=True, help="run directory (stages/, report.json, report.md)")
+    run.add_argument("--profile", help="profile name or YAML path (default: cpu)")
+    run.add_argument("--out", help="run directory (stages/, report.json, report.md, run.yaml); required unless "
+                     "--config names one")
     run.add_argument("--recipe", help="recipe name or YAML (default: the profile's recipe)")
     run.add_argument("--task", help="override the task inferred from config.json")
     run.add_argument("--eval-data", help="quality data: rotten-tomatoes[:split] or FILE.csv/.jsonl (text), an image "

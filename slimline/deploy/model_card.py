@@ -12,6 +12,7 @@ import math
 from typing import TYPE_CHECKING
 
 from slimline.bench.report import Report, markdown_table
+from slimline.formats.inputs import shape_label
 
 if TYPE_CHECKING:
     from slimline.deploy.manifest import BundleManifest
@@ -48,7 +49,7 @@ def _measured_lines(report: Report) -> list[str]:
     low, high = stats.p50_ci95_ms
     latency_spread = f"p50 95% CI [{low:.2f}, {high:.2f}] ms, cv {stats.cv:.2f}, n={stats.iterations}"
     rows = [
-        [f"latency p50 ({shape})", f"{stats.p50_ms:.2f} ms", latency_spread],
+        [f"latency p50 ({shape}, timed alone)", f"{stats.p50_ms:.2f} ms", latency_spread],
         [f"latency p95 ({shape})", f"{stats.p95_ms:.2f} ms", f"min {stats.min_ms:.2f}, max {stats.max_ms:.2f} ms"],
         [f"latency p99 ({shape})", f"{stats.p99_ms:.2f} ms", f"stdev {stats.stdev_ms:.2f} ms"],
         ["throughput", f"{stats.throughput_sps:.1f} samples/s", f"batch {stats.batch_size}"],
@@ -64,10 +65,15 @@ def _measured_lines(report: Report) -> list[str]:
     if final.accuracy_drop_pt is not None and report.baseline.accuracy_pct is not None:
         rows.append(["accuracy drop vs fp32", f"{final.accuracy_drop_pt:.2f} pt",
                      f"baseline {report.baseline.accuracy_pct:.2f} % on the same examples"])
-    if final.speedup_vs_baseline is not None:
+    figure = final.side_by_side.get("speedup_vs_baseline")
+    if figure is not None and figure.ci95 is not None:  # what the verdict judged: timed side by side
+        rows.append(["speed-up vs fp32 (p50)", f"{figure.value:.2f}x",
+                     f"timed side by side with {report.baseline.label}, 95% CI [{figure.ci95[0]:.2f}, "
+                     f"{figure.ci95[1]:.2f}], {figure.rounds} rounds"])
+    elif final.speedup_vs_baseline is not None:
         base = report.baseline.primary_latency()
         rows.append(["speed-up vs fp32 (p50)", f"{final.speedup_vs_baseline:.2f}x",
-                     f"baseline {report.baseline.label}: p50 {base.p50_ms:.2f} ms"])
+                     f"timed alone; baseline {report.baseline.label}: p50 {base.p50_ms:.2f} ms"])
     machine = report.machine
     budget_rows = [[b.name, f"{b.kind} {b.limit:g}", "-" if b.measured is None else f"{b.measured:.3f}",
                     b.status.upper()] for b in report.budgets]
@@ -101,7 +107,7 @@ def render_model_card(manifest: BundleManifest, report: Report | None, figure_fi
             ["engine", f"`{manifest.engine}`"],
             ["target", f"{target.device}, {target.runtime}, {target.threads} threads, {target.precision}"],
             ["profile", f"`{manifest.profile.name}`: {manifest.profile.description}"],
-            ["shapes", ", ".join(s.label() for s in manifest.profile.shapes)],
+            ["shapes", ", ".join(shape_label(manifest.inputs, s, {}) for s in manifest.profile.shapes)],
             ["labels", ", ".join(manifest.labels) or "-"],
             ["source", f"`{source.name}` {source_path or ''}" if source else "-"],
             ["packaged", manifest.created_at],

@@ -16,6 +16,8 @@ from slimline.formats.causal_lm import empty_past, is_past_input
 from slimline.profiles.schema import Shape
 
 DEFAULT_IMAGE_SIZE = 224
+#: Axis names that mean the batch.
+BATCH_AXES = ("batch", "batch_size", "N", "n")
 
 
 def _numpy_dtype(dtype: str) -> Any:
@@ -58,14 +60,13 @@ def synthetic_feeds(specs: list[TensorSpec], shape: Shape, config: dict[str, Any
     return feeds
 
 
-def _generic_feed(spec: TensorSpec, shape: Shape, config: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
-    """`batch` -> the batch size, height/width -> the image size, any other named axis -> the sequence length;
-    floats are standard normal, integers draw from [0, vocab_size or 2)."""
+def _generic_dims(spec: TensorSpec, shape: Shape, config: dict[str, Any]) -> list[int]:
+    """`batch` -> the batch size, height/width -> the image size, any other named axis -> the sequence length."""
     dims = []
     for axis in spec.shape:
         if isinstance(axis, int) and axis > 0:
             dims.append(axis)
-        elif axis in ("batch", "batch_size", "N", "n"):
+        elif axis in BATCH_AXES:
             dims.append(shape.batch_size)
         elif axis in ("height", "width", "H", "W"):
             dims.append(image_size(config, shape))
@@ -74,10 +75,38 @@ def _generic_feed(spec: TensorSpec, shape: Shape, config: dict[str, Any], rng: n
         else:
             raise BenchError(f"model input {spec.name!r} has an unnamed unknown dimension in {spec.shape}.",
                              fix="name dynamic axes in the input spec (e.g. [batch, 3, 224, 224]).")
+    return dims
+
+
+def _generic_feed(spec: TensorSpec, shape: Shape, config: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    """The declared shape with named axes filled from the profile's shape (`_generic_dims`); floats are
+    standard normal, integers draw from [0, vocab_size or 2)."""
+    dims = _generic_dims(spec, shape, config)
     dtype = _numpy_dtype(spec.dtype)
     if np.issubdtype(dtype, np.integer):
         return rng.integers(0, int(config.get("vocab_size", 2)), size=dims).astype(dtype)
     return rng.standard_normal(dims).astype(dtype)
+
+
+def shape_label(specs: list[TensorSpec], shape: Shape, config: dict[str, Any]) -> str:
+    """What the model is fed at `shape`, from its declared inputs: `b1_s128` for token ids, `b1_3x224x224` for
+    images (pixel_values, or a 4-D float input: batch, channels, height, width), `b1_t160x40` for any other
+    tensor (its dims after the batch). Labels latency tables and report keys, so an image model is not
+    called a 128-token one."""
+    batch = f"b{shape.batch_size}"
+    names = [spec.name for spec in specs if not is_past_input(spec.name)]
+    if not names or "input_ids" in names:
+        return f"{batch}_s{shape.sequence_length}"
+    primary = next(spec for spec in specs if spec.name == names[0])
+    if primary.name == "pixel_values":
+        size = image_size(config, shape)
+        return f"{batch}_{int(config.get('num_channels', 3))}x{size}x{size}"
+    dims = _generic_dims(primary, shape, config)
+    if primary.shape and (primary.shape[0] in BATCH_AXES or primary.shape[0] == shape.batch_size):
+        dims = dims[1:]
+    joined = "x".join(str(d) for d in dims) or "1"
+    image_like = len(dims) == 3 and primary.dtype.startswith("float") and dims[0] in (1, 3, 4)
+    return f"{batch}_{joined}" if image_like else f"{batch}_t{joined}"
 
 
 def default_input_specs(task: str) -> list[TensorSpec]:

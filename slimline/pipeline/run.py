@@ -8,6 +8,7 @@ fail on bad input run before any heavy work (Olive's and llm-compressor's habit)
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,13 +24,23 @@ from slimline.core.artifact import (
     ModelDir,
 )
 from slimline.core.errors import OutputError
+from slimline.core.invocation import command_line
 from slimline.core.machine import library_versions, machine_info
 from slimline.core.outputs import claimed_run_dir
 from slimline.core.progress import reporter
 from slimline.export.tensorrt import TENSORRT_EXPORT_STEP
 from slimline.formats.inputs import default_input_specs
 from slimline.pipeline.plan import Plan, RunRequest, plan_run
-from slimline.pipeline.side_by_side import disagreements, time_side_by_side
+from slimline.pipeline.run_config import RUN_CONFIG_NAME, write_run_config
+from slimline.pipeline.side_by_side import (
+    attach,
+    busy_machine_warning,
+    disagreements,
+    load_average,
+    model_inputs_label,
+    summary,
+    time_side_by_side,
+)
 from slimline.pipeline.stages import run_stages
 
 
@@ -71,12 +82,19 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
         candidates = [Candidate(_label(m), m, "onnxruntime" if m.manifest.format == "onnx" and runtime == "tensorrt"
                                 else runtime) for m in intermediates]
         candidates.append(Candidate(_label(final), final, runtime))
+        load_before = load_average()
         baseline_result, results = measure(candidates, baseline, profile, inputs, eval_npz, evaluator)
-    side_by_side = time_side_by_side(profile, baseline, candidates)
+    timing, why_not = time_side_by_side(profile, baseline, candidates, request.seed)
+    load_after = load_average()
+    if timing is not None:  # every timing budget is judged on these (bench.figures)
+        baseline_result, results = attach(timing, baseline_result, results, request.seed)
+    side_by_side = {**summary(timing, why_not, profile, [baseline_result, *results],
+                              model_inputs_label(final, profile)), "load_average_1min": [load_before, load_after]}
     final_result = results[-1]
     budgets, verdict = evaluate_budgets(profile.budgets, final_result, baseline_result)
-    warnings = [*plan.warnings, *baseline_result.warnings, *final_result.warnings,
-                *disagreements(side_by_side, {r.label: r.speedup_vs_baseline for r in results})]
+    busy = busy_machine_warning(load_before, load_after, os.cpu_count())
+    warnings = [*plan.warnings, *([busy] if busy else []), *baseline_result.warnings, *final_result.warnings,
+                *disagreements(results)]
     coverage = final.manifest.metadata.get("quantization", {}).get("coverage", {})
     if coverage.get("warning"):  # e.g. "only 1 of 53 weight ops quantized": a CNN given text defaults
         warnings.append(coverage["warning"])
@@ -90,6 +108,7 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
         intermediates=results[:-1], speedup_vs_baseline=final_result.speedup_vs_baseline,
         accuracy_drop_pt=final_result.accuracy_drop_pt, budgets=budgets, verdict=verdict, warnings=warnings,
         accuracy_fallback=final.manifest.metadata.get("accuracy_fallback"), side_by_side=side_by_side,
+        command_line=command_line(),
     )
 
 
@@ -99,6 +118,8 @@ def run(request: RunRequest) -> Report:
     with claimed_run_dir(request.out_dir):
         report = execute(request, plan)
         check_stages_on_disk(report)
+        write_run_config(request, recipe_as_data(plan.steps), report.command_line)
+        report = report.model_copy(update={"run_config": RUN_CONFIG_NAME})
         write_report(report, request.out_dir)
     return report
 

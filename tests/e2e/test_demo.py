@@ -29,7 +29,7 @@ def test_the_demo_runs_the_cpu_profile_on_an_accurate_checkpoint_and_measures_ac
     assert checkpoint.manifest.metadata["accuracy"]["test"] >= MIN_TEST_ACCURACY >= 0.80
 
     report = json.loads((out / "report.json").read_text())
-    assert report["verdict"] in ("pass", "fail", "incomplete")
+    assert report["verdict"] in ("pass", "fail", "inconclusive", "incomplete")
     assert (report["verdict"] == "pass") == (completed.returncode == 0)
     assert report["profile"]["name"] == "cpu"
     assert report["eval_data"]["examples"] > 0

@@ -55,6 +55,11 @@ def test_a_plain_module_run_ends_with_a_verdict_on_top1_and_agreement(module_run
     assert measured["top1_drop_pt"]["status"] == "pass" and measured["agreement_pct"]["measured"] is not None
     assert report["baseline"]["format"] == "torch-module" and report["baseline"]["runtime"] == "torch"
     assert {"top1_pct", "top1_drop_pt", "agreement_pct"} <= set(report["measurements"]["quality"])
+    # a plain module is timed side by side with its ONNX candidates too (was `side_by_side: null`), labelled
+    # with the shape it is fed
+    assert report["side_by_side"]["measured"] and report["side_by_side"]["shape"] == "b1_3x16x16"
+    assert measured["latency_p95_ms"]["measurement"] == "side_by_side"
+    assert list(report["measurements"]["latency"]) == ["b1_3x16x16"]
 
 
 def test_every_stage_records_the_factory_and_the_hash_of_the_users_weights(module_run: Path,

@@ -53,7 +53,7 @@ def good_run(tiny_bert: Path, labelled_csv: Path, tmp_path_factory: pytest.TempP
 
 def test_a_run_within_budget_exits_zero_with_a_complete_report(good_run: Run) -> None:
     report = good_run.report
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == 2
     assert report["verdict"] == "pass"
     assert isinstance(report["machine"]["cpu_flags"], list)
     assert {"torch", "transformers", "onnxruntime", "onnx", "slimline"} <= set(report["versions"])
@@ -110,7 +110,8 @@ def test_a_run_leaves_no_stray_files_in_the_working_directory(good_run: Run) -> 
     """ORT's symbolic shape inference dumps a debug model into the working directory when it gives up."""
     assert sorted(p.name for p in good_run.cwd.iterdir()) == ["out"]
     assert sorted(p.name for p in good_run.out.iterdir()) == [".slimline-run.json", "report-tradeoff.svg",
-                                                              "report.html", "report.json", "report.md", "stages"]
+                                                              "report.html", "report.json", "report.md", "run.yaml",
+                                                              "stages"]
 
 
 def test_a_failed_rerun_leaves_the_previous_report_byte_identical(good_run: Run, tiny_bert: Path,
@@ -136,7 +137,8 @@ def test_a_rerun_into_the_same_out_reuses_every_stage(good_run: Run, tiny_bert: 
     assert [s["reused"] for s in report["stages"]] == [True, True]
     assert {d.name: (d / "manifest.json").read_bytes() for d in _stage_dirs(good_run.out)} == manifests
     assert sorted(p.name for p in good_run.out.iterdir()) == [".slimline-run.json", "report-tradeoff.svg",
-                                                              "report.html", "report.json", "report.md", "stages"]
+                                                              "report.html", "report.json", "report.md", "run.yaml",
+                                                              "stages"]
 
 
 def test_an_impossible_budget_exits_one_with_a_failing_verdict(good_run: Run, tiny_bert: Path, labelled_csv: Path,
@@ -156,3 +158,40 @@ def test_an_impossible_budget_exits_one_with_a_failing_verdict(good_run: Run, ti
     assert latency["status"] == "fail" and latency["limit"] == 0.0001 and latency["measured"] > 0.0001
     assert all(stage["reused"] for stage in report["stages"])
     assert "verdict: FAIL" in completed.stdout
+
+
+def test_every_timing_budget_names_the_side_by_side_measurement_and_its_interval(good_run: Run) -> None:
+    report = good_run.report
+    latency = next(b for b in report["budgets"] if b["name"] == "latency_p95_ms")
+    assert latency["measurement"] == "side_by_side" and latency["samples"] >= 5
+    assert latency["interval"][0] <= latency["measured"] <= latency["interval"][1]
+    side_by_side = report["side_by_side"]
+    assert side_by_side["measured"] and side_by_side["method"] == "block-interleaved" and side_by_side["rounds"] >= 5
+    assert side_by_side["shape"] == "b1_s16" and set(side_by_side["blocks"]) == {report["baseline"]["label"], INT8}
+    final = report["measurements"]
+    assert final["speedup_vs_baseline"] == side_by_side["speedup_vs_baseline"][INT8]
+    assert final["speedup_vs_baseline_alone"] > 0  # the alone figure stays, labelled as such
+    markdown = (good_run.out / "report.md").read_text()
+    assert "Side by side (what the verdict judged)" in markdown and "p50 ms alone" in markdown
+    assert report["command_line"].startswith("slimline run --checkpoint")
+
+
+def test_run_yaml_reruns_the_same_plan_into_another_out(good_run: Run, tmp_path: Path) -> None:
+    out = tmp_path / "again"
+    shutil.copytree(good_run.out / "stages", out / "stages")  # same stages: only the benchmark runs again
+    completed = run_cli("run", "--config", str(good_run.out / "run.yaml"), "--out", str(out))
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    again = json.loads((out / "report.json").read_text())
+    first = good_run.report
+    assert [Path(s["directory"]).name for s in again["stages"]] == [Path(s["directory"]).name
+                                                                    for s in first["stages"]]
+    assert all(s["reused"] for s in again["stages"])
+    assert (again["profile"], again["recipe"], again["eval_data"]) == (first["profile"], first["recipe"],
+                                                                       first["eval_data"])
+
+
+def test_run_config_refuses_options_it_already_states(good_run: Run, tmp_path: Path) -> None:
+    completed = run_cli("run", "--config", str(good_run.out / "run.yaml"), "--profile", "cpu",
+                        "--out", str(tmp_path / "x"))
+    assert completed.returncode == 2 and "--profile" in completed.stderr
+    assert not (tmp_path / "x").exists()

@@ -84,13 +84,17 @@ def test_a_metric_the_run_could_not_measure_is_not_measured_not_passed(metric: s
 @given(latencies=st.lists(st.floats(min_value=0.01, max_value=1e4), min_size=2, max_size=50),
        limit=st.floats(min_value=0.01, max_value=1e4),
        metric=st.sampled_from(["latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms"]))
-def test_latency_budgets_read_the_matching_percentile_with_its_spread(latencies: list[float], limit: float,
-                                                                      metric: str) -> None:
+def test_latency_budgets_read_the_matching_percentile_and_judge_its_interval(latencies: list[float], limit: float,
+                                                                             metric: str) -> None:
     cand = candidate(latencies_ms=latencies)
-    expected = getattr(cand.primary_latency(), metric.removeprefix("latency_"))
+    percentile = metric.removeprefix("latency_").removesuffix("_ms")
+    expected = getattr(cand.primary_latency(), f"{percentile}_ms")
+    low, high = cand.primary_latency().interval_of(percentile)
     outcome = evaluate_budget(metric, Budget(max=limit), cand, None)
     assert outcome.measured == expected
-    assert outcome.status == ("pass" if expected <= limit else "fail")
+    assert outcome.interval == (low, high) and low <= expected <= high
+    assert outcome.status == ("pass" if high <= limit else "fail" if low > limit else "inconclusive")
+    assert outcome.measurement == "alone"
     assert f"n={len(latencies)}" in (outcome.spread or "")
 
 
@@ -102,13 +106,15 @@ def test_a_throughput_budget_reads_samples_per_second(batch_size: int, limit: fl
     assert outcome.status == ("pass" if outcome.measured >= limit else "fail")
 
 
-@given(statuses=st.lists(st.sampled_from(["pass", "fail", "not_measured"]), max_size=8))
-def test_the_verdict_is_fail_over_incomplete_over_pass(statuses: list[str]) -> None:
+@given(statuses=st.lists(st.sampled_from(["pass", "fail", "inconclusive", "not_measured"]), max_size=8))
+def test_the_verdict_is_fail_over_incomplete_over_inconclusive_over_pass(statuses: list[str]) -> None:
     verdict = verdict_of([result(s) for s in statuses])
     if "fail" in statuses:
         assert verdict == "fail"
     elif "not_measured" in statuses or not statuses:  # no budget at all: nothing was checked
         assert verdict == "incomplete"
+    elif "inconclusive" in statuses:
+        assert verdict == "inconclusive"
     else:
         assert verdict == "pass"
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from slimline.bench.interleaved import InterleavedSpec, RoundRobinTiming, time_interleaved
+from slimline.bench.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
 from slimline.bench.report import Report
 from slimline.bench.screening import ValidationScreen
 from slimline.compress.search_space import SearchSpace
@@ -70,7 +70,7 @@ class SearchRequest:
     confidence_z: float = 0.0
     screen_samples: int | None = None
     rebench_top: int = 5
-    timing: RoundRobinTiming | None = None  # each trial's timing; None: from the profile's (trial.quick_timing)
+    timing: InterleavedTiming | None = None  # each trial's timing; None: from the profile's (trial.quick_timing)
     force: bool = False
 
 
@@ -154,9 +154,10 @@ def reference_facts(prepared: Prepared, study: Any, reference: ModelDir, logits_
             runners=[runner_spec("torch fp32 eager", source, "torch", profile),
                      runner_spec("onnxruntime fp32", reference, "onnxruntime", profile)],
             shape=profile.shapes[0], seed=request.seed,
-            timing=RoundRobinTiming.of(measurement).at_most(warmup_iters=10, min_rounds=60, min_time_s=5.0)))
-    facts = {"torch_p50_ms": timing.latency["torch fp32 eager"].p50_ms,
-             "onnx_p50_ms": timing.latency["onnxruntime fp32"].p50_ms,
+            timing=InterleavedTiming.of(measurement).at_most(warmup_iters=10, min_iters=60, min_time_s=5.0)))
+    latency = timing.latency_stats(request.seed)
+    facts = {"torch_p50_ms": latency["torch fp32 eager"].p50_ms,
+             "onnx_p50_ms": latency["onnxruntime fp32"].p50_ms,
              "onnx_dir": str(reference.path), "machine_cpu_flags": list(prepared.flags)}
     study.set_user_attr("reference", facts)
     return facts

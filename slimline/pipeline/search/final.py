@@ -2,7 +2,7 @@
 
 Trial timings are normalised to the fp32 reference but were taken at different moments (and, under
 Ray, while other trials ran). So the trials that pass every screened budget (the fastest few) are
-timed again together with torch fp32 eager and the fp32 ONNX export, round-robin in one process, and
+timed again together with torch fp32 eager and the fp32 ONNX export, side by side in one process, and
 the fastest that still passes the latency budgets is chosen. The chosen recipe's stages (all reused)
 then get the same bench as `slimline run`: the test split, every budget of the profile, a verdict.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slimline.bench.interleaved import InterleavedSpec, RoundRobinTiming, time_interleaved
+from slimline.bench.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
 from slimline.bench.report import Report, write_report
 from slimline.compress.recipe import build_step
 from slimline.core.artifact import ModelDir
@@ -50,10 +50,10 @@ def rebench(prepared: Any, state: SearchState, candidates: list[TrialOutcome]) -
     with reporter().step(f"search: re-timing {len(candidates)} trial(s) with the baselines, interleaved"):
         timing = time_interleaved(InterleavedSpec(
             runners=runners, shape=profile.shapes[0], seed=prepared.request.seed,
-            timing=RoundRobinTiming.of(measurement).model_copy(update={
+            timing=InterleavedTiming.of(measurement).model_copy(update={
                 "min_time_s": measurement.min_time_s * 2, "max_time_s": measurement.max_time_s * 2})))
     return {"rounds": timing.rounds, "seconds": timing.seconds,
-            "latency": {label: stats.model_dump() for label, stats in timing.latency.items()}}
+            "latency": {label: stats.model_dump() for label, stats in timing.latency_stats().items()}}
 
 
 def choose(prepared: Any, candidates: list[TrialOutcome], rebenched: dict[str, Any]) -> TrialOutcome:

@@ -87,7 +87,7 @@ def trials_markdown(state: SearchState) -> str:
     reference = state.reference
     intro = [
         f"Space: `{state.space}`. Acceptance on accuracy: {state.rule.describe()}.",
-        f"Latency: each trial timed interleaved (round-robin, one process) with the fp32 ONNX export and reported "
+        f"Latency: each trial timed side by side (blocks, one process) with the fp32 ONNX export and reported "
         f"as its ratio to it x the export's p50 at the start of the search ({reference.get('onnx_p50_ms', 0):.2f} ms; "
         f"torch fp32 eager {reference.get('torch_p50_ms', 0):.2f} ms).",
         *state.notes,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from slimline.bench.interleaved import InterleavedSpec, RoundRobinTiming, time_interleaved
+from slimline.bench.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
 from slimline.bench.screening import ValidationScreen
 from slimline.compress.recipe import build_step
 from slimline.core.artifact import ModelDir
@@ -33,9 +33,9 @@ from slimline.profiles.schema import Measurement, Profile
 log = logging.getLogger(__name__)
 
 
-def quick_timing(measurement: Measurement) -> RoundRobinTiming:
+def quick_timing(measurement: Measurement) -> InterleavedTiming:
     """Each trial's interleaved timing: enough to rank, never more than the profile asks of a full bench."""
-    return RoundRobinTiming.of(measurement).at_most(warmup_iters=5, min_rounds=40, min_time_s=3.0, max_time_s=30.0)
+    return InterleavedTiming.of(measurement).at_most(warmup_iters=5, min_iters=40, min_time_s=3.0, max_time_s=30.0)
 
 
 class TrialArgs(BaseModel):
@@ -50,7 +50,7 @@ class TrialArgs(BaseModel):
     reference_logits: str  # .npy of the reference's validation logits
     reference_p50_ms: float  # the reference's p50 when the search started (normalisation)
     screen_samples: int | None = None
-    timing: RoundRobinTiming
+    timing: InterleavedTiming
 
 
 class TrialOutcome(BaseModel):
@@ -102,7 +102,8 @@ def run_trial(args: TrialArgs) -> TrialOutcome:
             runners=[runner_spec("reference", reference, "onnxruntime", profile),
                      runner_spec("candidate", model, "onnxruntime", profile)],
             shape=profile.shapes[0], timing=args.timing, seed=args.seed + args.number))
-        candidate, ref = timing.latency["candidate"], timing.latency["reference"]
+        latency = timing.latency_stats(args.seed + args.number)
+        candidate, ref = latency["candidate"], latency["reference"]
         ratio = candidate.p50_ms / ref.p50_ms
         outcome.latency_ratio_vs_reference = ratio
         outcome.latency_p50_ms = ratio * args.reference_p50_ms
