@@ -40,7 +40,7 @@ def metric_value(metric: str, candidate: CandidateResult) -> tuple[float | None,
         return candidate.gpu_memory_mb, None
     if metric == "accuracy_pct":
         return candidate.accuracy_pct, None
-    if metric == "accuracy_drop_pt":
+    if metric == "accuracy_drop_pt" and candidate.accuracy_drop_pt is not None:
         return candidate.accuracy_drop_pt, None
     if metric == "speedup_vs_baseline":
         return candidate.speedup_vs_baseline, None
@@ -48,6 +48,8 @@ def metric_value(metric: str, candidate: CandidateResult) -> tuple[float | None,
         return candidate.agreement_with_baseline_pct, None
     if metric == "top1_drop_pt" and "top1_drop_se_pt" in candidate.quality:
         return candidate.quality.get(metric), f"paired SE {candidate.quality['top1_drop_se_pt']:.2f} pt"
+    if metric.split("@")[0] in ("top1_drop_pt", "accuracy_drop_pt") and candidate.quality.get("top1_drop_is_bound"):
+        return candidate.quality.get(metric), "no labels: upper bound = disagreement with fp32"
     decode = candidate.primary_decode()
     if metric in ("prefill_p50_ms", "decode_tokens_per_s") and decode is not None:
         return decode[metric], f"{decode['runs']} runs of {decode['new_tokens']} tokens, cv {decode['decode_cv']:.2f}"

@@ -45,6 +45,8 @@ class Report(BaseModel):
     search: dict[str, Any] | None = None  # `slimline search`: the trials, the front, the choice and why
     #: CPU targets: the baseline and candidates timed again round-robin in one process (slimline.pipeline.side_by_side)
     side_by_side: dict[str, Any] | None = None
+    #: Static quantization's calibration set: source, split, examples, sha256 (compress.calibration).
+    calibration: dict[str, Any] | None = None
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -118,6 +120,11 @@ def render_markdown(report: Report) -> str:
         parts += ["", f"Accuracy on {report.eval_data['examples']} examples of "
                       f"{report.eval_data['dataset']['source']} / {report.eval_data['dataset']['split']} "
                       f"(sha256 {report.eval_data['examples_sha256'][:12]}), each model run as exported."]
+    if report.calibration:
+        parts += ["", calibration_line(report.calibration)]
+    quality = quality_markdown(report)
+    if quality:
+        parts += ["", "## Quality per output (vs the baseline, same inputs)", "", quality]
     if report.accuracy_fallback and report.accuracy_fallback.get("candidates"):
         parts += ["", "## Accuracy-aware fallback (validation split)", "", fallback_markdown(report.accuracy_fallback)]
     if report.side_by_side:
@@ -127,6 +134,27 @@ def render_markdown(report: Report) -> str:
     if report.warnings:
         parts += ["", "## Warnings", "", *[f"- {w}" for w in report.warnings]]
     return "\n".join(parts) + "\n"
+
+
+def calibration_line(calibration: dict[str, Any]) -> str:
+    return (f"Calibrated on {calibration.get('examples', '?')} examples of {calibration.get('source')} / "
+            f"{calibration.get('split')} (sha256 {str(calibration.get('sha256', ''))[:12]}), disjoint from the "
+            "examples above.")
+
+
+def quality_markdown(report: Report) -> str:
+    """One row per output and model: each output's kind and the metrics that fit it (metric@output keys)."""
+    outputs = (report.eval_data or {}).get("outputs") or []
+    if not outputs:
+        return ""
+    rows = []
+    for result in [*report.intermediates, report.measurements]:
+        for output in outputs:
+            suffix = f"@{output['name']}"
+            metrics = {k.removesuffix(suffix): v for k, v in result.quality.items() if k.endswith(suffix)}
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())) or "(not compared)"
+            rows.append([result.label, output["name"], output["kind"], shown])
+    return markdown_table(["model", "output", "kind", "metrics vs the baseline"], rows)
 
 
 def side_by_side_markdown(side_by_side: dict[str, Any]) -> str:
