@@ -23,6 +23,7 @@ How to add one (e.g. causal-LM perplexity):
 from __future__ import annotations
 
 import importlib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,8 +79,8 @@ class EvalSource(BaseModel):
             return "folder"
         if self.source.endswith(".npz"):
             return "npz"
-        if ":" in self.source and "." in self.source.partition(":")[0] and not path.exists():
-            return "callable"
+        if not path.exists() and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", self.source):
+            return "callable"  # module:function or pkg.module:function
         return "text"
 
 
