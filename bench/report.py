@@ -126,7 +126,7 @@ def render_markdown(report: Report) -> str:
     if quality:
         parts += ["", "## Quality per output (vs the baseline, same inputs)", "", quality]
     if report.accuracy_fallback and report.accuracy_fallback.get("candidates"):
-        parts += ["", "## Accuracy-aware fallback (validation split)", "", fallback_markdown(report.accuracy_fallback)]
+        parts += ["", "## Quality fallback (validation split)", "", fallback_markdown(report.accuracy_fallback)]
     if report.side_by_side:
         parts += ["", "## Side by side (round-robin in one process)", "", side_by_side_markdown(report.side_by_side)]
     if report.search:
@@ -186,25 +186,31 @@ def search_markdown(search: dict[str, Any]) -> str:
 
 
 def fallback_markdown(search: dict[str, Any]) -> str:
+    """Every candidate the quality fallback measured: its setting, float nodes, the budgets' metrics, speed, size."""
+    budgets = search.get("budgets") or {"accuracy_drop_pt": f"max {search.get('budget_pt')}"}
     rows = []
     for index, candidate in enumerate(search["candidates"]):
         chosen = " (chosen)" if index == search["chosen"] else ""
+        metrics = candidate.get("metrics") or {"accuracy_drop_pt": candidate.get("drop_pt")}
         rows.append([f"{index}{chosen}", candidate.get("variant", "as configured"), str(len(candidate["excluded"])),
-                     f"{candidate['accuracy_pct']:.2f}",
-                     f"{candidate['drop_pt']:.2f}", f"{candidate['drop_upper_pt']:.2f}",
-                     f"{candidate['latency_p50_ms']:.2f}",
-                     f"{candidate['size_mb']:.1f}"])
-    header = (f"Search target: drop + z·SE <= {search['budget_pt']:g} pt (paired standard error) vs fp32 "
-              f"{search['reference_accuracy_pct']:.2f}%: "
-              f"{'met' if search['met_budget'] else 'NOT met'} ({search['stopped_by']}).")
+                     *[_fmt(metrics.get(name), 4) for name in budgets],
+                     "yes" if not candidate.get("failing") else "no: " + ", ".join(candidate["failing"]),
+                     f"{candidate['latency_p50_ms']:.2f}", f"{candidate['size_mb']:.1f}"])
+    wanted = ", ".join(f"{name} {limit}" for name, limit in budgets.items())
+    header = (f"Judged on {search.get('examples', '?')} validation examples against {wanted} (drops + z·SE, "
+              f"agreement - z·SE): {'met' if search['met_budget'] else 'NOT met'} ({search['stopped_by']}).")
+    if search.get("reference_accuracy_pct") is not None:
+        header += f" fp32 accuracy {search['reference_accuracy_pct']:.2f}%."
     if search.get("selection"):
         header += f" Chosen: {search['selection']}."
     if search.get("resolution"):
         header += f" Resolution: {search['resolution']}."
     if search.get("skipped_settings"):
         header += f" Settings the quantizer could not apply: {'; '.join(search['skipped_settings'])}."
+    if search.get("left_to_bench"):
+        header += f" Judged by the benchmark only: {', '.join(search['left_to_bench'])}."
     header += "\n\n"
-    return header + markdown_table(["candidate", "setting", "nodes in float", "accuracy %", "drop pt", "drop + z·SE pt",
+    return header + markdown_table(["candidate", "setting", "nodes in float", *budgets, "meets budgets",
                                     "p50 ms (quick)", "size MB"], rows)
 
 

@@ -1,23 +1,29 @@
-"""Evaluators: how a model's quality is measured, chosen by task (or by name), pluggable.
+"""Evaluators: how a model's quality is measured, chosen by task and data (or by name), pluggable.
 
 Every candidate and the baseline are scored on the *same* arrays: `prepare` (main process, once)
 writes them to an .npz; `score` (in each benchmark worker, with that worker's runner) turns the
 model's outputs into metrics; `compare` (main process) turns a candidate's score and the
-baseline's into metrics relative to the baseline (drops, agreement, error). Metric names carry
-their unit (`top1_pct`, `perplexity_increase_pct`); any of them can be a profile budget once it
-is listed in profiles/schema.py BUDGET_METRICS.
+baseline's into metrics relative to the baseline (drops, agreement, cosine, error). Each output of
+the model has a kind (slimline.core.output_kinds: class-logits, vector, token-logits), decided in the
+plan (pipeline.quality_plan) and handed over in `EvalContext.outputs`; the evaluators that compare
+outputs (outputs.py) judge each by its kind and name it in the metric (`cosine_mean@embeddings`).
+Metric names carry their unit (`top1_pct`, `perplexity_increase_pct`); any of them can be a profile
+budget once it is listed in profiles/schema.py BUDGET_METRICS and, for quality, in KIND_METRICS.
 
 How to add one (e.g. causal-LM perplexity):
-  1. Write `slimline/bench/evaluators/<module>.py` with a subclass of `Evaluator` decorated with
+  1. Write `slimline/bench/evaluators/<module>.py` with a subclass of `Evaluator` (or of
+     outputs.OutputsEvaluator to compare every output by its kind) decorated with
      `@register_evaluator("<name>")`; set `tasks` to the tasks it is the default for.
   2. Map the name to its module in `EVALUATOR_MODULES` below (modules are imported lazily, so
      importing slimline never imports numpy-heavy evaluators or the runtimes).
   3. `prepare(data, context, out_npz)`: build the inputs every runner reads; return facts for the
      report (source, count, sha256). `score(forward, npz, batch_size, outputs_path)`: run `forward`
-     (one batch of numpy feeds -> the model's first output) over it, return an `EvalScore`.
-     `compare(candidate, baseline)`: metrics vs the baseline (each score may point at its raw outputs).
-  4. Add budget metric names to BUDGET_METRICS (profiles/schema.py); the verdict reads any metric
-     from `CandidateResult.quality` (bench/budgets.py).
+     (one batch of numpy feeds -> the model's first output, or every output when the class sets
+     `multi_output`) over it, return an `EvalScore`. `compare(candidate, baseline)`: metrics vs the
+     baseline (each score may point at its raw outputs).
+  4. Add budget metric names to BUDGET_METRICS (profiles/schema.py) and to the output kind that measures
+     them (core/output_kinds.py KIND_METRICS), so the plan can refuse budgets a model cannot measure; the
+     verdict reads any metric from `CandidateResult.quality` (bench/budgets.py).
 """
 
 from __future__ import annotations

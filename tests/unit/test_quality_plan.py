@@ -92,7 +92,7 @@ def test_the_profile_eval_section_and_the_evaluator_override_set_the_output_kind
     assert {o.kind for o in every_vector.outputs} == {"vector"} and every_vector.evaluator == "embedding"
     with pytest.raises(DataError, match="no evaluator named"):
         plan_quality(model, _profile({"rel_error": {"max": 1}}), data, "nope")
-    with pytest.raises(ProfileError, match="eval.outputs names"):
+    with pytest.raises(ProfileError, match=r"eval\.outputs names"):
         plan_quality(model, _profile({"rel_error": {"max": 1}}, eval={"outputs": {"masks": "vector"}}), data, None)
 
 
