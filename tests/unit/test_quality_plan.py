@@ -159,3 +159,20 @@ def test_every_output_is_named_and_the_plain_metric_is_the_worst_over_outputs() 
     assert "cosine_mean@boxes" in compared and "cosine_mean@scores" not in compared
     assert compared["agreement_pct"] == compared["agreement_pct@scores"] < 100
     assert fitting_metrics(outputs, has_labels=False)[:2] == ["cosine_mean@boxes", "cosine_p01@boxes"]
+
+
+def test_the_readme_llm_command_plans_and_prepares_perplexity_on_rotten_tomatoes(tiny_llama: Path,
+                                                                                  tmp_path: Path) -> None:
+    """`run --profile llm-cpu --eval-data rotten-tomatoes:test` on a causal LM: the perplexity evaluator, token
+    windows of the test split's texts (labels unread), and every llm-cpu budget accepted."""
+    from slimline.api import as_eval_data, as_profile
+    from slimline.bench.evaluators.base import EvalContext, get_evaluator
+    from slimline.pipeline.plan import RunRequest, plan_run
+
+    plan = plan_run(RunRequest(checkpoint=tiny_llama, profile=as_profile("llm-cpu"), out_dir=tmp_path / "out",
+                               eval_data=as_eval_data("rotten-tomatoes:test")))
+    assert plan.evaluator == "perplexity" and [o.kind for o in plan.outputs] == ["token-logits"]
+    context = EvalContext(plan.source, plan.source.manifest.inputs, as_profile("llm-cpu").shapes[0], 4,
+                          outputs=plan.outputs)
+    facts = get_evaluator("perplexity").prepare(plan.eval_data, context, tmp_path / "eval.npz")
+    assert facts["dataset"] == {"source": "rotten-tomatoes", "split": "test"} and facts["windows"] == 4
