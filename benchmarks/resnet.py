@@ -5,14 +5,19 @@ torchvision's layout and initialisation (BasicBlock x [2, 2, 2, 2], 7x7 stem, ka
 a 1000-class fc), seeded. A random network is not a trained one, so two things are set from images, and the
 benchmark says so: the BatchNorm running statistics are estimated on calibration photos (train-mode
 forwards, cumulative average), so activations have realistic scales; and the fc layer folds in a
-standardisation of the pooled features (their mean and spread on the same photos), so that, like a trained
-classifier's, its predictions differ from image to image with realistic margins instead of one class for all.
+centring of the pooled features (their mean on the same photos) and one scale that gives the logits a
+trained classifier's spread, so that its predictions differ from image to image with realistic margins
+instead of one class for all (a per-feature standardisation would amplify the INT8 noise of the
+near-constant features, which a trained network does not).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+#: The spread of the logits over images (a trained ImageNet ResNet-18's are of this order).
+LOGIT_STD = 3.0
 
 
 class BasicBlock(nn.Module):
@@ -70,7 +75,7 @@ def resnet18() -> nn.Module:
 
 
 def resnet18_fitted(pixels: torch.Tensor, seed: int = 0) -> nn.Module:
-    """Seeded ResNet-18 with BatchNorm statistics and the fc standardisation estimated on `pixels` (N, 3, H, W)."""
+    """Seeded ResNet-18 with BatchNorm statistics and the fc centring and scale estimated on `pixels` (N, 3, H, W)."""
     torch.manual_seed(seed)
     model = ResNet18()
     for module in model.modules():
@@ -82,8 +87,9 @@ def resnet18_fitted(pixels: torch.Tensor, seed: int = 0) -> nn.Module:
             model.features(batch)
         model.eval()
         features = torch.cat([model.features(batch) for batch in pixels.split(32)])
-        mean, std = features.mean(0), features.std(0) + 1e-6
-        weight = model.fc.weight / std * 3.0
+        mean = features.mean(0)
+        logits = (features - mean) @ model.fc.weight.T
+        weight = model.fc.weight * (LOGIT_STD / logits.std())  # one scale for all: no feature's noise amplified
         model.fc.weight.copy_(weight)
         model.fc.bias.copy_(-(weight @ mean))
     return model.eval()

@@ -2,7 +2,7 @@
 profile, with the quality fallback searching the INT8 settings (then float nodes) for 99% top-1 agreement with fp32.
 
 Model: a torchvision-style ResNet-18 built from code (benchmarks/resnet.py): seeded weights, BatchNorm statistics
-and an fc standardisation estimated on photos, because no PyPI wheel ships ImageNet ResNet weights and torchvision
+and the fc's centring and scale estimated on photos, because no PyPI wheel ships ImageNet ResNet weights and torchvision
 is never installed. Images: random crops (scale 8-100% of the area, flips) of the photos that ship in the
 matplotlib (grace_hopper.jpg) and scikit-learn 1.9.1 (china.jpg, flower.jpg; read from the wheel, nothing
 installed) packages, 224x224, as an unlabelled .npz: the seeded train split fits the BatchNorm statistics and
