@@ -176,3 +176,25 @@ def test_the_readme_llm_command_plans_and_prepares_perplexity_on_rotten_tomatoes
                           outputs=plan.outputs)
     facts = get_evaluator("perplexity").prepare(plan.eval_data, context, tmp_path / "eval.npz")
     assert facts["dataset"] == {"source": "rotten-tomatoes", "split": "test"} and facts["windows"] == 4
+
+
+@given(st.sampled_from(sorted(__import__("slimline.core.output_kinds", fromlist=["x"]).QUALITY_METRICS)),
+       st.text(st.characters(blacklist_characters="@", blacklist_categories=("Cs",)), min_size=1, max_size=12),
+       st.sampled_from(["", "cosine_min_mean", "latency_p50_ms"]))
+def test_budget_names_per_output_validate_and_aliases_become_the_metric(metric, output, other) -> None:
+    from slimline.profiles.schema import BUDGET_METRICS
+
+    kind = BUDGET_METRICS[metric][0]
+    budgets = {f"{metric}@{output}": {kind: 1.0}}
+    if other == "latency_p50_ms":
+        with pytest.raises(ValueError, match="only quality metrics are per output"):
+            Profile(name="p", budgets={**budgets, f"{other}@{output}": {"max": 1.0}})
+        return
+    if other:
+        budgets[f"{other}@{output}"] = {"min": 0.5}
+    if other and metric == "cosine_mean":  # the alias names the same budget twice
+        with pytest.raises(ValueError, match="repeats"):
+            Profile(name="p", budgets=budgets)
+        return
+    profile = Profile(name="p", budgets=budgets)
+    assert set(profile.budgets) == {f"{metric}@{output}", *([f"cosine_mean@{output}"] if other else [])}
