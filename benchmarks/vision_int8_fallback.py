@@ -98,12 +98,86 @@ def write_inputs(work: Path, crops: int) -> tuple[Path, Path, dict[str, object]]
     return npz, weights, facts
 
 
+def render(payload: dict) -> str:
+    """The results page, from the JSON alone (`--render-only` rewrites it without measuring again)."""
+    facts, fallback, quality = payload["facts"], payload["fallback"], payload["quality"]
+    rows = [[f"{i}{' (chosen)' if i == fallback.get('chosen') else ''}", c["variant"], str(len(c["excluded"])),
+             f"{c['metrics'].get('agreement_pct', float('nan')):.1f}", "yes" if not c["failing"] else "no",
+             f"{c['latency_p50_ms']:.2f}", f"{c['size_mb']:.1f}"]
+            for i, c in enumerate(fallback.get("candidates", []))]
+    full_int8 = [c for c in fallback.get("candidates", []) if not c["excluded"] and
+                 not c["overrides"].get("exclude_first_last")]
+    best_int8 = max(full_int8, key=lambda c: c["metrics"].get("agreement_pct", 0), default=None)
+    side = payload["side_by_side"].get("speedup_vs_baseline", {}) if payload["side_by_side"] else {}
+    budgets = [[b["name"], f"{b['kind']} {b['limit']:g}", "-" if b["measured"] is None else f"{b['measured']:.3f}",
+                b["status"]] for b in payload["budgets"]]
+    calibration = payload["calibration"] or {}
+    machine = payload["machine"]
+    chosen = fallback["candidates"][fallback["chosen"]]
+    nodes = len(fallback.get("sensitivity") or {})
+    in_float = len(chosen["excluded"]) + (2 if chosen["overrides"].get("exclude_first_last") else 0)
+    everything = nodes and in_float >= nodes
+    within = [c for c in fallback["candidates"] if c["metrics"].get("agreement_pct", 0) >= 95]
+    smallest_95 = min(within, key=lambda c: c["size_mb"], default=None)
+    return "\n".join([
+        "# Static INT8 on a ResNet-18 with the quality fallback (cpu-vision)",
+        "",
+        f"Machine: {machine.get('cpu_model')}, {payload['threads']} threads, VNNI: {payload['vnni']}; a shared, "
+        "heavily loaded machine: the quick p50 column is noise-prone (the side-by-side ratio is the one to read).",
+        f"Model: seeded torchvision-style ResNet-18 (benchmarks/resnet.py; no trained ImageNet weights ship in a "
+        f"PyPI wheel), BatchNorm statistics from {facts['bn_statistics_from']}, {facts['distinct_test_predictions']} "
+        f"distinct top-1 classes over the {facts['test_examples']} test crops. Data: {facts['crops']} unlabelled "
+        f"224x224 crops of the photos in matplotlib and scikit-learn; calibrated on {calibration.get('examples')} "
+        f"of the train split (sha256 {str(calibration.get('sha256', ''))[:12]}), candidates judged on the "
+        f"{fallback.get('examples')} of the validation split, the verdict on the test split.",
+        "",
+        f"**Result.** No setting that keeps every node in INT8 reaches the 99% agreement budget: the best, "
+        f"{best_int8['variant'] if best_int8 else '-'}, agrees with fp32 on "
+        f"{best_int8['metrics'].get('agreement_pct', float('nan')) if best_int8 else float('nan'):.0f}% of the "
+        f"validation crops (as configured: {fallback['candidates'][0]['metrics'].get('agreement_pct', 0):.0f}%). "
+        "The fallback then leaves the most sensitive nodes in float one at a time; the first candidate that meets "
+        f"the budget (agreement - 1 SE >= 99%) is chosen: {fallback.get('selection', '')}, with {in_float} of the "
+        f"{nodes} quantizable nodes in float"
+        + (" - every one: on this untrained network INT8 anywhere costs more than 1% agreement, and the "
+           "fallback's honest answer to a 99% budget is the fp32 graph" if everything else "")
+        + (f" (>= 95% as measured needs {len(smallest_95['excluded'])} float nodes and "
+           f"{smallest_95['size_mb']:.1f} MB instead of {chosen['size_mb']:.1f})" if smallest_95 else "")
+        + ". The same shape was seen on a real ImageNet CNN in issue 19 (58-78% agreement, 86.5% with "
+        "percentile calibration by hand). On the test split it "
+        f"agrees on {quality.get('agreement_pct', float('nan')):.1f}% (top-5 "
+        f"{quality.get('top5_agreement_pct', float('nan')):.1f}%, logits' relative error "
+        f"{quality.get('rel_error', float('nan')):.4f}); side by side it runs "
+        f"{next(iter(side.values()), float('nan')):.2f}x as fast as torch fp32 eager. The table is the trade-off: "
+        "each float node buys agreement with size and speed, so a profile that accepts, say, 95% agreement "
+        "gets a far smaller and faster model. Verdict: "
+        f"**{payload['verdict'].upper()}** (its latency budget is judged on this loaded machine).",
+        "",
+        "## Fallback candidates (validation split; every INT8 setting before float nodes)",
+        "",
+        f"Stopped: {fallback.get('stopped_by', '-')}; {fallback.get('resolution', '')}.",
+        "",
+        markdown_table(["candidate", "setting", "nodes in float", "agreement %", "meets budgets", "p50 ms (quick)",
+                        "size MB"], rows),
+        "",
+        "## Budgets (cpu-vision)",
+        "",
+        markdown_table(["budget", "limit", "measured", "status"], budgets),
+        "",
+        "Reproduce: `python -m benchmarks.vision_int8_fallback`.",
+    ]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work", default="runs/bench-vision-int8-fallback")
     parser.add_argument("--crops", type=int, default=1000)
+    parser.add_argument("--render-only", action="store_true", help="rewrite the .md from the existing .json")
     add_results_dir_argument(parser)
     args = parser.parse_args(argv)
+    if args.render_only:
+        payload = json.loads((args.results_dir / "vision-int8-fallback.json").read_text())
+        (args.results_dir / "vision-int8-fallback.md").write_text(render(payload))
+        return 0
     set_reporter(RichReporter())
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -115,51 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     report = api.run(model_factory="benchmarks.resnet:resnet18", weights=weights, inputs=work / "inputs.yaml",
                      profile=profile, eval_data=f"{npz}:test", out=work / "run", force=True, history=False)
-    fallback = report.accuracy_fallback or {}
-    candidates = fallback.get("candidates", [])
-    rows = [[f"{i}{' (chosen)' if i == fallback.get('chosen') else ''}", c["variant"], str(len(c["excluded"])),
-             f"{c['metrics'].get('agreement_pct', float('nan')):.1f}", "yes" if not c["failing"] else "no",
-             f"{c['latency_p50_ms']:.2f}", f"{c['size_mb']:.1f}"] for i, c in enumerate(candidates)]
-    quality = report.measurements.quality
-    side = report.side_by_side or {}
-    verdicts = [f"| {b.name} | {b.kind} {b.limit:g} | {b.measured if b.measured is None else round(b.measured, 3)} | "
-                f"{b.status} |" for b in report.budgets]
-    lines = [
-        "# Static INT8 on a ResNet-18 with the quality fallback (cpu-vision)",
-        "",
-        f"Machine: {report.machine.get('cpu_model')}, {profile.target.threads} threads, VNNI: {has_vnni()} "
-        f"({', '.join(sorted(cpu_flags()))}). Shared machine: latency figures are noisy; ratios are side by side.",
-        f"Model: seeded torchvision-style ResNet-18 (benchmarks/resnet.py), BatchNorm statistics from "
-        f"{facts['bn_statistics_from']}; {facts['distinct_test_predictions']} distinct top-1 classes over the "
-        f"{facts['test_examples']} test crops. Data: {facts['crops']} photo crops (224x224), unlabelled.",
-        "",
-        f"**Verdict {report.verdict.upper()}**; on the test split the chosen INT8 model agrees with fp32 on "
-        f"{quality.get('agreement_pct', float('nan')):.1f}% of top-1 predictions (top-5: "
-        f"{quality.get('top5_agreement_pct', float('nan')):.1f}%, logits' relative error "
-        f"{quality.get('rel_error', float('nan')):.3f}); speed-up vs torch fp32 "
-        f"{report.speedup_vs_baseline or float('nan'):.2f}x"
-        + (f" (side by side: {side.get('speedup_vs_baseline', {})})" if side else "") + ".",
-        "",
-        "## Fallback candidates (validation split; every INT8 setting before float nodes)",
-        "",
-        f"{fallback.get('selection', fallback.get('skipped', ''))}; stopped: {fallback.get('stopped_by', '-')}; "
-        f"{fallback.get('resolution', '')}",
-        "",
-        markdown_table(["candidate", "setting", "nodes in float", "agreement %", "meets budgets", "p50 ms (quick)",
-                        "size MB"], rows),
-        "",
-        "## Budgets (cpu-vision)",
-        "",
-        "| budget | limit | measured | status |", "|---|---|---|---|", *verdicts,
-        "",
-        "Reproduce: `python -m benchmarks.vision_int8_fallback`.",
-    ]
-    payload = {"facts": facts, "verdict": report.verdict, "quality": quality, "fallback": fallback,
-               "budgets": [b.model_dump() for b in report.budgets], "speedup_vs_baseline": report.speedup_vs_baseline,
-               "side_by_side": side, "calibration": report.calibration, "machine": report.machine}
-    json_path, md_path = write_results(args.results_dir, "vision-int8-fallback", json.dumps(payload, indent=2,
-                                                                                             default=str) + "\n",
-                                       "\n".join(lines) + "\n")
+    payload = {"facts": facts, "verdict": report.verdict, "quality": report.measurements.quality,
+               "fallback": report.accuracy_fallback or {}, "budgets": [b.model_dump() for b in report.budgets],
+               "speedup_vs_baseline": report.speedup_vs_baseline, "side_by_side": report.side_by_side or {},
+               "calibration": report.calibration, "machine": report.machine, "threads": profile.target.threads,
+               "vnni": has_vnni(), "cpu_flags": sorted(cpu_flags())}
+    json_path, md_path = write_results(args.results_dir, "vision-int8-fallback",
+                                       json.dumps(payload, indent=2, default=str) + "\n", render(payload))
     print(f"wrote {json_path} and {md_path}")
     return 0
 
