@@ -209,6 +209,10 @@ def search(space: VariantSpace, float_model: Path, nodes: list[str], base_exclud
             result.stopped_by = f"a full-INT8 setting met every budget ({setting})"
         _choose(result, other, lambda indices: data.round_robin_p50_ms([paths[i] for i in indices],
                                                                       config.latency_iters))
+        chosen = result.candidates[result.chosen]
+        if nodes and set(nodes) <= set(chosen.excluded) | set(getattr(space.variant(
+                {**space.configured, **chosen.overrides}).quantize, "float_nodes", ())):
+            result.stopped_by += "; every quantizable node is in float: the budgets hold only for the float model"
         result.resolution = _resolution(result, config)
         shutil.copyfile(paths[result.chosen], out_path)
     return result
@@ -250,7 +254,8 @@ def _exclude_nodes(variant: Variant, measure: Callable[[Variant, list[str]], Sea
                    scratch: Path, started: float, other: OtherBudgets, result: SearchResult,
                    passes: Callable[[SearchCandidate], bool]) -> None:
     """Leave the most sensitive nodes in float one more at a time, until the budgets hold or another breaks."""
-    nodes = [n for n in nodes if n not in base_excluded]
+    kept = set(getattr(variant.quantize, "float_nodes", ()))  # the setting keeps these in float already
+    nodes = [n for n in nodes if n not in base_excluded and n not in kept]
     if not nodes:
         result.stopped_by = "no nodes to exclude"
         return

@@ -185,6 +185,7 @@ class OrtInt8Static(Pass[Int8StaticConfig]):
                     except Exception as err:
                         raise PassError(f"{self.name}: quantize_static failed on {source}: {err}.",
                                         fix="exclude the failing node (exclude_nodes) or try another format.") from err
+                quantize.float_nodes = tuple(ends) if settings["exclude_first_last"] else ()  # type: ignore[attr-defined]
                 return quantize
 
             space = static_space(config, make)
