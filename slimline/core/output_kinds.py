@@ -68,12 +68,16 @@ def split_metric(name: str) -> tuple[str, str | None]:
     return metric, (output if separator else None)
 
 
-def default_kind(task: str, index: int) -> OutputKind:
-    """A classifier's first output is class logits, a causal LM's token logits; anything else is a float vector
-    (never argmaxed unless declared class-logits)."""
+#: Output names that say what they are whatever the task (the transformers convention for class scores).
+CLASS_LOGIT_NAMES = frozenset({"logits"})
+
+
+def default_kind(task: str, index: int, name: str = "") -> OutputKind:
+    """A classifier's first output is class logits, a causal LM's token logits, and so is an output named
+    `logits`; anything else is a float vector (never argmaxed unless declared class-logits)."""
     if index == 0 and task in TASK_FIRST_OUTPUT_KIND:
         return TASK_FIRST_OUTPUT_KIND[task]
-    if index == 0 and task.endswith("classification"):
+    if (index == 0 and task.endswith("classification")) or name in CLASS_LOGIT_NAMES:
         return "class-logits"
     return "vector"
 
@@ -86,7 +90,7 @@ def resolve_outputs(task: str, names: list[str], declared: dict[str, str] | None
     names = names or ["logits"]
     outputs = []
     for index, name in enumerate(names):
-        kind = (override or {}).get(name) or (declared or {}).get(name) or default_kind(task, index)
+        kind = (override or {}).get(name) or (declared or {}).get(name) or default_kind(task, index, name)
         if force_kind is not None and kind != "token-logits":
             kind = force_kind
         outputs.append(ModelOutput(name, kind))  # type: ignore[arg-type]
