@@ -112,7 +112,8 @@ def plan_quality(source: ModelDir, profile: Profile, eval_data: Any, override: s
 
 def check_calibration_disjoint(steps: list[RecipeStep], eval_data: Any) -> None:
     """A step that calibrates on the run's eval data reads its calibration (`train`) split; the verdict must be
-    judged on other examples: evaluating on `all` or on the calibration split itself is refused."""
+    judged on other examples: evaluating on `all` or on the calibration split itself is refused, and so is a
+    calibration split with fewer than the step's min_samples (before any stage, not at quantization)."""
     if eval_data is None:
         return
     for step in steps:
@@ -129,6 +130,37 @@ def check_calibration_disjoint(steps: list[RecipeStep], eval_data: Any) -> None:
                             "same examples would calibrate and judge the model.",
                             fix=f"evaluate on another split ({eval_data.source}:test is the default), or calibrate "
                                 "on other data (calibration.source).")
+        if calibration.source == EVAL_DATA_SOURCE:
+            _check_calibration_count(step, calibration.resolved(eval_data))
+
+
+def _check_calibration_count(step: RecipeStep, calibration: Any) -> None:
+    """Enough examples in the eval data's calibration split (the pass's own check cannot see the run's data)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from slimline.compress.calibration import check_calibration_set, is_array_source
+    from slimline.core.data import split_indices
+    from slimline.core.image_data import image_folder_files
+
+    if not is_array_source(calibration.source):
+        check_calibration_set(calibration)  # text: counts the split's rows, refuses below min_samples
+        return
+    path = Path(calibration.source).expanduser()
+    if path.is_dir():
+        count = len(image_folder_files(path)[0])
+    else:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = [name for name in stored.files if name not in ("labels", "label_names")]
+            count = len(stored[arrays[0]]) if arrays else 0
+    available = min(len(split_indices(count, calibration.split, calibration.seed)), calibration.num_samples)
+    if available < calibration.min_samples:
+        raise DataError(f"step {step.index + 1} ({step.name}) calibrates on the {calibration.split!r} split of "
+                        f"{calibration.source}: {available} examples, fewer than the {calibration.min_samples} "
+                        "needed for stable activation ranges.",
+                        fix="give more examples (the train split is 80% of them), or lower calibration.min_samples "
+                            "knowingly.")
 
 
 def hinted_eval_data(source: ModelDir, requested: Any) -> Any:

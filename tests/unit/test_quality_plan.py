@@ -198,3 +198,16 @@ def test_budget_names_per_output_validate_and_aliases_become_the_metric(metric, 
         return
     profile = Profile(name="p", budgets=budgets)
     assert set(profile.budgets) == {f"{metric}@{output}", *([f"cosine_mean@{output}"] if other else [])}
+
+
+def test_too_few_calibration_examples_in_the_eval_data_are_refused_in_the_plan(workdir: Path) -> None:
+    from plain_modules import write_image_folder
+
+    from slimline.api import as_recipe
+
+    steps = as_recipe("cpu-vision-int8-static")
+    few = write_image_folder(workdir / "few", per_class=4, size=16)  # 12 images: 10 in the train split
+    with pytest.raises(DataError, match="fewer than the 16 needed"):
+        check_calibration_disjoint(steps, EvalSource(source=str(few)))
+    check_calibration_disjoint(steps, EvalSource(source=str(write_image_folder(workdir / "more", per_class=10,
+                                                                               size=16))))
