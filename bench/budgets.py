@@ -67,12 +67,14 @@ def metric_value(metric: str, candidate: CandidateResult) -> tuple[float | None,
         return candidate.gpu_memory_mb, None
     if metric == "accuracy_pct":
         return candidate.accuracy_pct, None
-    if metric == "accuracy_drop_pt":
+    if metric == "accuracy_drop_pt" and candidate.accuracy_drop_pt is not None:
         return candidate.accuracy_drop_pt, None
     if metric == "agreement_pct" and candidate.agreement_with_baseline_pct is not None:
         return candidate.agreement_with_baseline_pct, None
     if metric == "top1_drop_pt" and "top1_drop_se_pt" in candidate.quality:
         return candidate.quality.get(metric), f"paired SE {candidate.quality['top1_drop_se_pt']:.2f} pt"
+    if metric.split("@")[0] in ("top1_drop_pt", "accuracy_drop_pt") and candidate.quality.get("top1_drop_is_bound"):
+        return candidate.quality.get(metric), "no labels: upper bound = disagreement with fp32"
     if metric in candidate.quality:  # an evaluator's metric (bench/evaluators): top1_drop_pt, max_abs_error ...
         return candidate.quality[metric], None
     return None, None  # e.g. gpu_memory_mb on a runner that cannot measure it

@@ -10,10 +10,12 @@ import numpy as np
 from slimline.core.data import DatasetSpec, encode_labelled
 
 
-def build_eval_npz(spec: DatasetSpec, tokenizer_dir: Path, max_length: int, out_path: Path) -> dict[str, object]:
-    """Write input arrays + labels (shortest first) to `out_path`; returns facts for the report (hashes)."""
+def build_eval_npz(spec: DatasetSpec, tokenizer_dir: Path, max_length: int, out_path: Path,
+                   extra: dict[str, np.ndarray] | None = None) -> dict[str, object]:
+    """Write input arrays + labels (shortest first) and `extra` (e.g. `meta_*` facts) to `out_path`; returns facts
+    for the report (hashes)."""
     arrays, data = encode_labelled(spec, tokenizer_dir, max_length)
-    np.savez(out_path, **arrays, labels=data.labels)
+    np.savez(out_path, **arrays, labels=data.labels, **(extra or {}))
     digest = hashlib.sha256(out_path.read_bytes()).hexdigest()
     return {"dataset": spec.model_dump(), "examples": len(data), "examples_sha256": data.sha256,
             "inputs_sha256": digest, "max_length": max_length, "label_names": data.label_names}

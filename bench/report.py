@@ -48,6 +48,8 @@ class Report(BaseModel):
     #: How the models were timed together (slimline.pipeline.side_by_side): {measured: true, method, rounds,
     #: blocks, latency, speedup_vs_baseline, speedup_ci95 ...}, or {measured: false, reason} (a GPU target).
     side_by_side: dict[str, Any] | None = None
+    #: Static quantization's calibration set: source, split, examples, sha256 (compress.calibration).
+    calibration: dict[str, Any] | None = None
     warnings: list[str] = Field(default_factory=list)
     #: The command that made this report (`slimline run ...`); None through the Python API. run.yaml beside
     #: report.json reproduces the run either way (`slimline run --config run.yaml`).
@@ -193,8 +195,13 @@ def render_markdown(report: Report) -> str:
         parts += ["", f"Accuracy on {report.eval_data['examples']} examples of "
                       f"{report.eval_data['dataset']['source']} / {report.eval_data['dataset']['split']} "
                       f"(sha256 {report.eval_data['examples_sha256'][:12]}), each model run as exported."]
+    if report.calibration:
+        parts += ["", calibration_line(report.calibration)]
+    quality = quality_markdown(report)
+    if quality:
+        parts += ["", "## Quality per output (vs the baseline, same inputs)", "", quality]
     if report.accuracy_fallback and report.accuracy_fallback.get("candidates"):
-        parts += ["", "## Accuracy-aware fallback (validation split)", "", fallback_markdown(report.accuracy_fallback)]
+        parts += ["", "## Quality fallback (validation split)", "", fallback_markdown(report.accuracy_fallback)]
     if report.search:
         parts += ["", "## Search", "", search_markdown(report.search)]
     if report.warnings:
@@ -232,6 +239,27 @@ def side_by_side_markdown(report: Report) -> str:
     return text
 
 
+def calibration_line(calibration: dict[str, Any]) -> str:
+    return (f"Calibrated on {calibration.get('examples', '?')} examples of {calibration.get('source')} / "
+            f"{calibration.get('split')} (sha256 {str(calibration.get('sha256', ''))[:12]}), disjoint from the "
+            "examples above.")
+
+
+def quality_markdown(report: Report) -> str:
+    """One row per output and model: each output's kind and the metrics that fit it (metric@output keys)."""
+    outputs = (report.eval_data or {}).get("outputs") or []
+    if not outputs:
+        return ""
+    rows = []
+    for result in [*report.intermediates, report.measurements]:
+        for output in outputs:
+            suffix = f"@{output['name']}"
+            metrics = {k.removesuffix(suffix): v for k, v in result.quality.items() if k.endswith(suffix)}
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())) or "(not compared)"
+            rows.append([result.label, output["name"], output["kind"], shown])
+    return markdown_table(["model", "output", "kind", "metrics vs the baseline"], rows)
+
+
 def search_markdown(search: dict[str, Any]) -> str:
     """The search's choice in a few lines; trials.md in the same directory has every trial."""
     latency = search.get("rebench", {}).get("latency", {})
@@ -250,25 +278,31 @@ def search_markdown(search: dict[str, Any]) -> str:
 
 
 def fallback_markdown(search: dict[str, Any]) -> str:
+    """Every candidate the quality fallback measured: its setting, float nodes, the budgets' metrics, speed, size."""
+    budgets = search.get("budgets") or {"accuracy_drop_pt": f"max {search.get('budget_pt')}"}
     rows = []
     for index, candidate in enumerate(search["candidates"]):
         chosen = " (chosen)" if index == search["chosen"] else ""
+        metrics = candidate.get("metrics") or {"accuracy_drop_pt": candidate.get("drop_pt")}
         rows.append([f"{index}{chosen}", candidate.get("variant", "as configured"), str(len(candidate["excluded"])),
-                     f"{candidate['accuracy_pct']:.2f}",
-                     f"{candidate['drop_pt']:.2f}", f"{candidate['drop_upper_pt']:.2f}",
-                     f"{candidate['latency_p50_ms']:.2f}",
-                     f"{candidate['size_mb']:.1f}"])
-    header = (f"Search target: drop + z·SE <= {search['budget_pt']:g} pt (paired standard error) vs fp32 "
-              f"{search['reference_accuracy_pct']:.2f}%: "
-              f"{'met' if search['met_budget'] else 'NOT met'} ({search['stopped_by']}).")
+                     *[_fmt(metrics.get(name), 4) for name in budgets],
+                     "yes" if not candidate.get("failing") else "no: " + ", ".join(candidate["failing"]),
+                     f"{candidate['latency_p50_ms']:.2f}", f"{candidate['size_mb']:.1f}"])
+    wanted = ", ".join(f"{name} {limit}" for name, limit in budgets.items())
+    header = (f"Judged on {search.get('examples', '?')} validation examples against {wanted} (drops + z·SE, "
+              f"agreement - z·SE): {'met' if search['met_budget'] else 'NOT met'} ({search['stopped_by']}).")
+    if search.get("reference_accuracy_pct") is not None:
+        header += f" fp32 accuracy {search['reference_accuracy_pct']:.2f}%."
     if search.get("selection"):
         header += f" Chosen: {search['selection']}."
     if search.get("resolution"):
         header += f" Resolution: {search['resolution']}."
     if search.get("skipped_settings"):
         header += f" Settings the quantizer could not apply: {'; '.join(search['skipped_settings'])}."
+    if search.get("left_to_bench"):
+        header += f" Judged by the benchmark only: {', '.join(search['left_to_bench'])}."
     header += "\n\n"
-    return header + markdown_table(["candidate", "setting", "nodes in float", "accuracy %", "drop pt", "drop + z·SE pt",
+    return header + markdown_table(["candidate", "setting", "nodes in float", *budgets, "meets budgets",
                                     "p50 ms (quick)", "size MB"], rows)
 
 

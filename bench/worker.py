@@ -60,8 +60,9 @@ def run_worker(spec: RunnerSpec) -> dict[str, object]:
         result["decode"] = decode_results(runner, config, spec.shapes, spec.measurement, spec.seed)
     if spec.eval_npz:
         outputs_path = Path(spec.eval_outputs_path) if spec.eval_outputs_path else None
-        score = get_evaluator(spec.evaluator).score(runner.run, Path(spec.eval_npz), spec.eval_batch_size,
-                                                    outputs_path)
+        evaluator = get_evaluator(spec.evaluator)
+        forward = getattr(runner, "run_outputs", runner.run) if evaluator.multi_output else runner.run
+        score = evaluator.score(forward, Path(spec.eval_npz), spec.eval_batch_size, outputs_path)
         result["eval_score"] = score.model_dump()
         if "accuracy_pct" in score.metrics:
             result["accuracy"] = score.metrics["accuracy_pct"] / 100.0

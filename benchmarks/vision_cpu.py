@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = [{"pass": "quantize.ort-int8-static",
                "with": {"format": "qdq", "per_channel": True, "op_types": ["Conv", "MatMul", "Gemm"],
                         "calibration": {"source": calibration, "split": "all", "num_samples": CALIBRATION_IMAGES}}}]
-    report = api.run(out=work / "run", profile=profile, recipe=recipe, eval_data=evaluation, bench_export=True,
+    report = api.run(out=work / "run", profile=profile, recipe=recipe, eval_data=f"{evaluation}:all", bench_export=True,
                      force=True, model_factory="benchmarks.ported_models:svhn_net",
                      weights=wheel_member("ccexam==1.0.0", "ccexam/weights/svhn.pth"), inputs=INPUT_SPEC)
     baseline, candidates = candidates_of(report)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "with": {"op_types": ["Conv", "MatMul", "Gemm"]}}])
     candidates.append(Candidate("dynamic int8 incl. Conv (pre-flight warns)", dynamic, "onnxruntime"))
     eval_npz = work / "eval.npz"
-    get_evaluator("image-top1").prepare(EvalSource(source=evaluation), EvalContext(
+    get_evaluator("image-top1").prepare(EvalSource(source=evaluation, split="all"), EvalContext(
         baseline.model, baseline.model.manifest.inputs, profile.shapes[0]), eval_npz)
     _, quality = measure(candidates[2:], baseline, profile, baseline.model.manifest.inputs, eval_npz, "image-top1")
     measured = rounds(baseline, candidates, profile, args.rounds)

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import SlimlineError
-from slimline.profiles.schema import Shape, Target
+from slimline.core.output_kinds import ModelOutput
+from slimline.profiles.schema import Budget, Shape, Target
 
 Stage = Literal["torch", "onnx"]
 Need = Literal["calibration_data", "teacher", "cuda"]
@@ -67,8 +68,13 @@ class PassContext:
     #: The profile's size_mb / latency_p50_ms max: a fallback must not trade them away for accuracy.
     size_budget_mb: float | None = None
     latency_p50_budget_ms: float | None = None
-    #: Labelled data for accuracy-aware passes; they use its validation split, never the test split.
-    tuning_data: DatasetSpec | None = None
+    #: The run's eval data (a text DatasetSpec, or images / arrays / text: bench.evaluators.EvalSource) for passes
+    #: that tune or calibrate on it: validation split for the fallback, train for calibration, never test.
+    tuning_data: DatasetSpec | Any | None = None
+    #: Every quality budget of the profile (the fallback searches on all of them) and the model's outputs with
+    #: their kinds, as the plan decided them (pipeline.quality_plan).
+    quality_budgets: dict[str, Budget] = field(default_factory=dict)
+    quality_outputs: list[ModelOutput] = field(default_factory=list)
     teacher: ModelDir | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slimline.core.errors import ProfileError, RecipeError, shorten
+from slimline.core.output_kinds import QUALITY_METRICS, OutputKind
 from slimline.core.yaml_files import load_yaml_file
 
 PROFILE_SCHEMA_VERSION = 1
@@ -38,6 +39,16 @@ BUDGET_METRICS: dict[str, tuple[str, ...]] = {
     "top1_drop_pt": ("max",),
     "agreement_pct": ("min",),
     "max_abs_error": ("max",),
+    # Every output's fidelity to fp32 by its kind (slimline.core.output_kinds): class logits' top-5 agreement in
+    # %, any float output's mean |error| and relative error ||out - fp32|| / ||fp32||, and for vectors
+    # (embeddings, boxes, keypoints) the cosine similarity with fp32 per example, mean and 1st percentile.
+    # A budget on one output of a model with several: METRIC@OUTPUT (`cosine_mean@embeddings`); a plain
+    # budget holds for every output that measures the metric.
+    "top5_agreement_pct": ("min",),
+    "mean_abs_error": ("max",),
+    "rel_error": ("max",),
+    "cosine_mean": ("min",),
+    "cosine_p01": ("min",),
     # Decoder LLMs (bench/decode.py, bench/evaluators/perplexity.py): perplexity increase vs the fp32 baseline
     # in %, prefill latency at the profile's prompt length, decode tokens/s with the KV cache and its speed-up.
     "perplexity_increase_pct": ("max",),
@@ -46,6 +57,26 @@ BUDGET_METRICS: dict[str, tuple[str, ...]] = {
     "decode_tokens_per_s": ("min",),
     "decode_speedup_vs_baseline": ("min",),
 }
+
+
+#: Other spellings a profile may use -> the metric's name (the issue that introduced cosine budgets named them so).
+BUDGET_ALIASES: dict[str, str] = {"cosine_min_mean": "cosine_mean", "cosine_min_p01": "cosine_p01"}
+
+
+def canonical_budget_name(name: str) -> str:
+    """`cosine_min_mean@emb` -> `cosine_mean@emb`; other names unchanged."""
+    metric, separator, output = name.partition("@")
+    return BUDGET_ALIASES.get(metric, metric) + separator + output
+
+
+class EvalSettings(BaseModel):
+    """How quality is measured, when the task and data would choose otherwise (`--evaluator` overrides
+    `evaluator`): an evaluator by name (text-classification, image-top1, agreement, embedding, perplexity) and
+    the kind of each named output (class-logits, vector, token-logits)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    evaluator: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    outputs: dict[str, OutputKind] = Field(default_factory=dict)
 
 
 class Budget(BaseModel):
@@ -166,15 +197,34 @@ class Profile(BaseModel):
     search_space: str | None = None
     #: Compared with the last shipped run in the results history (slimline.history.regression).
     regression_vs_shipped: RegressionBudget | None = None
+    #: The evaluator and output kinds, when the model's task and the eval data would choose otherwise.
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _canonical_names(cls, budgets: Any) -> Any:
+        if not isinstance(budgets, dict):
+            return budgets
+        renamed: dict[Any, Any] = {}
+        for name, budget in budgets.items():
+            key = canonical_budget_name(name) if isinstance(name, str) else name
+            if key in renamed:
+                raise ValueError(f"budget {name!r} repeats {key!r}")
+            renamed[key] = budget
+        return renamed
 
     @field_validator("budgets")
     @classmethod
     def _known_metrics(cls, budgets: dict[str, Budget]) -> dict[str, Budget]:
-        for metric, budget in budgets.items():
+        for name, budget in budgets.items():
+            metric, separator, output = name.partition("@")
             if metric not in BUDGET_METRICS:
                 raise ValueError(f"unknown budget metric {metric!r}; known: {', '.join(BUDGET_METRICS)}")
+            if separator and (not output or metric not in QUALITY_METRICS):
+                raise ValueError(f"budget {name!r}: METRIC@OUTPUT names one output of the model, and only quality "
+                                 f"metrics are per output ({', '.join(sorted(QUALITY_METRICS))})")
             if budget.kind not in BUDGET_METRICS[metric]:
-                raise ValueError(f"budget {metric} takes {' or '.join(BUDGET_METRICS[metric])}, not {budget.kind}")
+                raise ValueError(f"budget {name} takes {' or '.join(BUDGET_METRICS[metric])}, not {budget.kind}")
         return budgets
 
 

@@ -83,7 +83,7 @@ def run(checkpoint: PathLike | None = None, *, out: PathLike, profile: ProfileLi
         recipe: RecipeLike | None = None, task: str | None = None, eval_data: DataLike | None = None,
         bench_export: bool = False, seed: int = 0, force: bool = False, base: PathLike | None = None,
         model: Any = None, example_inputs: Any = None, model_factory: str | None = None,
-        weights: PathLike | None = None, inputs: Any = None, eval: Any = None,
+        weights: PathLike | None = None, inputs: Any = None, eval: Any = None, evaluator: str | None = None,
         history: PathLike | bool | None = None, mlflow_uri: str | None = None) -> Report:
     """Compress -> export -> bench -> verdict; writes OUT/stages, report.json, report.md and report.html.
 
@@ -95,7 +95,9 @@ def run(checkpoint: PathLike | None = None, *, out: PathLike, profile: ProfileLi
 
     A plain PyTorch model instead of `checkpoint`: `model` (an nn.Module) with `example_inputs` (or an input
     spec `inputs`), or `model_factory` ("pkg.module:callable") + `weights` + `inputs` (a YAML path or dict).
-    `eval` is `eval_data` or a callable returning {input name: array} (scored as agreement with fp32).
+    `eval` is `eval_data` or a callable returning {input name: array}, split like any eval data (the verdict on
+    its seeded test split, static INT8 calibrated on its train split). `evaluator` names how quality is scored
+    (text-classification, image-top1, agreement, embedding, perplexity) instead of the choice by task and data.
     """
     from slimline.pipeline.module_source import eval_from_callable, module_checkpoint
     from slimline.pipeline.plan import RunRequest
@@ -112,7 +114,7 @@ def run(checkpoint: PathLike | None = None, *, out: PathLike, profile: ProfileLi
     report = run_pipeline(RunRequest(
         checkpoint=Path(checkpoint), profile=as_profile(profile), out_dir=Path(out),
         recipe=None if recipe is None else as_recipe(recipe), task=task, eval_data=as_eval_data(eval_data),
-        bench_export=bench_export, seed=seed, force=force, base=_optional_path(base)))
+        bench_export=bench_export, seed=seed, force=force, base=_optional_path(base), evaluator=evaluator))
     return _after_run(report, "run", out, history, mlflow_uri)
 
 
@@ -150,7 +152,8 @@ def export(checkpoint: PathLike, *, out: PathLike, task: str | None = None, opse
 
 def bench(model: PathLike, *, out: PathLike, profile: ProfileLike = "cpu", baseline: PathLike | None = None,
           eval_data: DataLike | None = None, force: bool = False, base: PathLike | None = None,
-          history: PathLike | bool | None = None, mlflow_uri: str | None = None) -> Report:
+          history: PathLike | bool | None = None, mlflow_uri: str | None = None,
+          evaluator: str | None = None) -> Report:
     """Benchmark a model directory against its fp32 source on a profile; returns the `Report`.
 
     `baseline` (default: the model's lineage source) is the fp32 original: a Hugging Face checkpoint, a PEFT
@@ -160,7 +163,8 @@ def bench(model: PathLike, *, out: PathLike, profile: ProfileLike = "cpu", basel
 
     report = bench_model(Path(model), as_profile(profile), Path(out),
                          baseline=Path(baseline) if baseline is not None else None,
-                         eval_data=as_eval_data(eval_data), force=force, base=_optional_path(base))
+                         eval_data=as_eval_data(eval_data), force=force, base=_optional_path(base),
+                         evaluator=evaluator)
     return _after_run(report, "bench", out, history, mlflow_uri)
 
 

@@ -55,3 +55,49 @@ def write_image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "fi
             pixels = rng.normal(60 + 70 * index, 40, (size, size, 3)).clip(0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"{i:03d}.png")
     return root
+
+
+#: Input specs of the tiny modules in tests/fixtures/quality_models.py (each shape issue 19 found mis-scored).
+EMBEDDER_SPEC = """\
+inputs:
+  - {name: frames, dtype: float32, shape: [batch, 8, 4]}
+outputs: [embedding]
+task: sentence-embedding
+"""
+DETECTOR_SPEC = """\
+inputs:
+  - {name: pixels, dtype: float32, shape: [batch, 3, 16, 16]}
+outputs: [boxes, keypoints, scores]
+output_kinds: {scores: class-logits}
+task: detection
+image_preprocess: {crop_size: 16, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}
+"""
+FRAGILE_CNN_SPEC = INPUT_SPEC
+
+
+def write_quality_model(workdir: Path, factory: str, spec: str) -> Path:
+    """quality_models.py, the state dict of `quality_models:<factory>()` and its input spec in `workdir`;
+    returns the weights file (the spec is workdir / f"{factory}.yaml")."""
+    import importlib
+    import sys
+
+    import torch
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "tests" / "fixtures" / "quality_models.py", workdir / "quality_models.py")
+    (workdir / f"{factory}.yaml").write_text(spec)
+    if str(workdir) not in sys.path:
+        sys.path.insert(0, str(workdir))
+    module = importlib.import_module("quality_models")
+    weights = workdir / f"{factory}.pth"
+    torch.save(getattr(module, factory)().state_dict(), weights)
+    return weights
+
+
+def write_frames_npz(path: Path, count: int = 200, seed: int = 0) -> Path:
+    """Seeded random (count, 8, 4) float32 sequences named `frames`, for the embedder."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    np.savez(path, frames=rng.standard_normal((count, 8, 4)).astype(np.float32))
+    return path

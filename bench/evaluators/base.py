@@ -1,28 +1,35 @@
-"""Evaluators: how a model's quality is measured, chosen by task (or by name), pluggable.
+"""Evaluators: how a model's quality is measured, chosen by task and data (or by name), pluggable.
 
 Every candidate and the baseline are scored on the *same* arrays: `prepare` (main process, once)
 writes them to an .npz; `score` (in each benchmark worker, with that worker's runner) turns the
 model's outputs into metrics; `compare` (main process) turns a candidate's score and the
-baseline's into metrics relative to the baseline (drops, agreement, error). Metric names carry
-their unit (`top1_pct`, `perplexity_increase_pct`); any of them can be a profile budget once it
-is listed in profiles/schema.py BUDGET_METRICS.
+baseline's into metrics relative to the baseline (drops, agreement, cosine, error). Each output of
+the model has a kind (slimline.core.output_kinds: class-logits, vector, token-logits), decided in the
+plan (pipeline.quality_plan) and handed over in `EvalContext.outputs`; the evaluators that compare
+outputs (outputs.py) judge each by its kind and name it in the metric (`cosine_mean@embeddings`).
+Metric names carry their unit (`top1_pct`, `perplexity_increase_pct`); any of them can be a profile
+budget once it is listed in profiles/schema.py BUDGET_METRICS and, for quality, in KIND_METRICS.
 
 How to add one (e.g. causal-LM perplexity):
-  1. Write `slimline/bench/evaluators/<module>.py` with a subclass of `Evaluator` decorated with
+  1. Write `slimline/bench/evaluators/<module>.py` with a subclass of `Evaluator` (or of
+     outputs.OutputsEvaluator to compare every output by its kind) decorated with
      `@register_evaluator("<name>")`; set `tasks` to the tasks it is the default for.
   2. Map the name to its module in `EVALUATOR_MODULES` below (modules are imported lazily, so
      importing slimline never imports numpy-heavy evaluators or the runtimes).
   3. `prepare(data, context, out_npz)`: build the inputs every runner reads; return facts for the
      report (source, count, sha256). `score(forward, npz, batch_size, outputs_path)`: run `forward`
-     (one batch of numpy feeds -> the model's first output) over it, return an `EvalScore`.
-     `compare(candidate, baseline)`: metrics vs the baseline (each score may point at its raw outputs).
-  4. Add budget metric names to BUDGET_METRICS (profiles/schema.py); the verdict reads any metric
-     from `CandidateResult.quality` (bench/budgets.py).
+     (one batch of numpy feeds -> the model's first output, or every output when the class sets
+     `multi_output`) over it, return an `EvalScore`. `compare(candidate, baseline)`: metrics vs the
+     baseline (each score may point at its raw outputs).
+  4. Add budget metric names to BUDGET_METRICS (profiles/schema.py) and to the output kind that measures
+     them (core/output_kinds.py KIND_METRICS), so the plan can refuse budgets a model cannot measure; the
+     verdict reads any metric from `CandidateResult.quality` (bench/budgets.py).
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,10 +41,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from slimline.core.artifact import ModelDir, TensorSpec
 from slimline.core.errors import DataError
+from slimline.core.output_kinds import ModelOutput, OutputKind
 from slimline.profiles.schema import Shape
 
-#: One batch of feeds -> the model's first output (logits), as numpy: a runner's `run`.
-Forward = Callable[[dict[str, np.ndarray]], np.ndarray]
+#: One batch of feeds -> the model's first output (logits), as numpy: a runner's `run`. Evaluators that set
+#: `multi_output` get a runner's `run_outputs` instead: every output, in the model's order (a list).
+Forward = Callable[[dict[str, np.ndarray]], Any]
 
 #: Evaluator name -> the module that registers it (imported on first use).
 EVALUATOR_MODULES: dict[str, str] = {
@@ -45,6 +54,7 @@ EVALUATOR_MODULES: dict[str, str] = {
     "image-top1": "slimline.bench.evaluators.image_top1",
     "agreement": "slimline.bench.evaluators.agreement",
     "perplexity": "slimline.bench.evaluators.perplexity",
+    "embedding": "slimline.bench.evaluators.agreement",
 }
 #: Task -> its default evaluator when eval data is given without naming one.
 TASK_EVALUATORS: dict[str, str] = {
@@ -55,15 +65,17 @@ TASK_EVALUATORS: dict[str, str] = {
 
 
 class EvalSource(BaseModel):
-    """Eval data that is not a labelled text dataset: an image folder, an .npz, or `pkg.module:callable`.
+    """Eval data that is not a labelled text dataset: an image folder, an .npz, a text file, or `pkg.module:callable`.
 
-    `evaluator` None: the task's default (TASK_EVALUATORS), or `agreement` when the task has none.
+    `evaluator` None: chosen by the model's task and the data (evaluator_name_for). The split is `test` by
+    default, as for a text dataset: calibration reads the same data's `train` split and the accuracy fallback
+    its `validation` split, so none of them overlaps the examples the verdict is judged on.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     source: str
     evaluator: str | None = None
-    split: Literal["train", "validation", "test", "all"] = "all"
+    split: Literal["train", "validation", "test", "all"] = "test"
     max_samples: int | None = Field(default=None, gt=0)
     seed: int = 0
 
@@ -73,8 +85,8 @@ class EvalSource(BaseModel):
             return "folder"
         if self.source.endswith(".npz"):
             return "npz"
-        if ":" in self.source and "." in self.source.partition(":")[0] and not path.exists():
-            return "callable"
+        if not path.exists() and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", self.source):
+            return "callable"  # module:function or pkg.module:function
         return "text"
 
 
@@ -94,6 +106,8 @@ class EvalContext:
     inputs: list[TensorSpec]
     shape: Shape = field(default_factory=Shape)
     max_samples: int | None = None  # the profile's eval_max_samples
+    #: The model's outputs and their kinds (core.output_kinds), decided in the plan; every one is compared.
+    outputs: list[ModelOutput] = field(default_factory=list)
 
 
 class Evaluator(ABC):
@@ -101,6 +115,10 @@ class Evaluator(ABC):
     tasks: ClassVar[tuple[str, ...]] = ()
     #: Writes each model's raw outputs for `compare` (memory: examples x output size floats).
     keeps_outputs: ClassVar[bool] = False
+    #: `score` gets every output of the model (a runner's run_outputs), not only the first.
+    multi_output: ClassVar[bool] = False
+    #: Treat every output as this kind (e.g. `embedding`: cosine on every float output), whatever the task says.
+    forces_kind: ClassVar[OutputKind | None] = None
 
     @abstractmethod
     def prepare(self, data: Any, context: EvalContext, out_npz: Path) -> dict[str, Any]:
@@ -150,16 +168,54 @@ def get_evaluator(name: str) -> Evaluator:
     return _REGISTRY[name]()
 
 
-def evaluator_name_for(task: str, source: Any = None) -> str:
-    """The evaluator a run uses: the one the source names, else the task's, else agreement with fp32.
-    A labelled text dataset (core.data.DatasetSpec) is always text classification."""
+def evaluator_name_for(task: str, source: Any = None, override: str | None = None) -> str:
+    """The evaluator a run uses: `override` (--evaluator, the profile's eval.evaluator), the one the source names,
+    else by task and data: perplexity for a causal LM on any text, text classification on a labelled text
+    dataset (core.data.DatasetSpec), image top-1 on labelled images, else agreement with fp32 per output."""
+    if override:
+        return override
+    if isinstance(source, EvalSource) and source.evaluator:
+        return source.evaluator
+    if task == "text-generation":
+        return "perplexity"
     if source is not None and not isinstance(source, EvalSource):
         return "text-classification"
-    if source is not None and source.evaluator:
-        return source.evaluator
-    if source is not None and source.kind() == "callable":
-        return "agreement"
-    return TASK_EVALUATORS.get(task, "agreement")
+    if source is None:
+        return TASK_EVALUATORS.get(task, "agreement")
+    if task == "image-classification" and source_has_labels(source):
+        return "image-top1"
+    return "agreement"
+
+
+def source_has_labels(source: Any) -> bool:
+    """Whether eval data carry labels: a text dataset and an image folder do; an .npz when it holds `labels`;
+    a callable's arrays and a text file do not. Cheap: an .npz's member names only."""
+    if source is None:
+        return False
+    if not isinstance(source, EvalSource):
+        return True
+    kind = source.kind()
+    if kind == "folder":
+        return True
+    if kind == "npz":
+        path = Path(source.source).expanduser()
+        if not path.is_file():
+            return False
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                return "labels" in stored.files
+        except (OSError, ValueError):
+            return False
+    return False
+
+
+def as_output_list(produced: Any) -> list[np.ndarray]:
+    """A forward's result as a list of arrays: one array, a list/tuple of them, or a dict (in its order)."""
+    if isinstance(produced, dict):
+        produced = list(produced.values())
+    if isinstance(produced, (list, tuple)):
+        return [np.asarray(item) for item in produced]
+    return [np.asarray(produced)]
 
 
 def batches(arrays: dict[str, np.ndarray], batch_size: int) -> list[dict[str, np.ndarray]]:
@@ -188,7 +244,7 @@ def parse_eval_arg(value: Any) -> Any:
     if text.partition(":")[0] == "rotten-tomatoes" or text.endswith((".csv", ".jsonl")):
         return parse_dataset_arg(text)
     head, _, tail = text.rpartition(":")
-    source, split = (head, tail) if head and tail in EVAL_SPLITS else (text, "all")
+    source, split = (head, tail) if head and tail in EVAL_SPLITS else (text, "test")
     return EvalSource(source=source, split=split)  # type: ignore[arg-type]
 
 

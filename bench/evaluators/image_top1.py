@@ -11,22 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from slimline.bench.evaluators.base import (
-    EvalContext,
-    EvalScore,
-    EvalSource,
-    Evaluator,
-    Forward,
-    batches,
-    model_inputs,
-    prediction_agreement,
-    register_evaluator,
-)
+from slimline.bench.evaluators.base import EvalContext, EvalSource, register_evaluator
+from slimline.bench.evaluators.outputs import OutputsEvaluator, facts_of, write_arrays
 from slimline.core.errors import DataError
 from slimline.core.image_data import load_images, preprocess_for
-from slimline.core.stats import paired_drop_pt
 
 
 def image_input_name(context: EvalContext) -> str:
@@ -51,38 +39,17 @@ def write_image_npz(data: EvalSource, context: EvalContext, out_npz: Path, requi
     if require_labels and images.labels is None:
         raise DataError(f"{data.source} has no labels, so top-1 accuracy cannot be measured.",
                         fix="add a `labels` array to the .npz, or use evaluator `agreement` (agreement with fp32).")
-    extra = {} if images.labels is None else {"labels": images.labels}
-    np.savez(out_npz, **images.arrays, **extra)
+    write_arrays(out_npz, images.arrays, context, images.labels)
     return {"dataset": data.model_dump(), "examples": len(next(iter(images.arrays.values()))),
             "examples_sha256": images.sha256, "label_names": images.label_names,
             "preprocess": preprocess.model_dump()}
 
 
 @register_evaluator("image-top1")
-class ImageTop1(Evaluator):
+class ImageTop1(OutputsEvaluator):
+    """Top-1 / top-5 on labelled images, plus every output against fp32 (outputs.py)."""
+
     tasks = ("image-classification",)
 
     def prepare(self, data: EvalSource, context: EvalContext, out_npz: Path) -> dict[str, Any]:
-        return write_image_npz(data, context, out_npz, require_labels=True)
-
-    def score(self, forward: Forward, npz: Path, batch_size: int, outputs_path: Path | None) -> EvalScore:
-        arrays, labels = model_inputs(npz)
-        logits = np.concatenate([forward(batch) for batch in batches(arrays, batch_size)])
-        if labels is None:
-            raise DataError(f"{npz} has no labels.", fix="prepare it with ImageTop1.prepare (labelled images).")
-        top1 = logits.argmax(-1)
-        metrics = {"top1_pct": 100.0 * float(np.mean(top1 == labels))}
-        metrics["accuracy_pct"] = metrics["top1_pct"]  # the generic accuracy columns and the fallback read this
-        if logits.shape[-1] >= 5:
-            top5 = np.argsort(-logits, axis=-1)[:, :5]
-            metrics["top5_pct"] = 100.0 * float(np.mean((top5 == labels[:, None]).any(axis=1)))
-        return EvalScore(metrics=metrics, predictions=top1.tolist())
-
-    def compare(self, candidate: EvalScore, baseline: EvalScore, npz: Path) -> dict[str, float]:
-        compared = prediction_agreement(candidate, baseline)
-        compared["top1_drop_pt"] = baseline.metrics["top1_pct"] - candidate.metrics["top1_pct"]
-        _, labels = model_inputs(npz)
-        if labels is not None and candidate.predictions is not None and baseline.predictions is not None:
-            compared["top1_drop_se_pt"] = paired_drop_pt(np.asarray(baseline.predictions) == labels,
-                                                         np.asarray(candidate.predictions) == labels)[1]
-        return compared
+        return {**write_image_npz(data, context, out_npz, require_labels=True), **facts_of(context)}

@@ -30,8 +30,9 @@ from slimline.bench.evaluators.base import (
     model_inputs,
     register_evaluator,
 )
-from slimline.core.data import ROTTEN_TOMATOES, DatasetSpec, load_dataset
+from slimline.core.data import ROTTEN_TOMATOES, DatasetSpec, load_texts
 from slimline.core.errors import DataError
+from slimline.core.quality import token_nll, token_windows
 
 DEFAULT_WINDOWS = 64
 CONTINUATION_TOKENS = 16
@@ -40,7 +41,8 @@ MIN_WINDOW_TOKENS = 8
 
 
 def _texts(data: DatasetSpec | EvalSource | str) -> tuple[list[str], dict[str, str]]:
-    """The documents and a name for the report: a .txt file is one document; datasets give one per row."""
+    """The documents and a name for the report: a .txt file is one document; a dataset (rotten-tomatoes, the text
+    column of a .csv/.jsonl, labels not needed) gives one per row of its split."""
     if isinstance(data, EvalSource):
         data = data.source
     if isinstance(data, str):
@@ -52,32 +54,7 @@ def _texts(data: DatasetSpec | EvalSource | str) -> tuple[list[str], dict[str, s
             raise DataError(f"perplexity needs text: {data} is not a .txt/.csv/.jsonl file or '{ROTTEN_TOMATOES}'.",
                             fix="pass --eval-data rotten-tomatoes:test or a UTF-8 .txt file.")
         data = DatasetSpec(source=source, split=split or "test")  # type: ignore[arg-type]
-    return load_dataset(data).texts, {"source": data.source, "split": data.split}
-
-
-def token_windows(texts: list[str], tokenizer: Any, length: int, max_windows: int) -> np.ndarray:
-    """Non-overlapping windows of `length` tokens over the documents joined by EOS (BOS first where there is one)."""
-    separator = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    stream: list[int] = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    for text in texts:
-        stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        stream.extend(separator)
-        if len(stream) >= length * max_windows:
-            break
-    count = min(len(stream) // length, max_windows)
-    if count == 0:
-        raise DataError(f"the eval text has {len(stream)} tokens, fewer than one window of {length}.",
-                        fix="give more text, or a profile with a shorter sequence_length.")
-    return np.asarray(stream[: count * length], dtype=np.int64).reshape(count, length)
-
-
-def token_nll(logits: np.ndarray, input_ids: np.ndarray) -> np.ndarray:
-    """Per-token negative log-likelihood of ids[1:] under logits[:-1], float64, shape (batch, seq - 1)."""
-    shifted = logits[:, :-1].astype(np.float64)
-    shifted -= shifted.max(axis=-1, keepdims=True)
-    log_norm = np.log(np.exp(shifted).sum(axis=-1))
-    chosen = np.take_along_axis(shifted, input_ids[:, 1:, None], axis=-1)[..., 0]
-    return log_norm - chosen
+    return load_texts(data)[0], {"source": data.source, "split": data.split}
 
 
 def greedy_continuation(forward: Forward, prompts: np.ndarray, tokens: int) -> np.ndarray:

@@ -158,28 +158,37 @@ def size_svg(report: Report) -> str:
 
 
 def fallback_section(report: Report) -> Section | None:
+    """The quality fallback's candidates: the first budget's metric (the drop when labelled) against speed."""
     search = report.accuracy_fallback or {}
     candidates = search.get("candidates") or []
     if not candidates:
         return None
+    budgets = search.get("budgets") or {"accuracy_drop_pt": f"max {search.get('budget_pt')}"}
+    labelled = all(c.get("drop_pt") is not None for c in candidates)
+    plotted = "accuracy_drop_pt" if labelled else next(iter(budgets))
     points, rows = [], []
     for index, c in enumerate(candidates):
         kind = "chosen" if index == search.get("chosen") else "trial"
-        tip = (f"candidate {index}: {len(c['excluded'])} nodes in float, drop {c['drop_pt']:.2f} pt "
-               f"(+z·SE {c['drop_upper_pt']:.2f}), p50 {c['latency_p50_ms']:.2f} ms, {c['size_mb']:.1f} MB")
-        points.append(Point(f"{index}", c["latency_p50_ms"], c["drop_pt"], kind, tip,
-                            y_err=(c["drop_pt"], c["drop_upper_pt"])))
-        rows.append([f"{index}{' (chosen)' if kind == 'chosen' else ''}", str(len(c["excluded"])),
-                     f"{c['accuracy_pct']:.2f}", f"{c['drop_pt']:.2f}", f"{c['drop_upper_pt']:.2f}",
+        metrics = c.get("metrics") or {"accuracy_drop_pt": c.get("drop_pt")}
+        value = c["drop_pt"] if labelled else metrics.get(plotted)
+        tip = (f"candidate {index} ({c.get('variant', 'as configured')}): {len(c['excluded'])} nodes in float, "
+               f"{plotted} {value if value is None else round(value, 4)}, p50 {c['latency_p50_ms']:.2f} ms, "
+               f"{c['size_mb']:.1f} MB")
+        if value is not None:
+            points.append(Point(f"{index}", c["latency_p50_ms"], value, kind, tip,
+                                y_err=(c["drop_pt"], c["drop_upper_pt"]) if labelled else None))
+        rows.append([f"{index}{' (chosen)' if kind == 'chosen' else ''}", escape(str(c.get("variant", ""))),
+                     str(len(c["excluded"])), *[f"{metrics[n]:.4g}" if metrics.get(n) is not None else "-"
+                                                for n in budgets],
                      f"{c['latency_p50_ms']:.2f}", f"{c['size_mb']:.1f}"])
-    plot = scatter_svg(points, x_label="latency p50 (ms, quick)", y_label="drop on validation (pt)",
-                       title="Accuracy-aware fallback candidates", y_limit=search.get("budget_pt"))
-    note = (f"<p>Target: drop + z·SE &le; {search.get('budget_pt', 0):g} pt on the validation split: "
+    limit = search.get("budget_pt") if labelled else None
+    plot = scatter_svg(points, x_label="latency p50 (ms, quick)", y_label=f"{plotted} on validation",
+                       title="Quality fallback candidates", y_limit=limit)
+    note = (f"<p>Judged on the validation split against {escape(', '.join(f'{n} {v}' for n, v in budgets.items()))}: "
             f"{'met' if search.get('met_budget') else 'NOT met'} ({escape(str(search.get('stopped_by', '')))}). "
             f"{escape(str(search.get('selection', '')))}</p>")
-    table = html_table(["candidate", "nodes in float", "accuracy %", "drop pt", "drop + z·SE pt", "p50 ms (quick)",
-                        "size MB"], rows)
-    return Section("Accuracy-aware fallback", note + f"<figure>{plot}</figure>" + table, "fallback")
+    table = html_table(["candidate", "setting", "nodes in float", *budgets, "p50 ms (quick)", "size MB"], rows)
+    return Section("Quality fallback", note + f"<figure>{plot}</figure>" + table, "fallback")
 
 
 def details_html(report: Report) -> str:

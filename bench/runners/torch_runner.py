@@ -54,11 +54,26 @@ class TorchRunner:
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
-            tensors = {k: torch.from_numpy(v).to(self.device) for k, v in feeds.items() if k in self.input_names}
-            tensors = {k: t.to(self.dtype) if t.is_floating_point() else t for k, t in tensors.items()}
+            tensors = self._tensors(feeds)
             if self.positional:
                 return first_output(self.model(*[tensors[name] for name in self.input_names])).float().cpu().numpy()
             return self.model(**tensors).logits.float().cpu().numpy()
+
+    def run_outputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Every output: a plain module's tensors flattened in order (tuple, list, dict), an HF model's logits."""
+        torch = self.torch
+        if not self.positional:
+            return [self.run(feeds)]
+        with torch.inference_mode():
+            tensors = self._tensors(feeds)
+            produced = self.model(*[tensors[name] for name in self.input_names])
+            return [t.float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy()
+                    for t in flat_outputs(produced)]
+
+    def _tensors(self, feeds: dict[str, np.ndarray]) -> dict[str, object]:
+        torch = self.torch
+        tensors = {k: torch.from_numpy(v).to(self.device) for k, v in feeds.items() if k in self.input_names}
+        return {k: t.to(self.dtype) if t.is_floating_point() else t for k, t in tensors.items()}
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -67,6 +82,15 @@ class TorchRunner:
     def describe(self) -> dict[str, object]:
         return {"runtime": "torch", "mode": "eager", "dtype": str(self.dtype).removeprefix("torch."),
                 "quantization": self.scheme, "device": str(self.device), "threads": self.torch.get_num_threads()}
+
+
+def flat_outputs(output: object) -> list:
+    """A plain module's outputs in the order torch.onnx flattens them: tuples and lists in order, dicts by value."""
+    if isinstance(output, (tuple, list)):
+        return [leaf for item in output for leaf in flat_outputs(item)]
+    if isinstance(output, dict):
+        return [leaf for item in output.values() for leaf in flat_outputs(item)]
+    return [getattr(output, "logits", output)]
 
 
 def first_output(output: object) -> object:

@@ -26,7 +26,7 @@ from slimline.compress.base import (
 from slimline.compress.quantize.fallback import (
     FallbackConfig,
     Quantize,
-    Variant,
+    VariantSpace,
     chosen_overrides,
     quantize_with_fallback,
 )
@@ -115,14 +115,11 @@ class OrtInt8Dynamic(Pass[Int8DynamicConfig]):
                             from err
                 return quantize
 
-            other = not config.per_channel
-            variants = [Variant("as configured", quantizer(config.per_channel)),
-                        Variant("per-channel weights" if other else "per-tensor weights", quantizer(other),
-                                (("per_channel", other),))]
-            fallback = quantize_with_fallback(variants, float_model.path, out_dir / QUANTIZED_MODEL_FILE, model.path,
-                                              {s.name for s in model.manifest.inputs}, config.op_types,
-                                              config.exclude_nodes, context, config.fallback)
-        effective = config.model_copy(update=chosen_overrides(variants, fallback))
+            space = VariantSpace({"per_channel": config.per_channel}, [("per_channel", [not config.per_channel])],
+                                 lambda settings: quantizer(bool(settings["per_channel"])))
+            fallback = quantize_with_fallback(space, float_model.path, out_dir / QUANTIZED_MODEL_FILE, model,
+                                              config.op_types, config.exclude_nodes, context, config.fallback)
+        effective = config.model_copy(update=chosen_overrides(space, fallback))
         copy_side_files(model.path, out_dir, skip={source.name, QUANTIZED_MODEL_FILE})
         return PassResult(model_file=QUANTIZED_MODEL_FILE, metadata={
             "quantization": {"scheme": "dynamic-int8", **effective.model_dump(mode="json", exclude={"fallback"}),

@@ -28,15 +28,19 @@ from slimline.compress.calibration import (
     EVAL_DATA_SOURCE,
     ArrayCalibrationReader,
     CalibrationSpec,
+    ExamplesReader,
     TextCalibrationReader,
     check_calibration_set,
     is_array_source,
+    stride_for,
 )
 from slimline.compress.quantize.fallback import (
     FallbackConfig,
     Quantize,
-    Variant,
+    Settings,
+    VariantSpace,
     chosen_overrides,
+    quantizable_nodes,
     quantize_with_fallback,
 )
 from slimline.compress.quantize.ort_common import float_model_for_quantization, weight_op_coverage
@@ -44,6 +48,7 @@ from slimline.core.artifact import ModelDir
 from slimline.core.deps import require
 from slimline.core.errors import BadInputError, PassError
 from slimline.core.machine import has_vnni
+from slimline.core.progress import reporter
 from slimline.profiles.schema import Target
 
 STATIC_MODEL_FILE = "model.onnx"
@@ -55,6 +60,8 @@ class Int8StaticConfig(PassConfig):
     per_channel: bool = True
     reduce_range: bool = False
     activation_type: Literal["quint8", "qint8"] = Field(default="quint8", description="U8S8 is ORT's CPU default")
+    activation_symmetric: bool = Field(default=False, description="activation ranges symmetric around 0")
+    exclude_first_last: bool = Field(default=False, description="keep the first and last quantizable nodes in float")
     weight_type: Literal["qint8", "quint8"] = "qint8"
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     percentile: float = Field(default=99.999, gt=90, le=100)
@@ -69,16 +76,19 @@ def _quant_type(quantization, name: str):
     return getattr(quantization.QuantType, {"qint8": "QInt8", "quint8": "QUInt8"}[name])
 
 
-def static_variants(config: Int8StaticConfig, quantizer: Callable[[bool, str], Quantize]) -> list[Variant]:
-    """The configured setting, then per-channel toggled, then the other calibration method (minmax <->
-    percentile): full-INT8 settings the fallback tries before leaving nodes in float."""
-    other_method = "percentile" if config.calibration_method == "minmax" else "minmax"
-    return [Variant("as configured", quantizer(config.per_channel, config.calibration_method)),
-            Variant("per-tensor weights" if config.per_channel else "per-channel weights",
-                    quantizer(not config.per_channel, config.calibration_method),
-                    (("per_channel", not config.per_channel),)),
-            Variant(f"{other_method} calibration", quantizer(config.per_channel, other_method),
-                    (("calibration_method", other_method),))]
+HISTOGRAM_METHODS = frozenset({"entropy", "percentile"})
+
+
+def static_space(config: Int8StaticConfig, make: Callable[[Settings], Quantize]) -> VariantSpace:
+    """The settings that keep every node in INT8, tried by the fallback before float nodes: per-channel weights,
+    each other calibration method, symmetric activations, then the first and last layers in float."""
+    configured: Settings = {"per_channel": config.per_channel, "calibration_method": config.calibration_method,
+                            "activation_symmetric": config.activation_symmetric,
+                            "exclude_first_last": config.exclude_first_last}
+    methods = [m for m in ("percentile", "entropy", "minmax") if m != config.calibration_method]
+    return VariantSpace(configured, [("per_channel", [not config.per_channel]), ("calibration_method", methods),
+                                     ("activation_symmetric", [not config.activation_symmetric]),
+                                     ("exclude_first_last", [not config.exclude_first_last])], make)
 
 
 @register("quantize.ort-int8-static")
@@ -130,50 +140,64 @@ class OrtInt8Static(Pass[Int8StaticConfig]):
         input_names = {spec.name for spec in model.manifest.inputs}
         calibration = config.calibration.resolved(context.tuning_data)
         reader: TextCalibrationReader | ArrayCalibrationReader
-        if is_array_source(calibration.source):
-            reader = ArrayCalibrationReader(calibration, model, input_names)
-        else:
-            reader = TextCalibrationReader(calibration, model.path, input_names)
+        with reporter().step(f"calibration: reading {calibration.source} / {calibration.split}") as _:
+            if is_array_source(calibration.source):
+                reader = ArrayCalibrationReader(calibration, model, input_names)
+            else:
+                reader = TextCalibrationReader(calibration, model.path, input_names)
+        with reporter().step(f"calibration: {reader.count} examples of {calibration.source} / {calibration.split} "
+                             f"(seed {calibration.seed}, sha256 {reader.sha256[:12]})"):
+            pass
         source = model.model_path
         with float_model_for_quantization(source, config.preprocess, self.name) as float_model:
             coverage = weight_op_coverage(float_model.path, config.op_types)
             quant_format = getattr(quantization.QuantFormat, "QDQ" if config.format == "qdq" else "QOperator")
 
-            def quantizer(per_channel: bool, method: str) -> Quantize:
-                # Ranges are computed once per method and cached: candidates differ only in excluded nodes.
+            padded = reader.padded()
+            nodes = quantizable_nodes(float_model.path, config.op_types)
+            ends = [nodes[0], nodes[-1]] if len(nodes) > 1 else nodes
+
+            def make(settings: Settings) -> Quantize:
+                method = str(settings["calibration_method"])
+                # Ranges are computed once per method and cached: candidates differ in nodes and options only.
                 calibration_cache = float_model.scratch / f"calibration-ranges-{method}.json"
+                examples: ExamplesReader = padded if method in HISTOGRAM_METHODS else reader
 
                 def quantize(excluded: list[str], out_path: Path) -> None:
-                    reader.rewind()
+                    examples.rewind()
+                    skip = [*excluded, *(n for n in ends if n not in excluded)] if settings["exclude_first_last"] \
+                        else excluded
                     try:
                         quantization.quantize_static(
                             model_input=str(float_model.path), model_output=str(out_path),
-                            calibration_data_reader=reader, quant_format=quant_format,
-                            op_types_to_quantize=config.op_types, per_channel=per_channel,
+                            calibration_data_reader=examples, quant_format=quant_format,
+                            op_types_to_quantize=config.op_types, per_channel=bool(settings["per_channel"]),
                             reduce_range=config.reduce_range,
                             activation_type=_quant_type(quantization, config.activation_type),
-                            weight_type=_quant_type(quantization, config.weight_type), nodes_to_exclude=excluded,
+                            weight_type=_quant_type(quantization, config.weight_type), nodes_to_exclude=skip,
                             calibrate_method=getattr(quantization.CalibrationMethod, CALIBRATION_METHODS[method]),
                             use_external_data_format=float_model.large,
                             calibration_cache_path=str(calibration_cache),
-                            extra_options={"CalibPercentile": config.percentile, "CalibTensorRangeSymmetric": False},
+                            extra_options={"CalibPercentile": config.percentile, "CalibTensorRangeSymmetric": False,
+                                           "ActivationSymmetric": bool(settings["activation_symmetric"]),
+                                           "CalibStridedMinMax": stride_for(len(examples))},
                         )
                     except Exception as err:
                         raise PassError(f"{self.name}: quantize_static failed on {source}: {err}.",
                                         fix="exclude the failing node (exclude_nodes) or try another format.") from err
+                quantize.float_nodes = tuple(ends) if settings["exclude_first_last"] else ()  # type: ignore[attr-defined]
                 return quantize
 
-            variants = static_variants(config, quantizer)
-            fallback = quantize_with_fallback(variants, float_model.path, out_dir / STATIC_MODEL_FILE, model.path,
-                                              input_names, config.op_types, config.exclude_nodes, context,
-                                              config.fallback)
+            space = static_space(config, make)
+            fallback = quantize_with_fallback(space, float_model.path, out_dir / STATIC_MODEL_FILE, model,
+                                              config.op_types, config.exclude_nodes, context, config.fallback)
         copy_side_files(model.path, out_dir, skip={source.name, STATIC_MODEL_FILE})
         return PassResult(
             model_file=STATIC_MODEL_FILE,
             metadata={"quantization": {"scheme": "static-int8",
-                                       **config.model_copy(update=chosen_overrides(variants, fallback)).model_dump(
+                                       **config.model_copy(update=chosen_overrides(space, fallback)).model_dump(
                                            mode="json", exclude={"calibration", "fallback"}),
-                                       "calibration": {**calibration.model_dump(), "examples": reader.count},
+                                       "calibration": calibration.facts(reader.count, reader.sha256),
                                        **float_model.notes, "coverage": coverage},
                       "accuracy_fallback": fallback},
             data_sha256={"calibration": reader.sha256},

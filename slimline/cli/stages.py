@@ -11,12 +11,14 @@ from slimline.cli.history import add_history_options, history_argument
 from slimline.core.errors import EXIT_OK, RecipeError
 
 FORCE_HELP = "write even when --out holds files slimline did not write (they may be replaced)"
+EVALUATOR_HELP = ("how quality is scored, instead of the choice by task and data: text-classification, image-top1, "
+                  "agreement (every output vs fp32 by its kind), embedding (cosine on every output), perplexity")
 BASE_HELP = ("base checkpoint directory a PEFT adapter is merged into (default: the local path named by "
              "base_model_name_or_path in adapter_config.json)")
 
 
 #: `run` options a run.yaml already states: given with --config they would be ignored, so they are refused.
-CONFIG_STATES = ("profile", "recipe", "task", "eval_data", "bench_export", "base", "weights", "inputs")
+CONFIG_STATES = ("profile", "recipe", "task", "eval_data", "evaluator", "bench_export", "base", "weights", "inputs")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -33,7 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         report = api.run(args.checkpoint, out=args.out, profile=args.profile or "cpu", recipe=args.recipe,
                          task=args.task, eval_data=args.eval_data, bench_export=args.bench_export, force=args.force,
                          base=args.base, model_factory=args.model_factory, weights=args.weights, inputs=args.inputs,
-                         history=history_argument(args), mlflow_uri=args.mlflow_uri)
+                         evaluator=args.evaluator, history=history_argument(args), mlflow_uri=args.mlflow_uri)
     print_report(report)
     where = f"{Path(args.out)}/" if args.out else "the run directory named in the config: "
     console().print(f"report: {where}report.json, report.md and report.html; run.yaml beside them reruns it "
@@ -75,7 +77,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     report = api.bench(args.model, out=args.out, profile=args.profile, baseline=args.baseline,
                        eval_data=args.eval_data, force=args.force, base=args.base,
-                       history=history_argument(args), mlflow_uri=args.mlflow_uri)
+                       history=history_argument(args), mlflow_uri=args.mlflow_uri, evaluator=args.evaluator)
     print_report(report)
     return verdict_exit(report)
 
@@ -99,9 +101,10 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
                      "--config names one")
     run.add_argument("--recipe", help="recipe name or YAML (default: the profile's recipe)")
     run.add_argument("--task", help="override the task inferred from config.json")
-    run.add_argument("--eval-data", help="quality data: rotten-tomatoes[:split] or FILE.csv/.jsonl (text), an image "
-                     "folder or .npz [:split] (images: top-1; unlabelled .npz: agreement with fp32), or "
-                     "pkg.module:function returning input arrays")
+    run.add_argument("--eval-data", help="quality data: rotten-tomatoes[:split] or FILE.csv/.jsonl (text; a causal "
+                     "LM scores perplexity on its text), FILE.txt, an image folder or .npz [:split] (default split: "
+                     "test; static INT8 calibrates on the train split), or pkg.module:function returning input arrays")
+    run.add_argument("--evaluator", help=EVALUATOR_HELP)
     run.add_argument("--bench-export", action="store_true", help="also benchmark the fp32 ONNX export")
     run.add_argument("--force", action="store_true", help=FORCE_HELP)
     add_history_options(run)
@@ -142,6 +145,7 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
                        "--base) or an fp32 ONNX model directory (default: the model's lineage source)")
     bench.add_argument("--base", help="when --baseline is a PEFT adapter directory: " + BASE_HELP)
     bench.add_argument("--eval-data")
+    bench.add_argument("--evaluator", help=EVALUATOR_HELP)
     bench.add_argument("--force", action="store_true", help=FORCE_HELP)
     add_history_options(bench)
     bench.set_defaults(handler=cmd_bench)

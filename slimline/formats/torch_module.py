@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slimline.core.artifact import (
     LineageStep,
@@ -30,6 +30,7 @@ from slimline.core.artifact import (
 )
 from slimline.core.errors import CheckpointError, shorten
 from slimline.core.image_data import ImagePreprocess
+from slimline.core.output_kinds import OutputKind
 from slimline.core.paths import cache_root
 from slimline.core.yaml_files import load_yaml_file
 
@@ -46,8 +47,19 @@ class ModuleInputSpec(BaseModel):
     inputs: list[TensorSpec] = Field(min_length=1)
     outputs: list[str] = Field(default_factory=lambda: ["output"])
     task: str = "tensor"  # image-classification scores top-1; anything else agreement with fp32
+    #: How each output's quality is judged (core.output_kinds): class-logits (argmax is a prediction), vector
+    #: (cosine and relative error: embeddings, boxes, keypoints), token-logits. Unnamed outputs: a classifier's
+    #: first output is class-logits, everything else a vector.
+    output_kinds: dict[str, OutputKind] = Field(default_factory=dict)
     label_names: list[str] | None = None
     image_preprocess: ImagePreprocess | None = None
+
+    @model_validator(mode="after")
+    def _kinds_name_outputs(self) -> ModuleInputSpec:
+        unknown = sorted(set(self.output_kinds) - set(self.outputs))
+        if unknown:
+            raise ValueError(f"output_kinds names {unknown}, which are not in outputs {self.outputs}")
+        return self
 
     @field_validator("inputs")
     @classmethod
@@ -176,6 +188,7 @@ def module_dir_for(factory: str, weights: Path, spec: ModuleInputSpec, cache: Pa
             metadata={"factory": factory, "import_root": import_root, "weights_sha256": weights_sha256,
                       "weights_file": str(weights), "parameters": int(sum(t.numel() for t in tensors.values())),
                       **({"label_names": spec.label_names} if spec.label_names else {}),
+                      **({"output_kinds": dict(spec.output_kinds)} if spec.output_kinds else {}),
                       **({"image_preprocess": spec.image_preprocess.model_dump()} if spec.image_preprocess else {})},
         ))
     return ModelDir.open(final)

@@ -32,8 +32,9 @@ def module_checkpoint(model: Any, example_inputs: Any, factory: str | None, weig
     return module_dir_for(factory or "", Path(weights), spec)
 
 
-def eval_from_callable(function: Any) -> EvalSource:
-    """Call a user's function for eval inputs and keep them as an .npz (scored as agreement with fp32)."""
+def eval_from_callable(function: Any, split: str = "test") -> EvalSource:
+    """Call a user's function for eval inputs and keep them as an .npz, split like any other eval data: the
+    verdict on `split` (test), calibration on the train split, the fallback on validation (never overlapping)."""
     produced = function()
     parts = produced if isinstance(produced, (list, tuple)) else [produced]
     if not parts or not all(isinstance(p, dict) and p for p in parts):
@@ -41,6 +42,12 @@ def eval_from_callable(function: Any) -> EvalSource:
                         fix="return a dict {input_name: array} or a list of such dicts.")
     arrays = {name: np.concatenate([np.asarray(getattr(p[name], "numpy", lambda v=p[name]: v)()) for p in parts])
               for name in parts[0]}
+    return eval_npz(arrays, split)
+
+
+def eval_npz(arrays: dict[str, np.ndarray], split: str = "test", evaluator: str | None = None) -> EvalSource:
+    """Arrays kept as a content-addressed .npz under the cache: what a callable's data become, from the Python
+    API (a function) and the CLI (`pkg.module:function`) alike, so both split them the same way."""
     import io
 
     buffer = io.BytesIO()
@@ -48,4 +55,13 @@ def eval_from_callable(function: Any) -> EvalSource:
     data = buffer.getvalue()
     path = cache_root() / "eval-inputs" / f"{hashlib.sha256(data).hexdigest()[:16]}.npz"
     atomic_write_bytes(path, data)
-    return EvalSource(source=str(path), evaluator="agreement")
+    return EvalSource(source=str(path), split=split, evaluator=evaluator)  # type: ignore[arg-type]
+
+
+def materialised(source: EvalSource) -> EvalSource:
+    """`pkg.module:function` eval data (the CLI's) -> the same .npz the Python API makes of a callable."""
+    if source.kind() != "callable":
+        return source
+    from slimline.bench.evaluators.agreement import call_user_inputs
+
+    return eval_npz(call_user_inputs(source.source), source.split, source.evaluator)

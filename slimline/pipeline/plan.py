@@ -13,12 +13,14 @@ from slimline.core.artifact import (
 )
 from slimline.core.data import DatasetSpec, validate_dataset
 from slimline.core.errors import CheckpointError, MissingDependency, RecipeError
+from slimline.core.output_kinds import ModelOutput
 from slimline.core.outputs import OutputKind, check_output, check_writable
 from slimline.export.onnx import OnnxExportConfig
 from slimline.export.tensorrt import TensorRTExportConfig
 from slimline.formats.adapter import Adapter
 from slimline.formats.architecture import refuse_unbuildable
 from slimline.pipeline.adapter import open_source
+from slimline.pipeline.quality_plan import check_calibration_disjoint, hinted_eval_data, plan_quality
 from slimline.profiles.schema import Profile
 
 EXPORT_STEP = "export.onnx"
@@ -42,6 +44,7 @@ class RunRequest:
     seed: int = 0
     force: bool = False  # write into an --out that holds files slimline did not write
     base: Path | None = None  # the base checkpoint when `checkpoint` is a PEFT adapter directory
+    evaluator: str | None = None  # --evaluator: overrides the profile's eval.evaluator and the choice by task
 
 
 @dataclass
@@ -53,6 +56,9 @@ class Plan:
     eval_data: DatasetSpec | EvalSource | None
     warnings: list[str]
     adapter: Adapter | None = None  # merged into `source` by the first stage (source is its base until then)
+    #: How quality is measured (pipeline.quality_plan): the evaluator, and each output with its kind.
+    evaluator: str | None = None
+    outputs: list[ModelOutput] = field(default_factory=list)
 
     @property
     def steps(self) -> list[RecipeStep]:
@@ -106,8 +112,10 @@ def eval_data_for(source: ModelDir, requested: DatasetSpec | EvalSource | None) 
 
         return check_text_data(requested)
     if isinstance(requested, EvalSource):  # images, an .npz or a callable: bench.evaluators reads it
+        from slimline.pipeline.module_source import materialised
+
         check_eval_source(requested)
-        return requested
+        return materialised(requested)  # a callable's arrays as an .npz, split as the Python API splits them
     eval_data = requested
     if eval_data is None and source.manifest.task == "text-classification":
         hinted = source.manifest.metadata.get("eval_data")
@@ -154,9 +162,10 @@ def plan_run(request: RunRequest) -> Plan:
                                       "module has none - drop the step and use ONNX-level passes (e.g. "
                                       "quantize.ort-int8-static, profile cpu-vision)")
                      for step in steps if step.pass_.stage == "torch"]
-    if request.eval_data is None:  # calibration on "the run's --eval-data" needs some
-        problems += [step.pass_.error("calibrates on the run's eval data (calibration.source: eval-data), and none "
-                                      "was given: pass --eval-data (an image folder or .npz) or name the source")
+    if hinted_eval_data(source, request.eval_data) is None:  # calibration on "the run's --eval-data" needs some
+        problems += [step.pass_.error("calibrates on the run's eval data (calibration.source: eval-data, its train "
+                                      "split), and none was given: pass --eval-data (your own text .csv/.jsonl, "
+                                      "an image folder or .npz) or name calibration.source")
                      for step in steps if getattr(getattr(step.pass_.config, "calibration", None), "source", None)
                      == "eval-data"]
     errors = [p for p in problems if p.severity == "error"]
@@ -167,8 +176,10 @@ def plan_run(request: RunRequest) -> Plan:
                                                     or source.manifest.format == "torch-module" else "."))
     _check_runtime_available(profile)
     eval_data = eval_data_for(source, request.eval_data)
+    quality = plan_quality(source, profile, eval_data, request.evaluator)
+    check_calibration_disjoint(steps, eval_data)
     check_output_location(request.out_dir, "run", request.force)  # last: nothing is created before this
     return Plan(source=source, torch_steps=[s for s in steps if s.pass_.stage == "torch"],
                 onnx_steps=[s for s in steps if s.pass_.stage == "onnx"], needs_export=needs_export,
-                eval_data=eval_data, warnings=[str(p) for p in problems if p.severity == "warning"],
-                adapter=adapter)
+                eval_data=eval_data, warnings=[str(p) for p in problems if p.severity == "warning"] + quality.warnings,
+                adapter=adapter, evaluator=quality.evaluator, outputs=quality.outputs)

@@ -67,12 +67,13 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
     inputs = final.manifest.inputs or default_input_specs(final.manifest.task)
     with tempfile.TemporaryDirectory(prefix="slimline-eval-") as scratch:
         eval_facts, eval_npz = None, None
-        evaluator = evaluator_name_for(plan.source.manifest.task, plan.eval_data)
+        evaluator = plan.evaluator or evaluator_name_for(plan.source.manifest.task, plan.eval_data)
         if plan.eval_data is not None:
             spec = plan.eval_data
             eval_npz = Path(scratch) / "eval.npz"
             with reporter().step(f"bench: preparing {spec.source} for the {evaluator} evaluator"):
-                context = EvalContext(plan.source, inputs, profile.shapes[0], profile.measurement.eval_max_samples)
+                context = EvalContext(plan.source, inputs, profile.shapes[0], profile.measurement.eval_max_samples,
+                                      outputs=plan.outputs)
                 eval_facts = {**get_evaluator(evaluator).prepare(spec, context, eval_npz), "evaluator": evaluator}
         baseline_precision = torch_baseline_precision(profile.target.device, profile.target.precision)
         baseline = Candidate(f"torch {baseline_precision} eager (baseline)", plan.source, "torch")
@@ -109,6 +110,7 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
         accuracy_drop_pt=final_result.accuracy_drop_pt, budgets=budgets, verdict=verdict, warnings=warnings,
         accuracy_fallback=final.manifest.metadata.get("accuracy_fallback"), side_by_side=side_by_side,
         command_line=command_line(),
+        calibration=final.manifest.metadata.get("quantization", {}).get("calibration"),
     )
 
 

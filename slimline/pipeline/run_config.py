@@ -47,6 +47,7 @@ class RunConfig(BaseModel):
     profile: dict[str, Any]
     recipe: list[dict[str, Any]] = Field(description="the steps the run applied, in full")
     eval_data: EvalDataEntry | None = None
+    evaluator: str | None = None  # --evaluator: how quality was scored, when not chosen by task and outputs
     bench_export: bool = False
     seed: int = 0
     export: dict[str, Any] = Field(default_factory=dict)
@@ -63,7 +64,8 @@ def config_of(request: RunRequest, steps_data: list[dict[str, Any]], command_lin
         checkpoint=str(request.checkpoint.resolve()), base=str(request.base.resolve()) if request.base else None,
         task=request.task, out=str(request.out_dir.resolve()),
         profile=request.profile.model_dump(mode="json", exclude_none=True),
-        recipe=steps_data, eval_data=eval_entry, bench_export=request.bench_export, seed=request.seed,
+        recipe=steps_data, eval_data=eval_entry, evaluator=request.evaluator, bench_export=request.bench_export,
+        seed=request.seed,
         export=request.export.model_dump(mode="json"),
         tensorrt=request.tensorrt.model_dump(mode="json") if request.tensorrt is not None else None,
         command_line=command_line)
@@ -101,7 +103,7 @@ def load_run_config(path: Path, out: Path | None = None, force: bool = False) ->
         raise RecipeError(f"run config {path} is invalid:\n{format_validation_error(err)}",
                           fix="fix the fields named above.") from err
     return RunRequest(checkpoint=Path(config.checkpoint), profile=profile, out_dir=out or Path(config.out),
-                      recipe=steps, task=config.task, eval_data=eval_data, export=export,
+                      recipe=steps, task=config.task, eval_data=eval_data, evaluator=config.evaluator, export=export,
                       bench_export=config.bench_export, tensorrt=tensorrt, seed=config.seed, force=force,
                       base=Path(config.base) if config.base else None)
 

@@ -24,6 +24,7 @@ from slimline.export.onnx import OnnxExportConfig
 from slimline.formats.architecture import refuse_unbuildable
 from slimline.pipeline.adapter import merged_checkpoint, open_source
 from slimline.pipeline.plan import EXPORT_STEP, Plan, RunRequest, check_output_location, eval_data_for
+from slimline.pipeline.quality_plan import plan_quality
 from slimline.pipeline.run import bench_and_report
 from slimline.pipeline.stages import context_key, export_producer, pass_context, pass_producer, run_stage
 from slimline.profiles.schema import Profile
@@ -116,7 +117,8 @@ def _lineage_source(model: ModelDir) -> Path:
 
 
 def bench_model(model_path: Path, profile: Profile, out: Path, *, baseline: Path | None = None,
-                eval_data: DatasetSpec | None = None, force: bool = False, base: Path | None = None) -> Report:
+                eval_data: DatasetSpec | None = None, force: bool = False, base: Path | None = None,
+                evaluator: str | None = None) -> Report:
     """Benchmark an existing model directory against its fp32 source checkpoint on `profile`."""
     model = ModelDir.open(model_path)
     runtimes = RUNTIMES_FOR_FORMAT.get(model.manifest.format, ())
@@ -130,12 +132,15 @@ def bench_model(model_path: Path, profile: Profile, out: Path, *, baseline: Path
         raise CheckpointError(f"the baseline {source.path} is a {source.manifest.format} model.",
                               fix="pass --baseline with the fp32 original: a Hugging Face checkpoint or an ONNX "
                                   "model directory.")
-    eval_data = eval_data_for(source, eval_data) if model.manifest.task == "text-classification" else eval_data
+    if model.manifest.task == "text-classification" or eval_data is not None:
+        eval_data = eval_data_for(source, eval_data)
+    quality = plan_quality(source, profile, eval_data, evaluator)
     check_output_location(out, "run", force)
     if adapter is not None:
         source = merged_checkpoint(adapter)
-    request = RunRequest(checkpoint=source.path, profile=profile, out_dir=out, eval_data=eval_data)
-    plan = Plan(source=source, torch_steps=[], onnx_steps=[], needs_export=False, eval_data=eval_data, warnings=[])
+    request = RunRequest(checkpoint=source.path, profile=profile, out_dir=out, eval_data=eval_data, evaluator=evaluator)
+    plan = Plan(source=source, torch_steps=[], onnx_steps=[], needs_export=False, eval_data=eval_data,
+                warnings=quality.warnings, evaluator=quality.evaluator, outputs=quality.outputs)
     with claimed_run_dir(out):
         report = bench_and_report(request, plan, model, [], [])
         write_report(report, out)

@@ -25,6 +25,7 @@ from slimline.core.artifact import (
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import CheckpointError
 from slimline.core.machine import cpu_flags
+from slimline.core.output_kinds import QUALITY_METRICS, ModelOutput, split_metric
 from slimline.core.progress import reporter
 from slimline.export.onnx import OnnxExportConfig, export_onnx
 from slimline.export.tensorrt import TENSORRT_EXPORT_STEP, TensorRTExportConfig, current_engine_facts, export_tensorrt
@@ -35,7 +36,7 @@ from slimline.profiles.schema import Profile, Shape
 #: Facts about the source that every stage carries forward (the eval-data hint, class names, an adapter merge's
 #: check).
 INHERITED_METADATA = ("model_type", "label_names", "eval_data", "adapter_merge", "image_preprocess", "factory",
-                      "weights_sha256")
+                      "weights_sha256", "output_kinds")
 
 
 @dataclass
@@ -137,12 +138,16 @@ def accuracy_budget_pt(profile: Profile) -> float | None:
     return budget.limit if budget is not None and budget.kind == "max_drop" else None
 
 
-def pass_context(profile: Profile, tuning_data: DatasetSpec | None, seed: int, teacher: ModelDir) -> PassContext:
-    """`teacher` is the run's input checkpoint: what distillation learns from unless its config names another."""
+def pass_context(profile: Profile, tuning_data: DatasetSpec | Any | None, seed: int, teacher: ModelDir,
+                 outputs: list[ModelOutput] | None = None) -> PassContext:
+    """`teacher` is the run's input checkpoint: what distillation learns from unless its config names another.
+    `outputs`: the model's outputs with the kinds the plan decided (the fallback judges each by its kind)."""
+    quality = {name: budget for name, budget in profile.budgets.items() if split_metric(name)[0] in QUALITY_METRICS}
     return PassContext(target=profile.target, seed=seed, shape=profile.shapes[0],
                        accuracy_drop_budget_pt=accuracy_budget_pt(profile), tuning_data=tuning_data, teacher=teacher,
                        size_budget_mb=_max_budget(profile, "size_mb"),
-                       latency_p50_budget_ms=_max_budget(profile, "latency_p50_ms"))
+                       latency_p50_budget_ms=_max_budget(profile, "latency_p50_ms"),
+                       quality_budgets=quality, quality_outputs=list(outputs or []))
 
 
 def _max_budget(profile: Profile, metric: str) -> float | None:
@@ -157,6 +162,8 @@ def context_key(context: PassContext) -> dict[str, Any]:
             "accuracy_drop_budget_pt": context.accuracy_drop_budget_pt, "seed": context.seed,
             "size_budget_mb": context.size_budget_mb, "latency_p50_budget_ms": context.latency_p50_budget_ms,
             "tuning_data": context.tuning_data.model_dump() if context.tuning_data else None,
+            "quality_budgets": {name: budget.model_dump() for name, budget in context.quality_budgets.items()},
+            "quality_outputs": [[o.name, o.kind] for o in context.quality_outputs],
             "teacher_manifest_sha256": context.teacher.manifest_sha256 if context.teacher else None}
 
 
@@ -174,7 +181,7 @@ def run_stages(request: RunRequest, plan: Plan) -> StagesDone:
     if plan.adapter is not None:
         plan.source, merge_record = merge_stage(plan.adapter, merged_dir(plan.adapter, request.out_dir / "stages"))
         records.append(merge_record)
-    context = pass_context(request.profile, plan.eval_data, request.seed, teacher=plan.source)
+    context = pass_context(request.profile, plan.eval_data, request.seed, teacher=plan.source, outputs=plan.outputs)
     engine_build = [TENSORRT_EXPORT_STEP] if request.profile.target.runtime == "tensorrt" else []
     ordered: list[RecipeStep | str | None] = [*plan.torch_steps, *([None] if plan.needs_export else []),
                                               *plan.onnx_steps, *engine_build]

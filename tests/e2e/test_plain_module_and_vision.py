@@ -45,6 +45,7 @@ def module_run(vision_workdir: Path) -> Path:
                      "--profile", "fast-vision.yaml", "--eval-data", "images:test", "--out", "run",
                      cwd=vision_workdir, env=_env(vision_workdir))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (vision_workdir / "run-stderr.txt").write_text(result.stderr)
     return vision_workdir / "run"
 
 
@@ -72,6 +73,20 @@ def test_every_stage_records_the_factory_and_the_hash_of_the_users_weights(modul
         assert manifest["metadata"]["weights_sha256"] == sha256_file(vision_workdir / "weights.pth")
     quantization = manifests[-1]["metadata"]["quantization"]
     assert quantization["calibration"]["source"] == "images" and quantization["coverage"]["quantized_weight_ops"] == 3
+
+
+def test_calibration_reads_the_train_split_of_the_eval_data_and_says_so(module_run: Path, vision_workdir: Path) -> None:
+    """The verdict is judged on images:test; calibration read the train split of the same folder (same seed), and
+    the source, split, count and hash are printed and in the report."""
+    report = json.loads((module_run / "report.json").read_text())
+    calibration = report["calibration"]
+    assert calibration["source"] == "images" and calibration["split"] == "train" and report["eval_data"][
+        "dataset"]["split"] == "test"
+    assert calibration["examples"] == 72 and len(calibration["sha256"]) == 64  # 80% of 90 images
+    assert "calibration: 72 examples of images / train" in (vision_workdir / "run-stderr.txt").read_text()
+    assert "Calibrated on 72 examples of images / train" in (module_run / "report.md").read_text()
+    quality = report["measurements"]["quality"]
+    assert {"rel_error@logits", "max_abs_error", "top5_agreement_pct"} & set(quality)
 
 
 def test_a_plain_module_run_can_be_benchmarked_again_and_packaged(module_run: Path, vision_workdir: Path) -> None:

@@ -164,32 +164,46 @@ def test_paired_drop_is_the_accuracy_difference_with_a_nonnegative_error(outcome
         assert drop == 0 and error == 0
 
 
+class _FakeData:
+    """Stands in for FallbackData: the fp32 model is always right, the configured INT8 wrong on 4 of 40."""
+
+    examples = 40
+
+    def run(self, path: Path, rows=None):
+        import numpy as np
+
+        from slimline.compress.quantize.fallback_eval import Reference
+
+        labels = np.array([0, 1] * 20)
+        return Reference(correct=labels == labels if path.name == "fp32.onnx" else np.arange(40) >= 4)
+
+    def metrics(self, candidate, reference) -> dict[str, float]:
+        drop, se = paired_drop_pt(reference.correct, candidate.correct)
+        return {"accuracy_drop_pt": drop, "drop_se_pt": se, "accuracy_pct": 100.0 * float(candidate.correct.mean())}
+
+    def latency_p50_ms(self, path: Path, iterations: int) -> float:
+        return 1.0
+
+
 def test_a_setting_the_quantizer_cannot_apply_is_skipped_and_reported(tmp_path: Path) -> None:
     """ORT's histogram calibrators (percentile, entropy) fail on examples of different lengths: the fallback
     notes that setting and goes on, instead of failing the whole pass."""
-    import numpy as np
-
-    from slimline.compress.quantize.fallback import FallbackConfig, Variant, search
+    from slimline.compress.quantize.fallback import FallbackConfig, VariantSpace, search
+    from slimline.compress.quantize.fallback_eval import Judge
     from slimline.core.errors import PassError
+    from slimline.profiles.schema import Budget
 
-    labels = np.array([0, 1] * 20)
+    def make(settings: dict) -> Callable[[list[str], Path], None]:
+        def quantize(excluded: list[str], out: Path) -> None:
+            if settings["calibration_method"] != "minmax":
+                raise PassError("quantize_static failed: inhomogeneous shape", fix="-")
+            out.write_bytes(b"int8")
+        return quantize
 
-    class Evaluator:  # the fp32 model is always right, the configured INT8 wrong on 4 of 40
-        def correct(self, path: Path) -> np.ndarray:
-            return labels == labels if path.name == "fp32.onnx" else np.arange(40) >= 4
-
-        def latency_p50_ms(self, path: Path) -> float:
-            return 1.0
-
-    def configured(excluded: list[str], out: Path) -> None:
-        out.write_bytes(b"int8")
-
-    def histogram(excluded: list[str], out: Path) -> None:
-        raise PassError("quantize_static failed: inhomogeneous shape", fix="-")
-
+    space = VariantSpace({"calibration_method": "minmax"}, [("calibration_method", ["percentile"])], make)
     (tmp_path / "fp32.onnx").write_bytes(b"fp32")
-    result = search([Variant("as configured", configured), Variant("percentile calibration", histogram)],
-                    tmp_path / "fp32.onnx", [], [], Evaluator(), 5.0, FallbackConfig(), tmp_path / "out.onnx")
+    result = search(space, tmp_path / "fp32.onnx", [], [], _FakeData(), Judge({"accuracy_drop_pt": Budget(max=5.0)},
+                    1.0), FallbackConfig(), tmp_path / "out.onnx")
     assert [c.variant for c in result.candidates] == ["as configured"]
     assert result.skipped_settings and result.skipped_settings[0].startswith("percentile calibration:")
     assert (tmp_path / "out.onnx").read_bytes() == b"int8" and not result.met_budget

@@ -110,3 +110,23 @@ def test_profiles_accept_the_vision_budgets_with_their_limit_kinds() -> None:
 def test_an_eval_score_round_trips_through_json() -> None:
     score = EvalScore(metrics={"top1_pct": 90.0}, predictions=[1, 2])
     assert EvalScore.model_validate_json(score.model_dump_json()) == score
+
+
+def test_text_classification_reports_the_logits_error_where_accuracy_cannot_move(tmp_path: Path) -> None:
+    """A random-init classifier predicts one class whatever INT8 does to it: accuracy drop 0.00, agreement 100%;
+    the logits' relative and absolute error still show how far the candidate strays."""
+    from slimline.bench.evaluators.outputs import OUTPUT_KINDS_KEY, OUTPUT_NAMES_KEY
+
+    npz = tmp_path / "eval.npz"
+    np.savez(npz, x=np.arange(6, dtype=np.float32)[:, None], attention_mask=np.ones((6, 3), dtype=np.int64),
+             labels=np.zeros(6, dtype=np.int64), **{OUTPUT_NAMES_KEY: np.array(["logits"]),
+                                                    OUTPUT_KINDS_KEY: np.array(["class-logits"])})
+    evaluator = get_evaluator("text-classification")
+    reference = np.tile(np.array([[2.0, 0.0]], dtype=np.float32), (6, 1))
+    damaged = reference * np.float32(1.6)
+    base = evaluator.score(_forward_with(reference), npz, 4, tmp_path / "base.npz")
+    cand = evaluator.score(_forward_with(damaged), npz, 4, tmp_path / "cand.npz")
+    compared = evaluator.compare(cand, base, npz)
+    assert compared["top1_drop_pt"] == 0.0 and compared["agreement_pct"] == 100.0
+    assert compared["rel_error"] == pytest.approx(0.6) and compared["max_abs_error"] == pytest.approx(1.2)
+    assert compared["rel_error@logits"] == compared["rel_error"]

@@ -84,3 +84,23 @@ def test_margin_is_positive_inside_a_limit_and_negative_outside() -> None:
     inside = BudgetResult(name="latency_p95_ms", kind="max", limit=12.0, measured=10.0, status="pass")
     outside = BudgetResult(name="throughput_sps", kind="min", limit=200.0, measured=100.0, status="fail")
     assert budget_margin(inside, report) == 2.0 and budget_margin(outside, report) == -100.0
+
+
+def test_a_fallback_judged_on_agreement_without_labels_renders_every_candidate_and_its_metrics() -> None:
+    """The quality fallback on unlabelled images has no accuracy or drop: the page and report.md show the budgets'
+    metrics (agreement here) per candidate instead of failing on a missing drop."""
+    from slimline.bench.report import render_markdown
+
+    candidate = {"excluded": [], "metrics": {"agreement_pct": 71.0}, "failing": ["agreement_pct"],
+                 "latency_p50_ms": 2.0, "size_mb": 1.0, "variant": "percentile calibration", "accuracy_pct": None,
+                 "drop_pt": None, "drop_upper_pt": None}
+    chosen = {**candidate, "excluded": ["/fc/Gemm"], "metrics": {"agreement_pct": 100.0}, "failing": [],
+              "variant": "percentile calibration + first/last layers in float"}
+    fallback = {"budgets": {"agreement_pct": "min 99"}, "candidates": [candidate, chosen], "chosen": 1,
+                "met_budget": True, "stopped_by": "budget met", "selection": "the only candidate", "examples": 100}
+    report = make_report().model_copy(update={"accuracy_fallback": fallback})
+    page = render_html(report)
+    assert "Quality fallback" in page and "first/last layers in float" in page and "agreement_pct on validation" in page
+    markdown = render_markdown(report)
+    assert "| 1 (chosen) | percentile calibration + first/last layers in float | 1 | 100.0000 | yes |" in markdown
+    assert "no: agreement_pct" in markdown and "against agreement_pct min 99" in markdown

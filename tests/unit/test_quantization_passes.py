@@ -15,6 +15,7 @@ from slimline.compress.catalogue import registry
 from slimline.compress.quantize.ort_int8_dynamic import gemm_aware_exclusions
 from slimline.compress.recipe import parse_recipe
 from slimline.core.artifact import ModelDir
+from slimline.core.data import DatasetSpec
 from slimline.core.errors import RecipeError
 from slimline.pipeline.single import compress_to, export_to
 from slimline.profiles.schema import Target, load_profile
@@ -98,7 +99,7 @@ def test_dynamic_int8_writes_integer_ops_and_records_options(tiny_onnx: ModelDir
                                                 "with": {"per_channel": True, "reduce_range": True}}])
     assert op_counts(out)["MatMulInteger"] > 0
     assert out.manifest.metadata["quantization"]["per_channel"] is True
-    assert out.manifest.metadata["accuracy_fallback"] == {"skipped": "no labelled data in this run (pass --eval-data)"}
+    assert out.manifest.metadata["accuracy_fallback"] == {"skipped": "no eval data in this run (pass --eval-data)"}
     assert run_onnx(out).shape == (2, 2)
 
 
@@ -150,7 +151,8 @@ def test_static_int8_refuses_to_calibrate_an_image_model_on_text_and_names_image
     from slimline.compress.quantize.ort_int8_static import Int8StaticConfig, OrtInt8Static
     from slimline.profiles.schema import Target
 
-    problems = OrtInt8Static(Int8StaticConfig()).check(ModelInfo("onnx", "image-classification"), Target())
+    config = Int8StaticConfig(calibration={"source": "rotten-tomatoes"})  # the default, eval-data, fits any model
+    problems = OrtInt8Static(config).check(ModelInfo("onnx", "image-classification"), Target())
     assert any(p.severity == "error" and "image folder" in p.message for p in problems)
 
 
@@ -162,3 +164,20 @@ def test_dynamic_int8_on_conv_warns_that_it_is_slow_and_points_at_static() -> No
     config = Int8DynamicConfig(op_types=["Conv", "MatMul"])
     problems = OrtInt8Dynamic(config).check(ModelInfo("onnx", "image-classification"), Target())
     assert any(p.severity == "warning" and "quantize.ort-int8-static" in p.message for p in problems)
+
+
+def test_static_int8_calibrates_on_the_runs_own_text_and_entropy_works_on_unequal_lengths(
+        tiny_onnx: ModelDir, tmp_path: Path) -> None:
+    """By default static INT8 calibrates on the train split of the run's --eval-data, not on the demo's Rotten
+    Tomatoes; examples are padded to one length for the histogram calibrators, which fail on examples of
+    different lengths otherwise."""
+    texts = tmp_path / "mine.csv"
+    texts.write_text("text,label\n" + "".join(f"{'word ' * (3 + i % 9)}number {i},{i % 2}\n" for i in range(60)))
+    out = compress(tiny_onnx, tmp_path / "q", [{"pass": "quantize.ort-int8-static", "with": {
+        "calibration_method": "entropy", "calibration": {"num_samples": 24, "min_samples": 8}}}],
+        tuning_data=DatasetSpec(source=str(texts), split="test", seed=3))
+    calibration = out.manifest.metadata["quantization"]["calibration"]
+    assert calibration["source"] == str(texts) and calibration["split"] == "train" and calibration["seed"] == 3
+    assert calibration["examples"] == 24 and calibration["sha256"] == out.manifest.provenance.data_sha256["calibration"]
+    assert out.manifest.metadata["quantization"]["calibration_method"] == "entropy"
+    assert np.isfinite(run_onnx(out)).all()
