@@ -100,3 +100,17 @@ def _edit_config(checkpoint: Path, **changes: object) -> None:
     config = json.loads((checkpoint / "config.json").read_text())
     config.update(changes)
     (checkpoint / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("name", ["columns.csv", "line.jsonl"])
+def test_hostile_eval_data_is_refused_by_run_before_any_stage(name: str, tiny_bert: Path, fast_profile: Path,
+                                                              tmp_path: Path) -> None:
+    """A million columns, or one 64 MB line: minutes and GBs in the pre-flight before; now exit 2 at the limit."""
+    from unit.test_hostile_eval_data import _million_columns, _one_long_jsonl_line
+
+    data = tmp_path / name
+    (_million_columns if name.endswith(".csv") else _one_long_jsonl_line)(data)
+    out = tmp_path / "out"
+    completed = run_cli("run", "--checkpoint", str(tiny_bert), "--profile", str(fast_profile), "--out", str(out),
+                        "--eval-data", str(data), "--no-history", timeout_s=PREFLIGHT_TIMEOUT_S)
+    _refused(completed, out, "DataError", str(data), "is longer than")
