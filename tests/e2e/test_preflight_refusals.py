@@ -114,3 +114,33 @@ def test_hostile_eval_data_is_refused_by_run_before_any_stage(name: str, tiny_be
     completed = run_cli("run", "--checkpoint", str(tiny_bert), "--profile", str(fast_profile), "--out", str(out),
                         "--eval-data", str(data), "--no-history", timeout_s=PREFLIGHT_TIMEOUT_S)
     _refused(completed, out, "DataError", str(data), "is longer than")
+
+
+def _broken_tokenizer(checkpoint: Path) -> None:
+    tokenizer = checkpoint / "tokenizer.json"
+    tokenizer.write_text(tokenizer.read_text()[:100])
+
+
+@pytest.mark.parametrize(("command", "breakage", "needles"), [
+    ("run", _broken_tokenizer, ["tokenizer", "cannot be loaded"]),
+    ("export", lambda c: _edit_config(c, hidden_size=1e9), ["hidden_size is 1e+09", "beyond any real model"]),
+    ("compress", lambda c: _edit_config(c, id2label={}, label2id={}), ["classifier with 0 classes"]),
+    ("search", lambda c: _edit_config(c, max_position_embeddings=10**12), ["max_position_embeddings"]),
+], ids=["run-tokenizer", "export-hidden-1e9", "compress-no-labels", "search-positions-1e12"])
+def test_a_checkpoint_that_cannot_load_is_refused_before_any_stage(command: str, breakage: object, needles: list[str],
+                                                                   tiny_bert: Path, fast_profile: Path,
+                                                                   labelled_csv: Path, tmp_path: Path) -> None:
+    """These failed with exit 3 after 40-94 s of work (the tokenizer at the bench, the sizes at the first load)."""
+    checkpoint = _copy_checkpoint(tiny_bert, tmp_path / "checkpoint")
+    breakage(checkpoint)  # type: ignore[operator]
+    out = tmp_path / "out"
+    source = "--model" if command == "compress" else "--checkpoint"
+    args = [command, source, str(checkpoint), "--out", str(out)]
+    if command in ("run", "search", "compress"):
+        args += ["--profile", str(fast_profile)]
+    if command == "compress":
+        args += ["--recipe", "cpu-fast"]
+    if command in ("run", "search"):
+        args += ["--eval-data", str(labelled_csv), "--no-history"]
+    completed = run_cli(*args, timeout_s=PREFLIGHT_TIMEOUT_S)
+    _refused(completed, out, "CheckpointError", str(checkpoint), *needles)
