@@ -25,6 +25,7 @@ from slimline.bench.benchmark import run_module_worker
 from slimline.bench.latency import LatencyStats, summarize
 from slimline.bench.runners import Runner, RunnerSpec, make_runner
 from slimline.core.errors import BenchError
+from slimline.core.lifeline import watch_parent
 from slimline.core.timing import round_robin_ms
 from slimline.formats.inputs import synthetic_feeds
 from slimline.profiles.schema import Measurement, Shape
@@ -103,6 +104,7 @@ def time_interleaved(spec: InterleavedSpec, timeout_s: float | None = None) -> I
 
 
 def main(argv: list[str]) -> int:
+    watch_parent()
     spec_path, result_path = Path(argv[0]), Path(argv[1])
     try:
         result = measure_round_robin(InterleavedSpec.model_validate_json(spec_path.read_text()))

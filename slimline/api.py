@@ -18,6 +18,7 @@ from slimline.compress.recipe import RecipeStep, build_step, load_recipe
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec, parse_dataset_arg
 from slimline.core.errors import RecipeError
+from slimline.core.scratch import sweep_dead_scratch
 from slimline.profiles.schema import Profile, load_profile
 
 if TYPE_CHECKING:  # the result types live in modules that import numpy and the runtimes' glue
@@ -101,6 +102,7 @@ def run(checkpoint: PathLike | None = None, *, out: PathLike, profile: ProfileLi
     from slimline.pipeline.run import run as run_pipeline
 
     check_history(history)
+    sweep_dead_scratch()
     if model is not None or model_factory is not None:
         checkpoint = module_checkpoint(model, example_inputs, model_factory, weights, inputs, task).path
         task = None
@@ -147,6 +149,7 @@ def bench(model: PathLike, *, out: PathLike, profile: ProfileLike = "cpu", basel
     from slimline.pipeline.single import bench_model
 
     check_history(history)
+    sweep_dead_scratch()
     report = bench_model(Path(model), as_profile(profile), Path(out),
                          baseline=Path(baseline) if baseline is not None else None,
                          eval_data=as_eval_data(eval_data), force=force, base=_optional_path(base))
@@ -169,6 +172,7 @@ def search(checkpoint: PathLike, *, out: PathLike, profile: ProfileLike = "cpu",
     from slimline.pipeline.search import SearchRequest, run_search
 
     check_history(history)
+    sweep_dead_scratch()
     result = run_search(SearchRequest(
         checkpoint=Path(checkpoint), profile=as_profile(profile), out_dir=Path(out),
         space=None if space is None else str(space), eval_data=as_dataset(eval_data), trials=trials,

@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -28,6 +26,7 @@ from slimline.core.artifact import (
     sha256_file,
 )
 from slimline.core.errors import BundleError
+from slimline.core.scratch import scratch_directory
 from slimline.core.small_files import read_small_file
 from slimline.deploy.runtime import RuntimeRequirement, check_runtime, load_check
 from slimline.deploy.triton import ENGINE_FILE_NAMES, EngineFormat, config_for
@@ -297,11 +296,8 @@ def bundle_directory(path: Path, *, key: Path | None = None, expect_sha256: str 
     if not is_archive(path):
         raise BundleError(f"{path} is neither a bundle directory nor a .tar.gz.", fix="pass one of those.")
     check_trust = archive_trust_check(path, key, expect_sha256)
-    scratch = Path(tempfile.mkdtemp(prefix="slimline-bundle-"))
-    try:
+    with scratch_directory("slimline-bundle-") as scratch:
         yield extract_archive(path, scratch, check_trust)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def verify_bundle(path: Path, *, key: Path | None = None, expect_sha256: str | None = None) -> VerifyResult:

@@ -8,7 +8,6 @@ fail on bad input run before any heavy work (Olive's and llm-compressor's habit)
 from __future__ import annotations
 
 import json
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from slimline.core.errors import OutputError
 from slimline.core.machine import library_versions, machine_info
 from slimline.core.outputs import claimed_run_dir
 from slimline.core.progress import reporter
+from slimline.core.scratch import scratch_directory
 from slimline.export.tensorrt import TENSORRT_EXPORT_STEP
 from slimline.formats.inputs import default_input_specs
 from slimline.pipeline.plan import Plan, RunRequest, plan_run
@@ -54,7 +54,7 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
     profile = request.profile
     runtime = profile.target.runtime
     inputs = final.manifest.inputs or default_input_specs(final.manifest.task)
-    with tempfile.TemporaryDirectory(prefix="slimline-eval-") as scratch:
+    with scratch_directory("slimline-eval-") as scratch:
         eval_facts, eval_npz = None, None
         evaluator = evaluator_name_for(plan.source.manifest.task, plan.eval_data)
         if plan.eval_data is not None:
