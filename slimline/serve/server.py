@@ -22,6 +22,7 @@ from slimline.core.errors import BadInputError
 from slimline.core.small_files import read_small_file
 from slimline.deploy.manifest import BundleManifest, bundle_directory, verified_manifest
 from slimline.serve.app import ServeSettings, create_app
+from slimline.serve.connections import guarded_protocol
 
 GRACEFUL_SHUTDOWN_S = 10
 KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this; uvicorn's default, stated on purpose
@@ -133,6 +134,18 @@ def batching_warnings(manifest: BundleManifest, settings: ServeSettings) -> list
     return warnings
 
 
+def uvicorn_config(app: Any, request: ServeRequest) -> Any:
+    """uvicorn's settings, with the connection limits it lacks (a header deadline, a connection cap:
+    slimline.serve.connections) in its protocol."""
+    import uvicorn
+
+    settings = request.settings
+    return uvicorn.Config(app, log_level=request.log_level, access_log=request.access_log, lifespan="on",
+                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, timeout_keep_alive=KEEP_ALIVE_S,
+                          server_header=False, http=guarded_protocol(settings.header_timeout_s,
+                                                                     settings.max_connections))
+
+
 def serve(request: ServeRequest, on_ready: Callable[[str, dict[str, Any]], None] | None = None) -> None:
     """Blocks until the server is stopped. `on_ready(url, facts)` runs once the model is loaded and bound."""
     uvicorn = require("uvicorn", purpose="`slimline serve`")
@@ -148,9 +161,7 @@ def serve(request: ServeRequest, on_ready: Callable[[str, dict[str, Any]], None]
         sock = bind(request.host, request.port)
         host, port = sock.getsockname()[:2]
         url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        config = uvicorn.Config(app, log_level=request.log_level, access_log=request.access_log, lifespan="on",
-                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, timeout_keep_alive=KEEP_ALIVE_S,
-                                server_header=False)
+        config = uvicorn_config(app, request)
         server = uvicorn.Server(config)
         if on_ready is not None:
             on_ready(url, {"name": verified.name, "model_version": verified.model_version,
