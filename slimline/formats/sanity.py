@@ -228,14 +228,18 @@ def check_tokenizer(path: Path) -> None:
                                   "(tokenizer.save_pretrained).") from err
 
 
-def check_checkpoint(path: Path, task: str) -> None:
-    """All of the module doc, for a Hugging Face checkpoint directory of `task`; CheckpointError (exit 2)."""
+def check_checkpoint(path: Path, task: str, *, fp32_must_fit: bool = True) -> None:
+    """All of the module doc, for a Hugging Face checkpoint directory of `task`; CheckpointError (exit 2).
+
+    `fp32_must_fit`: the command loads the fp32 model (run's and bench's baseline, export); `compress` may
+    load it quantized instead (bitsandbytes passes), so there the memory estimate refuses nothing."""
     refuse_unbuildable(path, task)  # an architecture transformers cannot build has its own fix
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     check_config_numbers(config, path)
     labels = check_labels(config, path) if task in ("text-classification", "image-classification") else None
     model = meta_model(path, task)
-    check_fits_in_ram(model, path)
+    if fp32_must_fit:
+        check_fits_in_ram(model, path)
     shapes = None if config.get("quantization_config") else safetensors_shapes(path)  # packed weights differ
     if shapes:
         check_weight_shapes(model, shapes, path, labels)

@@ -36,7 +36,11 @@ def history_choice(history: HistoryLike) -> tuple[bool, Path | None]:
 def _record(report: Report, kind: str, out_dir: Path, path: Path | None) -> tuple[int | None, Report]:
     """Record the finished run; when the history fails now (it passed the pre-flight), the verdict stands:
     warn, keep the record as OUT/history-record.json for `slimline history import`, and say so in the report."""
-    row = run_row(report, kind, out_dir)
+    try:
+        row = run_row(report, kind, out_dir)
+    except (OSError, ValueError) as err:  # the artifact's manifest vanished or was damaged since the bench
+        log.warning("the run was not recorded in the history: its facts could not be read (%s)", err)
+        return None, report
     try:
         return record_row(row, path), report
     except (OutputError, sqlite3.Error, OSError) as err:

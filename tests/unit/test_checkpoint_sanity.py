@@ -149,3 +149,13 @@ def test_probabilities_ids_and_the_unset_sentinel_are_not_sizes(built: dict[str,
     _edit(checkpoint, hidden_dropout_prob=0.37, pad_token_id=0, layer_norm_eps=1e-12, max_relative_positions=-1,
           rope_scaling={"factor": 2.5, "original_max_position_embeddings": 128}, dropout_positions=0.1)
     check_checkpoint(checkpoint, "text-classification")
+
+
+def test_compress_which_may_load_quantized_is_not_refused_by_the_fp32_estimate(built: dict[str, Path],
+                                                                               tmp_path: Path) -> None:
+    """bitsandbytes passes load 4-bit: `compress` skips the fp32 RAM check (the weights still must match)."""
+    checkpoint = _copy(built, "bert", tmp_path)
+    _edit(checkpoint, hidden_size=MAX_SIZE // 4)
+    with pytest.raises(CheckpointError) as caught:
+        check_checkpoint(checkpoint, "text-classification", fp32_must_fit=False)
+    assert "GiB of RAM" not in str(caught.value) and "do not match" in str(caught.value)
