@@ -65,9 +65,10 @@ def timed(argv: list[str], work: Path, code: Path | None, timeout_s: float = CAS
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", stderr)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr)
     status = re.search(r"Exit status: (\d+)", stderr)
+    killed = re.search(r"Command terminated by signal (\d+)", stderr)
     seconds = sum(float(part) * 60**i for i, part in enumerate(reversed(wall.group(1).split(":")))) if wall else None
     errors = [line for line in stderr.splitlines() if line.startswith(("error", "unexpected error"))]
-    return {"exit": int(status.group(1)) if status else process.returncode,
+    return {"exit": f"signal {killed.group(1)}" if killed else int(status.group(1)) if status else process.returncode,
             "wall_s": round(seconds, 1) if seconds is not None else None,
             "peak_rss_mb": round(int(rss.group(1)) / 1024) if rss else None,
             "note": errors[0][:160] if errors else ""}
@@ -115,7 +116,8 @@ def prepare(work: Path) -> dict[str, Path]:
     broken("bert-positions-1e12", config(max_position_embeddings=10**12))
     broken("bert-nan-heads", config(num_attention_heads=float("nan")))
     broken("bert-no-labels", config(id2label={}, label2id={}))
-    broken("bert-id2label-3", config(id2label={"0": "a", "1": "b", "2": "c"}, label2id={"a": 0, "b": 1, "c": 2}))
+    broken("bert-id2label-3", config(id2label={"0": "neg", "1": "pos", "2": "meh"},  # the data's labels, and one more
+                                     label2id={"neg": 0, "pos": 1, "meh": 2}))
 
     history = work / "truncated.sqlite"
     sys.path.insert(0, str(repo / "tests"))
@@ -342,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", required=True, help="the column: before, after ...")
     parser.add_argument("--code", type=Path, help="a checkout whose slimline to run (PYTHONPATH); default: installed")
     parser.add_argument("--work", type=Path, help="where the fixtures go (default: a temporary directory)")
+    parser.add_argument("--only", help="run only the cases whose name holds this text (the others keep their results)")
     add_results_dir_argument(parser)
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="preflight-refusals-"))
@@ -349,24 +352,24 @@ def main(argv: list[str] | None = None) -> int:
     paths = prepare(work) if not (work / "paths.json").is_file() else \
         {k: Path(v) for k, v in json.loads((work / "paths.json").read_text()).items()}
     (work / "paths.json").write_text(json.dumps({k: str(v) for k, v in paths.items()}))
-    measured: dict[str, Any] = {}
-    items: dict[str, str] = {}
-    for case, (item, argv_case, timeout_s) in cli_cases(paths, work).items():
-        shutil.rmtree(work / "out", ignore_errors=True)
-        measured[case] = timed(argv_case, work, args.code, timeout_s)
-        items[case] = item
-        print(case, measured[case], flush=True)
-    items["kill -9 of run during bench"] = "13"
-    measured["kill -9 of run during bench"] = kill_9_case(paths, work, args.code)
-    items["serve: 200 half-header connections"] = "15"
-    measured["serve: 200 half-header connections"] = serve_case(paths, work, args.code)
-    items["serve: /v1/generate bad bodies"] = "15"
-    measured["serve: /v1/generate bad bodies"] = generate_case(work, args.code)
+    cases: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
+        case: (item, lambda argv_case=argv_case, timeout_s=timeout_s: timed(argv_case, work, args.code, timeout_s))
+        for case, (item, argv_case, timeout_s) in cli_cases(paths, work).items()}
+    cases["kill -9 of run during bench"] = ("13", lambda: kill_9_case(paths, work, args.code))
+    cases["serve: 200 half-header connections"] = ("15", lambda: serve_case(paths, work, args.code))
+    cases["serve: /v1/generate bad bodies"] = ("15", lambda: generate_case(work, args.code))
     results_path = args.results_dir / f"{NAME}.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {"labels": [], "cases": {}}
+    measured: dict[str, Any] = dict(results["cases"].get(args.label, {})) if args.only else {}
+    for case, (_, measure) in cases.items():
+        if args.only and args.only not in case:
+            continue
+        shutil.rmtree(work / "out", ignore_errors=True)
+        measured[case] = measure()
+        print(case, measured[case], flush=True)
     results["labels"] = [*[label for label in results["labels"] if label != args.label], args.label]
     results["cases"][args.label] = measured
-    results["items"] = items
+    results["items"] = {case: item for case, (item, _) in cases.items()}
     results["machine"] = f"{os.cpu_count()} CPUs"
     results.setdefault("load", {})[args.label] = os.getloadavg()[0]
     results_path.write_text(json.dumps(results, indent=2) + "\n")
