@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,9 @@ from slimline.bench.results_model import CandidateResult, pack_correct
 from slimline.bench.runners.base import RunnerSpec
 from slimline.core.artifact import ModelDir, TensorSpec
 from slimline.core.errors import BenchError, MissingDependency
+from slimline.core.lifeline import child_environment, die_with_parent_preexec
 from slimline.core.progress import reporter
+from slimline.core.scratch import scratch_directory
 from slimline.core.stats import paired_drop_pt
 from slimline.profiles.schema import Profile
 
@@ -55,9 +56,11 @@ def _worker_timeout_s(profile: Profile) -> float:
 
 def run_process_group(command: list[str], env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:
     """Run `command` in its own process group and kill the whole group if this process is interrupted,
-    terminated or times out, so no orphaned worker keeps burning the cores the next measurement needs."""
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    terminated or times out, so no orphaned worker keeps burning the cores the next measurement needs; if
+    this process is killed outright (SIGKILL), the worker dies with it (slimline.core.lifeline)."""
+    process = subprocess.Popen(command, env={**env, **child_environment()}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=die_with_parent_preexec())
     try:
         stdout, stderr = process.communicate(timeout=timeout_s)
     except BaseException:
@@ -72,8 +75,8 @@ def run_module_worker(module: str, spec_json: str, env: dict[str, str], timeout_
                       timeout_fix: str) -> dict:
     """Run `python -m MODULE SPEC.json RESULT.json` in a fresh interpreter (its own process group) and return
     the result dict; a timeout or a worker that died without a result is a BenchError naming `what`."""
-    with tempfile.TemporaryDirectory(prefix="slimline-bench-") as scratch:
-        spec_path, result_path = Path(scratch) / "spec.json", Path(scratch) / "result.json"
+    with scratch_directory("slimline-bench-") as scratch:
+        spec_path, result_path = scratch / "spec.json", scratch / "result.json"
         spec_path.write_text(spec_json)
         command = [sys.executable, "-m", module, str(spec_path), str(result_path)]
         try:
@@ -156,8 +159,8 @@ def measure(candidates: list[Candidate], baseline: Candidate, profile: Profile, 
 
     `evaluator` names how quality is scored (slimline.bench.evaluators); raw outputs an evaluator keeps
     for its comparison live in a scratch directory until the comparison is done."""
-    with tempfile.TemporaryDirectory(prefix="slimline-outputs-") as outputs:
-        return _measure(candidates, baseline, profile, inputs, eval_npz, evaluator, Path(outputs))
+    with scratch_directory("slimline-outputs-") as outputs:
+        return _measure(candidates, baseline, profile, inputs, eval_npz, evaluator, outputs)
 
 
 def _measure(candidates: list[Candidate], baseline: Candidate, profile: Profile, inputs: list[TensorSpec],

@@ -32,6 +32,7 @@ from slimline.bench.decode import MIN_DECODE_RUNS, decoder_for, prompt_for
 from slimline.bench.latency import LatencyStats, summarize_rounds
 from slimline.bench.runners import Runner, RunnerSpec, make_runner
 from slimline.core.errors import BenchError
+from slimline.core.lifeline import watch_parent
 from slimline.core.timing import BlockRounds, interleave_blocks, timed_ms
 from slimline.formats.causal_lm import greedy_generate
 from slimline.formats.inputs import synthetic_feeds
@@ -228,6 +229,7 @@ def time_interleaved(spec: InterleavedSpec, timeout_s: float | None = None) -> I
 
 
 def main(argv: list[str]) -> int:
+    watch_parent()
     spec_path, result_path = Path(argv[0]), Path(argv[1])
     try:
         result = measure_interleaved(InterleavedSpec.model_validate_json(spec_path.read_text()))

@@ -20,6 +20,7 @@ from slimline.bench.gpu_memory import GpuMemoryProbe
 from slimline.bench.latency import sample_latencies_ms, summarize
 from slimline.bench.runners import RunnerSpec, make_runner
 from slimline.core.errors import SlimlineError
+from slimline.core.lifeline import watch_parent
 from slimline.formats.inputs import shape_label, synthetic_feeds
 
 
@@ -76,6 +77,7 @@ def run_worker(spec: RunnerSpec) -> dict[str, object]:
 
 
 def main(argv: list[str]) -> int:
+    watch_parent()
     spec_path, result_path = Path(argv[0]), Path(argv[1])
     try:
         result = run_worker(RunnerSpec.model_validate_json(spec_path.read_text()))

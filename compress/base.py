@@ -9,13 +9,14 @@ passes imports only the pass modules a recipe names.
 
 from __future__ import annotations
 
+import math
 import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec
@@ -27,10 +28,53 @@ Stage = Literal["torch", "onnx"]
 Need = Literal["calibration_data", "teacher", "cuda"]
 
 
+#: Numbers in a pass config beyond these are typos or attacks, never settings: `time_limit_s: 1e308` or
+#: `.inf` validated, then overflowed a timeout after an hour of work. Seconds are capped at a week
+#: (below threading.TIMEOUT_MAX once added up), any other number at 1e12 (integers at 2**53, exact in
+#: a float); each pass's own fields add the tighter bounds that are theirs.
+MAX_CONFIG_SECONDS = 7 * 86_400.0
+MAX_CONFIG_NUMBER = 1e12
+MAX_CONFIG_INTEGER = 2**53
+
+
+def _bounded_number(value: Any, name: str) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, not {value}")
+    if isinstance(value, int) and abs(value) > MAX_CONFIG_INTEGER:
+        raise ValueError(f"{name} = {value:.3g} is out of range (at most {MAX_CONFIG_INTEGER:.3g} in size)")
+    if isinstance(value, float) and abs(value) > MAX_CONFIG_NUMBER:
+        raise ValueError(f"{name} = {value:.3g} is out of range (at most {MAX_CONFIG_NUMBER:.3g} in size)")
+    if name.endswith("_s") and isinstance(value, (int, float)) and value > MAX_CONFIG_SECONDS:
+        raise ValueError(f"{name} = {value:.3g} s is more than a week ({MAX_CONFIG_SECONDS:.0f} s)")
+
+
+def _check_numbers(value: Any, name: str, depth: int = 0) -> None:
+    """Every number inside a field: in lists, mappings and nested config models (e.g. a pass's `fallback`)."""
+    if isinstance(value, (int, float)):
+        _bounded_number(value, name)
+    elif depth < 8 and isinstance(value, BaseModel):
+        for field, item in value.__dict__.items():
+            _check_numbers(item, f"{name}.{field}", depth + 1)
+    elif depth < 8 and isinstance(value, (list, tuple)):
+        for item in value:
+            _check_numbers(item, name, depth + 1)
+    elif depth < 8 and isinstance(value, dict):
+        for item in value.values():
+            _check_numbers(item, name, depth + 1)
+
+
 class PassConfig(BaseModel):
-    """Base of every pass config: frozen, unknown keys rejected."""
+    """Base of every pass config: frozen, unknown keys rejected, every number finite and bounded."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite_and_bounded(cls, value: Any, info: ValidationInfo) -> Any:
+        _check_numbers(value, info.field_name or "value")
+        return value
 
 
 @dataclass(frozen=True)

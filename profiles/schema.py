@@ -17,6 +17,13 @@ from slimline.core.output_kinds import QUALITY_METRICS, OutputKind
 from slimline.core.yaml_files import load_yaml_file
 
 PROFILE_SCHEMA_VERSION = 1
+#: Upper bounds no real profile reaches: every number a profile holds ends up in arithmetic (timeouts,
+#: margins, plot scales) or a loop count, and `max_time_s: 1e308` validated, then overflowed two stages
+#: later. Times are capped at a day (a subprocess timeout adds them up per shape; threading.TIMEOUT_MAX
+#: is ~9.2e9 s), budget limits at 1e12 of their unit.
+MAX_LIMIT = 1e12
+MAX_SECONDS = 86_400.0
+MAX_SHAPES = 64
 PROFILES_DIR = Path(__file__).parent
 #: Recipes shipped with slimline (package data beside the profiles), loadable by name.
 RECIPES_DIR = PROFILES_DIR / "recipes"
@@ -85,9 +92,9 @@ class Budget(BaseModel):
     everything)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    max: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    min: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    max_drop: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    max: float | None = Field(default=None, ge=0, le=MAX_LIMIT, allow_inf_nan=False)
+    min: float | None = Field(default=None, ge=0, le=MAX_LIMIT, allow_inf_nan=False)
+    max_drop: float | None = Field(default=None, ge=0, le=MAX_LIMIT, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _exactly_one_limit(self) -> Budget:
@@ -111,7 +118,7 @@ class Target(BaseModel):
     runtime: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
     threads: int = Field(default=2, ge=1, le=512)
     precision: Literal["fp32", "fp16", "int8", "int4", "mixed"] = "int8"
-    execution_providers: list[str] = Field(default_factory=list)
+    execution_providers: list[str] = Field(default_factory=list, max_length=16)
 
     @model_validator(mode="after")
     def _consistent(self) -> Target:
@@ -143,12 +150,13 @@ class Measurement(BaseModel):
     """How long and how often to time: warm-up, then at least min_iters AND min_time_s."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    warmup_iters: int = Field(default=10, ge=0)
-    min_iters: int = Field(default=50, ge=5)
-    min_time_s: float = Field(default=5.0, ge=0)
-    max_time_s: float = Field(default=60.0, gt=0)
-    max_cv: float = Field(default=0.15, gt=0, description="coefficient of variation above which a warning is raised")
-    eval_max_samples: int | None = Field(default=None, ge=1)
+    warmup_iters: int = Field(default=10, ge=0, le=100_000)
+    min_iters: int = Field(default=50, ge=5, le=10_000_000)
+    min_time_s: float = Field(default=5.0, ge=0, le=MAX_SECONDS, allow_inf_nan=False)
+    max_time_s: float = Field(default=60.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
+    max_cv: float = Field(default=0.15, gt=0, le=100, allow_inf_nan=False,
+                          description="coefficient of variation above which a warning is raised")
+    eval_max_samples: int | None = Field(default=None, ge=1, le=100_000_000)
     decode_tokens: int = Field(default=64, ge=2, le=4096, description="tokens generated per decode run (LLMs)")
     #: How the runtimes' thread pools wait while the models are timed side by side (slimline.bench.interleaved):
     #: "runtime-defaults" as each runtime ships (what a deployment gets; unbiased on a quiet machine), or
@@ -183,10 +191,10 @@ class RegressionBudget(BaseModel):
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     schema_version: Literal[1] = PROFILE_SCHEMA_VERSION
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    description: str = ""
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=128)
+    description: str = Field(default="", max_length=10_000)
     target: Target = Field(default_factory=Target)
-    shapes: list[Shape] = Field(default_factory=lambda: [Shape()], min_length=1)
+    shapes: list[Shape] = Field(default_factory=lambda: [Shape()], min_length=1, max_length=MAX_SHAPES)
     #: The default recipe: a shipped recipe's name (profiles/recipes/NAME.yaml) or the steps themselves.
     recipe: str | list[dict[str, Any]] = Field(default_factory=list)
     measurement: Measurement = Field(default_factory=Measurement)

@@ -18,6 +18,7 @@ from slimline.compress.recipe import RecipeStep, build_step, load_recipe
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec, parse_dataset_arg
 from slimline.core.errors import RecipeError
+from slimline.core.scratch import sweep_dead_scratch
 from slimline.profiles.schema import Profile, load_profile
 
 if TYPE_CHECKING:  # the result types live in modules that import numpy and the runtimes' glue
@@ -103,6 +104,8 @@ def run(checkpoint: PathLike | None = None, *, out: PathLike, profile: ProfileLi
     from slimline.pipeline.plan import RunRequest
     from slimline.pipeline.run import run as run_pipeline
 
+    check_history(history)
+    sweep_dead_scratch()
     if model is not None or model_factory is not None:
         checkpoint = module_checkpoint(model, example_inputs, model_factory, weights, inputs, task).path
         task = None
@@ -161,6 +164,8 @@ def bench(model: PathLike, *, out: PathLike, profile: ProfileLike = "cpu", basel
     hand-made model with no source)."""
     from slimline.pipeline.single import bench_model
 
+    check_history(history)
+    sweep_dead_scratch()
     report = bench_model(Path(model), as_profile(profile), Path(out),
                          baseline=Path(baseline) if baseline is not None else None,
                          eval_data=as_eval_data(eval_data), force=force, base=_optional_path(base),
@@ -183,6 +188,8 @@ def search(checkpoint: PathLike, *, out: PathLike, profile: ProfileLike = "cpu",
     """
     from slimline.pipeline.search import SearchRequest, run_search
 
+    check_history(history)
+    sweep_dead_scratch()
     result = run_search(SearchRequest(
         checkpoint=Path(checkpoint), profile=as_profile(profile), out_dir=Path(out),
         space=None if space is None else str(space), eval_data=as_dataset(eval_data), trials=trials,
@@ -224,6 +231,14 @@ def demo_checkpoint() -> ModelDir:
     return ensure_demo_checkpoint()
 
 
+def check_history(history: PathLike | bool | None) -> None:
+    """The history pre-flight of run, bench, search and demo: a corrupt, truncated, foreign or (when chosen)
+    unwritable database is refused (exit 2) before any work, not after the verdict (`history` as `run` takes it)."""
+    from slimline.history.preflight import check_history_choice
+
+    check_history_choice(history)
+
+
 def _after_run(report: Report, kind: str, out: PathLike, history: PathLike | bool | None,
                mlflow_uri: str | None) -> Report:
     """Every run and bench: the profile's regression budget, then the results history (default on; `history`
@@ -235,6 +250,14 @@ def _after_run(report: Report, kind: str, out: PathLike, history: PathLike | boo
 
 def _history_path(history: PathLike | None) -> Path | None:
     return None if history is None else Path(history)
+
+
+def import_history_record(record: PathLike, *, history: PathLike | None = None) -> tuple[int, bool]:
+    """Add a run that could not be recorded when it finished (OUT/history-record.json, or OUT itself) to the
+    history; returns (run id, whether it was new: importing twice records it once)."""
+    from slimline.history.pending import import_pending_record
+
+    return import_pending_record(Path(record), _history_path(history))
 
 
 def history_runs(*, history: PathLike | None = None, checkpoint: str | None = None, profile: str | None = None,
@@ -280,5 +303,6 @@ def export_history(fmt: str = "csv", *, out: PathLike | None = None, history: Pa
     return export_rows(fmt, _history_path(out), _history_path(history))
 
 
-__all__ = ["as_dataset", "as_profile", "as_recipe", "bench", "compare", "compress", "demo_checkpoint", "export",
-           "export_history", "history_run", "history_runs", "package", "rerun", "run", "search", "ship", "verify"]
+__all__ = ["as_dataset", "as_profile", "as_recipe", "bench", "check_history", "compare", "compress", "demo_checkpoint",
+           "export", "export_history", "history_run", "history_runs", "import_history_record", "package", "rerun",
+           "run", "search", "ship", "verify"]

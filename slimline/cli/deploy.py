@@ -73,7 +73,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = ServeSettings(max_texts=args.max_texts, max_text_chars=args.max_text_chars, workers=args.workers,
                                  micro_batch_max_texts=args.micro_batch, micro_batch_delay_ms=args.batch_delay_ms,
-                                 read_timeout_s=args.read_timeout_s, auth_token=token)
+                                 read_timeout_s=args.read_timeout_s, header_timeout_s=args.header_timeout_s,
+                                 max_connections=args.max_connections, auth_token=token)
     except ValidationError as err:
         item = err.errors()[0]
         raise BadInputError(f"serve option {item['loc'][0]}: {item['msg']}.",
@@ -142,6 +143,10 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-text-chars", type=int, default=10_000, help="characters per text (more: 413)")
     serve.add_argument("--read-timeout-s", type=float, default=10.0,
                        help="longest wait for a request body to arrive in full (then 408; default 10)")
+    serve.add_argument("--header-timeout-s", type=float, default=10.0,
+                       help="longest wait for a request's headers (then 408 and the connection closes; default 10)")
+    serve.add_argument("--max-connections", type=int, default=512,
+                       help="open connections at most; one more is answered 503 and closed (default 512)")
     serve.add_argument("--token-file", metavar="FILE",
                        help="require `Authorization: Bearer <token>` on every endpoint but /health; the token is "
                             "FILE's text, stripped (set it when binding beyond localhost)")

@@ -1,4 +1,4 @@
-"""`slimline history list | show | ship | export` and `slimline compare`: arguments in, slimline.api out."""
+"""`slimline history list | show | ship | export | import` and `slimline compare`: arguments in, slimline.api out."""
 
 from __future__ import annotations
 
@@ -77,6 +77,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    run_id, new = api.import_history_record(args.record, history=args.history)
+    console().print(f"recorded as run #{run_id}" if new else f"already recorded as run #{run_id}; nothing added")
+    return EXIT_OK
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -104,7 +110,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def add_history_commands(sub: argparse._SubParsersAction) -> None:
-    history = sub.add_parser("history", help="runs recorded by run/bench/search: list, show, ship, export")
+    history = sub.add_parser("history", help="runs recorded by run/bench/search: list, show, ship, export, import")
     actions = history.add_subparsers(dest="history_command", required=True)
 
     listing = actions.add_parser("list", help="recorded runs, newest first")
@@ -130,6 +136,12 @@ def add_history_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--out", type=Path, help="file to write (CSV goes to stdout without it)")
     export.add_argument("--history", metavar="PATH", help=HISTORY_HELP)
     export.set_defaults(handler=cmd_export)
+
+    importing = actions.add_parser("import", help="add a run that could not be recorded when it finished "
+                                   "(OUT/history-record.json)")
+    importing.add_argument("record", type=Path, help="OUT/history-record.json, or the run directory OUT")
+    importing.add_argument("--history", metavar="PATH", help=HISTORY_HELP)
+    importing.set_defaults(handler=cmd_import)
 
     compare = sub.add_parser("compare", help="two recorded runs side by side: latency CIs, accuracy (paired SE), "
                                              "size, budgets")

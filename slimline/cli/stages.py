@@ -45,6 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     profile = api.as_profile(args.profile)  # validate before the (slow) first build of the checkpoint
+    api.check_history(history_argument(args))
     checkpoint = api.demo_checkpoint()
     accuracy = checkpoint.manifest.metadata.get("accuracy", {})
     console().print(f"demo checkpoint: {checkpoint.path} (test accuracy {accuracy.get('test', float('nan')):.4f})")

@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slimline.core.errors import DataError, shorten
+from slimline.core.text_rows import labelled_rows
 
 ROTTEN_TOMATOES = "rotten-tomatoes"
 SplitName = Literal["train", "validation", "test", "all"]
@@ -91,58 +92,39 @@ def _read_rotten_tomatoes() -> tuple[list[str], list[str]]:
     return frame["text"].astype(str).tolist(), frame["category"].tolist()
 
 
-#: Rows per chunk when streaming a labelled file: memory stays at a chunk plus the rows kept.
-READ_CHUNK_ROWS = 20_000
+#: Distinct labels a labelled file may hold: a classifier's classes are a few, never a different one per row.
+MAX_DISTINCT_LABELS = 100_000
 
 
-def _chunks(spec: DatasetSpec, columns: list[str]) -> Iterator[Any]:
-    """The file's rows in chunks, holding only `columns` (a 1 GB CSV must not need several GB)."""
-    import pandas as pd
-
-    path = Path(spec.source).expanduser()
-    if path.suffix == ".csv":
-        header = pd.read_csv(path, nrows=0, encoding="utf-8").columns
-        _require_columns(spec, list(header), columns)
-        yield from pd.read_csv(path, usecols=columns, dtype=str, keep_default_na=False, encoding="utf-8",
-                               chunksize=READ_CHUNK_ROWS)
-        return
-    for chunk in pd.read_json(path, lines=True, dtype=False, chunksize=READ_CHUNK_ROWS, encoding="utf-8"):
-        _require_columns(spec, list(chunk.columns), columns)
-        yield chunk[columns]
-
-
-def _require_columns(spec: DatasetSpec, header: list[str], columns: list[str] | None = None) -> None:
-    wanted = (spec.text_field, spec.label_field) if columns is None or spec.label_field in columns else columns
-    missing = [field for field in wanted if field not in header]
-    if missing:
-        raise DataError(f"{spec.source} has no column(s) {missing}; it has {shorten(header)}.",
-                        fix="name the columns text and label (or set text_field/label_field in the dataset spec).")
-
-
-def _stream(spec: DatasetSpec, columns: list[str]) -> Iterator[Any]:
-    """`_chunks` with every way a file can be unreadable turned into a DataError naming it."""
+def _stream(spec: DatasetSpec, columns: list[str]) -> Iterator[tuple[str, ...]]:
+    """The file's rows, `columns` only, streamed with every size bounded (slimline.core.text_rows); every way
+    a file can be unreadable is a DataError naming it."""
     check_dataset_available(spec)
     try:
-        yield from _chunks(spec, columns)
+        yield from labelled_rows(Path(spec.source).expanduser(), spec.source, columns)
     except DataError:
         raise
-    except UnicodeDecodeError as err:
-        raise DataError(f"{spec.source} is not UTF-8 text ({err.reason} at byte {err.start}).",
-                        fix="save the file as UTF-8.") from err
-    except Exception as err:  # pandas' parser errors have no common base class
-        raise DataError(f"cannot read {spec.source}: {str(err)[:300]}.",
-                        fix="use a UTF-8 CSV with a header row, or JSON lines.") from err
+    except OSError as err:
+        raise DataError(f"cannot read {spec.source}: {err.strerror}.", fix="check the path and its permissions.") \
+            from err
 
 
 def _file_labels(spec: DatasetSpec) -> list[str]:
     """Every row's label as text, streamed: the first pass, which also proves the file is readable.
 
-    The text column is decoded too (and dropped chunk by chunk): pandas decodes only the columns it
-    is asked for, and a file whose texts are not UTF-8 must fail here, in the pre-flight.
+    The text column is decoded too (and dropped row by row), so a file whose texts are not UTF-8 or
+    are too long fails here, in the pre-flight. Equal labels share one string object: a million rows
+    cost a list of pointers, not a million strings.
     """
     labels: list[str] = []
-    for chunk in _stream(spec, [spec.text_field, spec.label_field]):
-        labels.extend(chunk[spec.label_field].astype(str).tolist())
+    distinct: dict[str, str] = {}
+    for _, label in _stream(spec, [spec.text_field, spec.label_field]):
+        shared = distinct.setdefault(label, label)
+        if len(distinct) > MAX_DISTINCT_LABELS:
+            raise DataError(f"{spec.source} has more than {MAX_DISTINCT_LABELS:,} distinct labels: the label column "
+                            f"{spec.label_field!r} does not hold classes.",
+                            fix="point label_field at the column of class names or ids.")
+        labels.append(shared)
     return labels
 
 
@@ -150,12 +132,9 @@ def _file_texts(spec: DatasetSpec, rows: np.ndarray) -> list[str]:
     """The texts of the chosen rows only, streamed: the second pass."""
     wanted = set(rows.tolist())
     found: dict[int, str] = {}
-    offset = 0
-    for chunk in _stream(spec, [spec.text_field]):
-        for position, text in enumerate(chunk[spec.text_field].astype(str).tolist(), start=offset):
-            if position in wanted:
-                found[position] = text
-        offset += len(chunk)
+    for position, (text,) in enumerate(_stream(spec, [spec.text_field])):
+        if position in wanted:
+            found[position] = text
     return [found[i] for i in rows.tolist()]
 
 
@@ -235,8 +214,7 @@ def load_texts(spec: DatasetSpec) -> tuple[list[str], str]:
     if spec.source == ROTTEN_TOMATOES:
         texts, _ = _read_rotten_tomatoes()
     else:
-        texts = [text for chunk in _stream(spec, [spec.text_field])
-                 for text in chunk[spec.text_field].astype(str).tolist()]
+        texts = [text for (text,) in _stream(spec, [spec.text_field])]
     chosen = [texts[i] for i in _split_rows(spec, len(texts))]
     return chosen, hashlib.sha256(json.dumps(chosen).encode()).hexdigest()
 

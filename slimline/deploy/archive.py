@@ -15,12 +15,14 @@ falling back to an unfiltered extraction. On any refusal, what was extracted is 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -32,6 +34,7 @@ from slimline.deploy.manifest import (
     BUNDLE_SIGNATURE,
     MAX_MANIFEST_BYTES,
     MAX_SIGNATURE_BYTES,
+    BundleManifest,
     path_problem,
     read_manifest,
 )
@@ -189,9 +192,8 @@ class _Budget:
         self.total_bytes += size
         return None
 
-    def read_limits(self, bundle_root: Path, manifest_bytes: int) -> None:
+    def read_limits(self, manifest: BundleManifest, manifest_bytes: int) -> None:
         """After manifest.json: each member must have its recorded size, the total at most their sum."""
-        manifest = read_manifest(bundle_root)
         self.limit_bytes = self.cap_bytes
         if manifest.file_sizes is not None:
             self.recorded = manifest.file_sizes
@@ -203,9 +205,10 @@ def _refuse(archive: Path, member: tarfile.TarInfo, why: str) -> BundleError:
     return BundleError(f"refusing to extract {archive}: {member.name!r} {why}.", fix=_REFUSED_FIX)
 
 
-def _extract_members(archive: Path, tar: tarfile.TarFile, reader: _MeteredReader, dest: Path,
-                     budget: _Budget) -> None:
-    """Extract member by member into dest, each checked at its header; sets budget.root."""
+def _checked_members(archive: Path, tar: tarfile.TarFile, reader: _MeteredReader, dest: Path, budget: _Budget,
+                     extracting: bool) -> Iterator[tuple[tarfile.TarInfo, str]]:
+    """Each member with its path inside the bundle, checked at its header (path, kind, one top-level entry,
+    repeats, sizes) before the caller reads or writes a byte of it; its data is then allowed through."""
     for count in range(MAX_MEMBERS + 1):
         reader.allow(HEADER_SLACK_BYTES)
         member = tar.next()
@@ -220,7 +223,7 @@ def _extract_members(archive: Path, tar: tarfile.TarFile, reader: _MeteredReader
         if why is not None:
             raise _refuse(archive, member, why)
         if budget.root is None:
-            if (dest / parts[0]).exists() or (dest / parts[0]).is_symlink():
+            if extracting and ((dest / parts[0]).exists() or (dest / parts[0]).is_symlink()):
                 raise BundleError(f"cannot extract {archive}: {dest / parts[0]} already exists.",
                                   fix="extract into an empty directory.")
             budget.root = parts[0]
@@ -235,23 +238,86 @@ def _extract_members(archive: Path, tar: tarfile.TarFile, reader: _MeteredReader
         if (why := budget.refusal(rel, member)) is not None:
             raise _refuse(archive, member, why)
         reader.allow(member.size + HEADER_SLACK_BYTES if member.isfile() else HEADER_SLACK_BYTES)
+        yield member, rel
+
+
+def _extract_members(archive: Path, tar: tarfile.TarFile, reader: _MeteredReader, dest: Path,
+                     budget: _Budget) -> None:
+    """Extract member by member into dest, each checked at its header; sets budget.root."""
+    for member, rel in _checked_members(archive, tar, reader, dest, budget, extracting=True):
         tar.extract(member, dest, filter="data")
         if rel == BUNDLE_MANIFEST and member.isfile():
-            budget.read_limits(dest / budget.root, member.size)
-    raise AssertionError("unreachable: the loop returns or raises")
+            root = dest / str(budget.root)
+            budget.read_limits(read_manifest(root), member.size)
 
 
-def extract_archive(archive: Path, dest: Path) -> Path:
-    """Extract `archive` into `dest`, checking each member before it is written (see the module doc);
-    returns the bundle's top-level directory. On a refusal nothing extracted is left behind."""
+@contextlib.contextmanager
+def _open_stream(archive: Path) -> Iterator[tuple[tarfile.TarFile, _MeteredReader]]:
+    with open(archive, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+        reader = _MeteredReader(gz, archive)
+        with tarfile.open(fileobj=reader, mode="r|") as tar:
+            yield tar, reader
+
+
+@dataclass(frozen=True)
+class TrustFiles:
+    """manifest.json and signature.json (None when absent) as the archive holds them, read before extraction."""
+
+    manifest: bytes
+    signature: bytes | None
+
+
+def read_trust_files(archive: Path) -> TrustFiles:
+    """Read manifest.json and signature.json out of `archive` without extracting anything, under the same
+    checks and size limits as extraction, so a signature can be checked before any data member is written.
+
+    slimline writes them first, so this reads two small members and stops. An archive repacked in sorted
+    order (README.md first, signature.json after the model) is read through to its signature: decompressed,
+    bounded by the sizes its manifest records, written nowhere."""
     require_data_filter()
     cap = max_bundle_bytes()
     budget = _Budget(cap_bytes=cap, limit_bytes=min(cap, PRE_MANIFEST_BYTES))
+    found: dict[str, bytes] = {}
+    files_before_manifest = False
     try:
-        with open(archive, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-            reader = _MeteredReader(gz, archive)
-            with tarfile.open(fileobj=reader, mode="r|") as tar:
-                _extract_members(archive, tar, reader, dest, budget)
+        with _open_stream(archive) as (tar, reader):
+            for member, rel in _checked_members(archive, tar, reader, Path(archive).parent / ".slimline-scan",
+                                                budget, extracting=False):
+                if member.isfile() and rel in (BUNDLE_MANIFEST, BUNDLE_SIGNATURE):
+                    handle = tar.extractfile(member)
+                    found[rel] = handle.read() if handle is not None else b""
+                    if rel == BUNDLE_MANIFEST:
+                        budget.read_limits(read_manifest(Path(archive), found[rel]), member.size)
+                elif member.isfile():
+                    if BUNDLE_MANIFEST in found and not files_before_manifest:
+                        break  # slimline's order: the signature would have come right after the manifest
+                    files_before_manifest |= BUNDLE_MANIFEST not in found
+                if len(found) == 2:
+                    break
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        raise BundleError(f"cannot read {archive} as a .tar.gz: {err}.",
+                          fix="the archive is damaged or incomplete; fetch it again.") from err
+    if BUNDLE_MANIFEST not in found:
+        raise BundleError(f"{archive} holds no {BUNDLE_MANIFEST}: it is not a slimline bundle.",
+                          fix="pass an archive written by `slimline package --tar`.")
+    return TrustFiles(found[BUNDLE_MANIFEST], found.get(BUNDLE_SIGNATURE))
+
+
+def extract_archive(archive: Path, dest: Path,
+                    check_trust: Callable[[TrustFiles], None] | None = None) -> Path:
+    """Extract `archive` into `dest`, checking each member before it is written (see the module doc);
+    returns the bundle's top-level directory. On a refusal nothing extracted is left behind.
+
+    `check_trust` (a pinned digest, a required signature) runs on the archive's manifest and signature
+    before anything is extracted: a forged archive is refused without writing a byte of its data."""
+    require_data_filter()
+    if check_trust is not None:
+        check_trust(read_trust_files(archive))
+    cap = max_bundle_bytes()
+    budget = _Budget(cap_bytes=cap, limit_bytes=min(cap, PRE_MANIFEST_BYTES))
+    try:
+        with _open_stream(archive) as (tar, reader):
+            _extract_members(archive, tar, reader, dest, budget)
     except BaseException as err:
         if budget.root is not None:
             _remove(dest / budget.root)

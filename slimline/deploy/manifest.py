@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,6 +26,8 @@ from slimline.core.artifact import (
     sha256_file,
 )
 from slimline.core.errors import BundleError
+from slimline.core.scratch import scratch_directory
+from slimline.core.small_files import read_small_file
 from slimline.deploy.runtime import RuntimeRequirement, check_runtime, load_check
 from slimline.deploy.triton import ENGINE_FILE_NAMES, EngineFormat, config_for
 from slimline.profiles.schema import Profile
@@ -117,10 +117,8 @@ def read_manifest_bytes(root: Path) -> bytes:
     if path.is_symlink() or not path.is_file():
         raise BundleError(f"{root} has no {BUNDLE_MANIFEST}: it is not a slimline bundle.",
                           fix="pass a directory written by `slimline package` (or its .tar.gz).")
-    if path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise BundleError(f"{path} is {path.stat().st_size} bytes; a bundle manifest is at most "
-                          f"{MAX_MANIFEST_BYTES >> 20} MiB.", fix="this is not a slimline bundle; do not use it.")
-    return path.read_bytes()
+    return read_small_file(path, max_bytes=MAX_MANIFEST_BYTES, what="bundle manifest", error=BundleError,
+                           fix="this is not a slimline bundle; do not use it.")
 
 
 def read_manifest(root: Path, raw: bytes | None = None) -> BundleManifest:
@@ -260,9 +258,33 @@ def verified_manifest(root: Path, *, key: Path | None = None,
     return result, manifest
 
 
+def archive_trust_check(archive: Path, key: Path | None,
+                        expect_sha256: str | None) -> Callable[[Any], None] | None:
+    """The pinned digest and required signature, checked on an archive's manifest and signature before any
+    of its data is extracted (slimline.deploy.archive.read_trust_files); None when neither was asked for.
+    The key is read now, so a bad `--key` is refused before the archive is even opened."""
+    if key is None and expect_sha256 is None:
+        return None
+    from slimline.deploy import signing
+
+    public_key = signing.load_public_key(key) if key is not None else None
+
+    def check(trust: Any) -> None:
+        if expect_sha256 is not None:
+            signing.check_manifest_digest(trust.manifest, expect_sha256, archive)
+        if public_key is not None:
+            signature = None if trust.signature is None else signing.parse_signature(
+                trust.signature, archive / BUNDLE_SIGNATURE)
+            signing.verify_signature(archive, trust.manifest, signature, public_key)
+
+    return check
+
+
 @contextlib.contextmanager
-def bundle_directory(path: Path) -> Iterator[Path]:
-    """A bundle directory as it is, or a .tar.gz extracted (safely) into a temporary directory."""
+def bundle_directory(path: Path, *, key: Path | None = None, expect_sha256: str | None = None) -> Iterator[Path]:
+    """A bundle directory as it is, or a .tar.gz extracted (safely) into a temporary directory. With `key` or
+    `expect_sha256`, an archive's manifest must pass them before anything is extracted (the directory they
+    give is checked again, in full, by `verify_directory`)."""
     from slimline.deploy.archive import extract_archive, is_archive  # archive.py reads manifests: imports this
 
     path = Path(path)
@@ -273,14 +295,12 @@ def bundle_directory(path: Path) -> Iterator[Path]:
         raise BundleError(f"bundle {path} does not exist.", fix="check the path (a directory or a .tar.gz).")
     if not is_archive(path):
         raise BundleError(f"{path} is neither a bundle directory nor a .tar.gz.", fix="pass one of those.")
-    scratch = Path(tempfile.mkdtemp(prefix="slimline-bundle-"))
-    try:
-        yield extract_archive(path, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    check_trust = archive_trust_check(path, key, expect_sha256)
+    with scratch_directory("slimline-bundle-") as scratch:
+        yield extract_archive(path, scratch, check_trust)
 
 
 def verify_bundle(path: Path, *, key: Path | None = None, expect_sha256: str | None = None) -> VerifyResult:
-    with bundle_directory(path) as root:
+    with bundle_directory(path, key=key, expect_sha256=expect_sha256) as root:
         result = verify_directory(root, key=key, expect_sha256=expect_sha256)
     return result.model_copy(update={"bundle": str(path)}) if Path(path) != root else result

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from slimline.core.artifact import atomic_write_text, describe_os_error
 from slimline.core.errors import BundleError
+from slimline.core.small_files import read_small_file
 from slimline.deploy.manifest import BUNDLE_MANIFEST, BUNDLE_SIGNATURE, MAX_SIGNATURE_BYTES
 
 if TYPE_CHECKING:
@@ -47,15 +48,14 @@ class BundleSignature(BaseModel):
     signature: str
 
 
+#: A PEM Ed25519 key is about 120 bytes; anything near this is not a key file.
+MAX_KEY_FILE_BYTES = 64 << 10
+
+
 def _read_key_file(path: Path, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError as err:
-        raise BundleError(f"{what} {path} does not exist.",
-                          fix="pass the PEM file written by `slimline keygen --out PREFIX`.") from err
-    except OSError as err:
-        raise BundleError(f"cannot read {what} {path}: {err.strerror}.", fix="check the path and its permissions.") \
-            from err
+    """Bounded, regular files only (`--key /dev/zero` read until MemoryError, a FIFO hung)."""
+    return read_small_file(path, max_bytes=MAX_KEY_FILE_BYTES, what=what, error=BundleError,
+                           fix="pass the PEM file written by `slimline keygen --out PREFIX`.")
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -155,20 +155,29 @@ def sign_bundle(root: Path, private_key: Ed25519PrivateKey) -> BundleSignature:
     return signature
 
 
+def parse_signature(raw: bytes, where: Path) -> BundleSignature:
+    """signature.json's bytes (at most MAX_SIGNATURE_BYTES) as a BundleSignature."""
+    if len(raw) > MAX_SIGNATURE_BYTES:
+        raise BundleError(f"{where} is over {MAX_SIGNATURE_BYTES} bytes; a signature is far smaller.",
+                          fix="the bundle was altered; fetch an intact, signed copy.")
+    try:
+        return BundleSignature.model_validate_json(raw)
+    except (ValidationError, ValueError) as err:
+        raise BundleError(f"{where} is not a slimline signature (ed25519, schema_version "
+                          f"{SIGNATURE_SCHEMA_VERSION}): {err}.",
+                          fix="re-sign the bundle with `slimline package --sign KEY`.") from err
+
+
 def read_signature(root: Path) -> BundleSignature | None:
     """root/signature.json parsed, or None when the bundle is unsigned."""
     path = Path(root) / BUNDLE_SIGNATURE
     if not path.exists() and not path.is_symlink():
         return None
-    if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_SIGNATURE_BYTES:
-        raise BundleError(f"{path} is not a regular file of at most {MAX_SIGNATURE_BYTES} bytes.",
-                          fix="the bundle was altered; fetch an intact, signed copy.")
-    try:
-        return BundleSignature.model_validate_json(path.read_bytes())
-    except (ValidationError, ValueError) as err:
-        raise BundleError(f"{path} is not a slimline signature (ed25519, schema_version "
-                          f"{SIGNATURE_SCHEMA_VERSION}): {err}.",
-                          fix="re-sign the bundle with `slimline package --sign KEY`.") from err
+    fix = "the bundle was altered; fetch an intact, signed copy."
+    if path.is_symlink():
+        raise BundleError(f"{path} is a symbolic link; a bundle holds only regular files.", fix=fix)
+    return parse_signature(read_small_file(path, max_bytes=MAX_SIGNATURE_BYTES, what="signature",
+                                           error=BundleError, fix=fix), path)
 
 
 def check_manifest_digest(manifest_bytes: bytes, expect_sha256: str, where: Path) -> None:
@@ -188,10 +197,15 @@ def check_manifest_digest(manifest_bytes: bytes, expect_sha256: str, where: Path
 
 def check_signature(root: Path, manifest_bytes: bytes, public_key: Ed25519PublicKey) -> BundleSignature:
     """Require signature.json to be a valid Ed25519 signature of `manifest_bytes` by `public_key`."""
+    return verify_signature(Path(root), manifest_bytes, read_signature(Path(root)), public_key)
+
+
+def verify_signature(root: Path, manifest_bytes: bytes, signature: BundleSignature | None,
+                     public_key: Ed25519PublicKey) -> BundleSignature:
+    """`signature` (None: the bundle is unsigned) must be `public_key`'s valid signature of `manifest_bytes`.
+    `root` names the bundle (a directory or an archive) in messages."""
     from cryptography.exceptions import InvalidSignature
 
-    root = Path(root)
-    signature = read_signature(root)
     if signature is None:
         raise BundleError(f"bundle {root} is not signed (no {BUNDLE_SIGNATURE}), and a signature was required.",
                           fix="ask its publisher for a signed bundle (`slimline package --sign KEY`).")

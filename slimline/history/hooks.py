@@ -8,14 +8,15 @@ report.json, report.md and report.html always hold the verdict the command exits
 from __future__ import annotations
 
 import logging
-import os
+import sqlite3
 from pathlib import Path
 
 from slimline.bench.report import Report, write_report
 from slimline.core.errors import OutputError
-from slimline.history.records import record_run
+from slimline.history.facts import run_row
+from slimline.history.pending import write_pending_record
+from slimline.history.records import record_row
 from slimline.history.regression import check_regression
-from slimline.history.store import HISTORY_ENV
 from slimline.profiles.schema import RegressionBudget
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,36 @@ def history_choice(history: HistoryLike) -> tuple[bool, Path | None]:
     if history is True or history is None:
         return True, None
     return True, Path(history)
+
+
+def _record(report: Report, kind: str, out_dir: Path, path: Path | None) -> tuple[int | None, Report]:
+    """Record the finished run; when the history fails now (it passed the pre-flight), the verdict stands:
+    warn, keep the record as OUT/history-record.json for `slimline history import`, and say so in the report."""
+    try:
+        row = run_row(report, kind, out_dir)
+    except (OSError, ValueError) as err:  # the artifact's manifest vanished or was damaged since the bench
+        log.warning("the run was not recorded in the history: its facts could not be read (%s)", err)
+        return None, report
+    try:
+        return record_row(row, path), report
+    except (OutputError, sqlite3.Error, OSError) as err:
+        error = " ".join(str(err).split())
+        try:
+            kept = write_pending_record(row, out_dir, path, error)
+        except OSError as write_err:
+            log.warning("the run was not recorded in the history (%s), and its record could not be kept beside "
+                        "the report either: %s", error, write_err)
+            return None, report
+        warning = (f"the run was not recorded in the history ({error}); its record is kept in {kept}: add it "
+                   f"with `slimline history import {kept}` once the history works again")
+        log.warning(warning)
+        updated = report.model_copy(update={"warnings": [*report.warnings, warning]})
+        try:
+            write_report(updated, out_dir)
+        except OSError as write_err:
+            log.warning("report files not updated with that warning: %s", write_err)
+            return None, report
+        return None, updated
 
 
 def after_run(report: Report, kind: str, out_dir: Path, *, history: HistoryLike = None,
@@ -49,13 +80,7 @@ def after_run(report: Report, kind: str, out_dir: Path, *, history: HistoryLike 
         write_report(updated, out_dir)
     run_id = None
     if enabled:
-        try:
-            run_id = record_run(updated, kind, out_dir, path)
-        except OutputError as err:
-            if path is not None or os.environ.get(HISTORY_ENV):  # a history the user chose must work
-                raise
-            # The default location (e.g. a read-only home in a container) must not fail a finished run.
-            log.warning("the run was not recorded in the default history: %s", err)
+        run_id, updated = _record(updated, kind, out_dir, path)
     if mlflow_uri:
         from slimline.history.mlflow_sink import log_to_mlflow
 

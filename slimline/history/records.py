@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from slimline.bench.report import Report
 from slimline.core.errors import BadInputError
@@ -82,8 +83,14 @@ def record_run(report: Report, kind: str, out_dir: Path, history_path: Path | No
     """Append `report` to the history (default location when `history_path` is None); returns the run id."""
     if kind not in RUN_KINDS:
         raise ValueError(f"kind must be one of {RUN_KINDS}, not {kind!r}")
+    return record_row(run_row(report, kind, out_dir), history_path)
+
+
+def record_row(row: dict[str, Any], history_path: Path | None = None) -> int:
+    """Insert a run's row (facts.run_row) with its figures and budgets, taken from the row's report, in one
+    transaction; returns the run id."""
     started = time.perf_counter()
-    row = run_row(report, kind, out_dir)
+    report = Report.model_validate_json(row["report_json"])
     with _history(history_path) as connection, transaction(connection):
         run_id = int(connection.execute(_insert("runs", RUN_COLUMNS), [row[c] for c in RUN_COLUMNS]).lastrowid)
         connection.executemany(_insert("metrics", METRIC_COLUMNS), [
@@ -92,6 +99,14 @@ def record_run(report: Report, kind: str, out_dir: Path, history_path: Path | No
             [run_id, b.name, b.kind, b.limit, b.measured, b.status, b.spread, b.note] for b in report.budgets])
     log.info("history: recorded run %d in %.1f ms", run_id, 1000 * (time.perf_counter() - started))
     return run_id
+
+
+def find_recorded(row: dict[str, Any], history_path: Path | None = None) -> int | None:
+    """The id of a run already recorded with this row's time, directory and report, if any (an import twice)."""
+    with _history(history_path) as connection:
+        found = connection.execute("SELECT id FROM runs WHERE created_at = ? AND out_dir = ? AND report_json = ?",
+                                   [row["created_at"], row["out_dir"], row["report_json"]]).fetchone()
+    return int(found[0]) if found else None
 
 
 def list_runs(history_path: Path | None = None, *, checkpoint: str | None = None, profile: str | None = None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from slimline.core.invocation import command_line
 from slimline.core.machine import library_versions, machine_info
 from slimline.core.outputs import claimed_run_dir
 from slimline.core.progress import reporter
+from slimline.core.scratch import scratch_directory
 from slimline.export.tensorrt import TENSORRT_EXPORT_STEP
 from slimline.formats.inputs import default_input_specs
 from slimline.pipeline.plan import Plan, RunRequest, plan_run
@@ -65,7 +65,7 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
     profile = request.profile
     runtime = profile.target.runtime
     inputs = final.manifest.inputs or default_input_specs(final.manifest.task)
-    with tempfile.TemporaryDirectory(prefix="slimline-eval-") as scratch:
+    with scratch_directory("slimline-eval-") as scratch:
         eval_facts, eval_npz = None, None
         evaluator = plan.evaluator or evaluator_name_for(plan.source.manifest.task, plan.eval_data)
         if plan.eval_data is not None:

@@ -79,7 +79,7 @@ def compress_to(model_path: Path, out: Path, steps: list[RecipeStep], profile: P
     """
     if not steps:
         raise RecipeError("the recipe has no passes.", fix="add at least one {pass: NAME} step.")
-    model, adapter = open_source(model_path, base, None)
+    model, adapter = open_source(model_path, base, None, fp32_must_fit=False)  # passes may load it quantized
     ordering = order_problems(steps)
     if ordering:
         raise RecipeError("the recipe's passes cannot follow each other:\n  " + "\n  ".join(ordering),

@@ -42,6 +42,8 @@ MAX_LISTED_PROBLEMS = 3  # a 600,000-item list of ints must not come back as 600
 CLIENT_GONE = 499  # nginx's code for "client closed the request": in metrics only, the client never sees it
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+PREDICT_SHAPE = '{"texts": ["...", ...]}'
+GENERATE_SHAPE = '{"prompt": "...", "max_new_tokens": 64}'
 
 
 class ServeSettings(BaseModel):
@@ -52,6 +54,9 @@ class ServeSettings(BaseModel):
     micro_batch_max_texts: int = Field(default=0, ge=0, description="0: no micro-batching")
     micro_batch_delay_ms: float = Field(default=2.0, ge=0, le=1000)
     read_timeout_s: float = Field(default=10.0, gt=0, le=3600, description="for a whole request body to arrive")
+    header_timeout_s: float = Field(default=10.0, gt=0, le=3600, description="for a request's headers to arrive "
+                                    "(on connecting, and after each response on a keep-alive connection)")
+    max_connections: int = Field(default=512, ge=1, le=65_536, description="open connections; more get a 503")
     auth_token: SecretStr | None = Field(default=None, description="bearer token every endpoint but /health needs")
 
     @property
@@ -125,46 +130,63 @@ def _validation_message(err: ValidationError) -> str:
         parts.append(f"{where}: {item['msg']}")
     if len(problems) > MAX_LISTED_PROBLEMS:
         parts.append(f"{len(problems) - MAX_LISTED_PROBLEMS} more")
-    return "; ".join(parts) + ' (expected {"texts": ["...", ...]})'
+    return "; ".join(parts)
 
 
-def _check_unicode(texts: list[str]) -> None:
+def _check_unicode(texts: list[str], field: str = "texts") -> None:
     """JSON can spell a lone surrogate ("\\ud800"), which Python decodes into a str no encoder accepts: the
     tokenizer then raised a TypeError and the client got a 500. Such a text is the client's error."""
     for index, text in enumerate(texts):
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as err:
-            raise ApiError(400, "bad_unicode", f"texts[{index}] is not valid Unicode: a lone surrogate "
+            where = f"{field}[{index}]" if field == "texts" else field
+            raise ApiError(400, "bad_unicode", f"{where} is not valid Unicode: a lone surrogate "
                            f"(\\u{ord(text[err.start]):04x}) at character {err.start}; send UTF-8 text, "
                            "with \\ud8xx escapes only in high-low pairs") from None
 
 
-def parse_predict_request(body: bytes, settings: ServeSettings) -> list[str]:
+def parse_json_body(body: bytes, expected: str) -> object:
+    """The body as JSON, every way it can fail to be JSON a 400 (the same for /v1/predict and /v1/generate):
+    nested too deep (checked before parsing), not JSON, not UTF-8. `expected` shows the request's shape."""
     depth = json_nesting_depth(body)
     if depth > MAX_JSON_DEPTH:
         raise ApiError(400, "too_deep", f"the body nests {depth} levels of arrays/objects; the limit is "
-                       f'{MAX_JSON_DEPTH} (expected {{"texts": ["...", ...]}})')
+                       f"{MAX_JSON_DEPTH} (expected {expected})")
     try:
-        payload = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {err}") from err
     except RecursionError as err:
         raise ApiError(400, "too_deep", f"the body nests arrays/objects too deep; the limit is {MAX_JSON_DEPTH}"
                        ) from err
+
+
+def parse_predict_request(body: bytes, settings: ServeSettings) -> list[str]:
+    payload = parse_json_body(body, PREDICT_SHAPE)
     listed = payload.get("texts") if isinstance(payload, dict) else None
     if isinstance(listed, list) and len(listed) > settings.max_texts:  # before validating every item
         raise ApiError(413, "too_many_texts", f"{len(listed)} texts in one request; the limit is {settings.max_texts}")
     try:
         texts = PredictRequest.model_validate(payload).texts
     except ValidationError as err:
-        raise ApiError(422, "invalid_request", _validation_message(err)) from err
+        raise ApiError(422, "invalid_request", f"{_validation_message(err)} (expected {PREDICT_SHAPE})") from err
     longest = max(len(text) for text in texts)
     if longest > settings.max_text_chars:
         raise ApiError(413, "text_too_long",
                        f"a text of {longest} characters; the limit is {settings.max_text_chars}")
     _check_unicode(texts)
     return texts
+
+
+def parse_generate_request(body: bytes) -> GenerateRequest:
+    """/v1/generate's body, refused as /v1/predict's is: 400 for what is not JSON (too deep, not UTF-8), 422
+    for wrong fields. (Pydantic's own JSON parser answered 422 for deep nesting and lone surrogates.)"""
+    payload = parse_json_body(body, GENERATE_SHAPE)
+    try:
+        return GenerateRequest.model_validate(payload)
+    except ValidationError as err:
+        raise ApiError(422, "invalid_request", f"{_validation_message(err)} (expected {GENERATE_SHAPE})") from err
 
 
 def _error_response(request: Request, status: int, code: str, message: str,
@@ -260,17 +282,11 @@ def create_app(predictor: Predictor | Generator, settings: ServeSettings | None 
         if not hasattr(predictor, "generate"):
             raise ApiError(404, "not_a_generator", f"{manifest.name} is a {manifest.task} model: POST /v1/predict")
         body = await _read_body(request, settings.max_body_bytes, settings.read_timeout_s)
-        try:
-            payload = GenerateRequest.model_validate_json(body)
-        except ValidationError as err:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-                                 for e in err.errors()[:MAX_LISTED_PROBLEMS])
-            raise ApiError(422, "invalid_request", f'{problems} (expected {{"prompt": "...", "max_new_tokens": 64}})'
-                           ) from err
+        payload = parse_generate_request(body)
         if len(payload.prompt) > settings.max_text_chars:
             raise ApiError(413, "text_too_long", f"a prompt of {len(payload.prompt)} characters; the limit is "
                            f"{settings.max_text_chars}")
-        _check_unicode([payload.prompt])
+        _check_unicode([payload.prompt], "prompt")
         run = predictor.generate  # type: ignore[union-attr]
         try:
             result = await asyncio.get_running_loop().run_in_executor(executor, run, payload.prompt,

@@ -19,13 +19,15 @@ from typing import Any
 
 from slimline.core.deps import require
 from slimline.core.errors import BadInputError
+from slimline.core.small_files import read_small_file
 from slimline.deploy.manifest import BundleManifest, bundle_directory, verified_manifest
 from slimline.serve.app import ServeSettings, create_app
+from slimline.serve.connections import guarded_protocol
 
 GRACEFUL_SHUTDOWN_S = 10
 KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this; uvicorn's default, stated on purpose
 LISTEN_BACKLOG = 2048
-MAX_TOKEN_FILE_BYTES = 4096  # a token, not a file to slurp whole (--token-file /dev/zero must not hang)
+MAX_TOKEN_FILE_BYTES = 4096  # a token, not a file to slurp whole (/dev/zero, a FIFO: core.small_files)
 
 
 @dataclass(frozen=True)
@@ -61,18 +63,13 @@ def bind(host: str, port: int) -> socket.socket:
 def read_token_file(path: Path) -> str:
     """The bearer token for --token-file: the file's text, stripped. A file rather than an option so the
     token stays out of `ps` output and shell history."""
+    fix = ("point --token-file at a readable UTF-8 file holding only the token, e.g. one written by "
+           "`python -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE`.")
+    raw = read_small_file(path, max_bytes=MAX_TOKEN_FILE_BYTES, what="--token-file", fix=fix)
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_TOKEN_FILE_BYTES + 1)
         token = raw.decode("utf-8").strip()
-    except (OSError, UnicodeDecodeError) as err:
-        raise BadInputError(f"--token-file {path} cannot be read ({err}).",
-                            fix="point --token-file at a readable UTF-8 file holding the token, e.g. one written "
-                                "by `python -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE`.") from err
-    if len(raw) > MAX_TOKEN_FILE_BYTES:
-        raise BadInputError(f"--token-file {path} is over {MAX_TOKEN_FILE_BYTES} bytes; it should hold one token.",
-                            fix="write only the token into it, e.g. `python -c 'import secrets; "
-                                "print(secrets.token_urlsafe(32))' > FILE`.")
+    except UnicodeDecodeError as err:
+        raise BadInputError(f"--token-file {path} is not UTF-8 text ({err.reason}).", fix=fix) from err
     if not token:
         raise BadInputError(f"--token-file {path} is empty: every request would need an empty token.",
                             fix="write a token into it, e.g. `python -c 'import secrets; "
@@ -137,6 +134,18 @@ def batching_warnings(manifest: BundleManifest, settings: ServeSettings) -> list
     return warnings
 
 
+def uvicorn_config(app: Any, request: ServeRequest) -> Any:
+    """uvicorn's settings, with the connection limits it lacks (a header deadline, a connection cap:
+    slimline.serve.connections) in its protocol."""
+    import uvicorn
+
+    settings = request.settings
+    return uvicorn.Config(app, log_level=request.log_level, access_log=request.access_log, lifespan="on",
+                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, timeout_keep_alive=KEEP_ALIVE_S,
+                          server_header=False, http=guarded_protocol(settings.header_timeout_s,
+                                                                     settings.max_connections))
+
+
 def serve(request: ServeRequest, on_ready: Callable[[str, dict[str, Any]], None] | None = None) -> None:
     """Blocks until the server is stopped. `on_ready(url, facts)` runs once the model is loaded and bound."""
     uvicorn = require("uvicorn", purpose="`slimline serve`")
@@ -144,7 +153,7 @@ def serve(request: ServeRequest, on_ready: Callable[[str, dict[str, Any]], None]
     from slimline.serve.generator import Generator
     from slimline.serve.predictor import Predictor
 
-    with bundle_directory(request.bundle) as root:
+    with bundle_directory(request.bundle, key=request.public_key) as root:
         verified, manifest = verified_manifest(root, key=request.public_key)
         predictor = (Generator(root, manifest, threads=request.threads) if manifest.task == "text-generation"
                      else Predictor(root, manifest, threads=request.threads))
@@ -152,9 +161,7 @@ def serve(request: ServeRequest, on_ready: Callable[[str, dict[str, Any]], None]
         sock = bind(request.host, request.port)
         host, port = sock.getsockname()[:2]
         url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        config = uvicorn.Config(app, log_level=request.log_level, access_log=request.access_log, lifespan="on",
-                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, timeout_keep_alive=KEEP_ALIVE_S,
-                                server_header=False)
+        config = uvicorn_config(app, request)
         server = uvicorn.Server(config)
         if on_ready is not None:
             on_ready(url, {"name": verified.name, "model_version": verified.model_version,

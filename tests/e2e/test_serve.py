@@ -423,7 +423,7 @@ def test_an_empty_or_unreadable_token_file_is_refused_with_exit_2(bundle: Path, 
                             capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 2, result.stdout + result.stderr
     assert "--token-file" in result.stdout + result.stderr
-    assert ("is empty: every request" if content is not None else "cannot be read (") in result.stdout + result.stderr
+    assert ("is empty: every request" if content is not None else "does not exist") in result.stdout + result.stderr
 
 
 def test_serve_requires_a_signature_when_asked(bundle: Path, tmp_path: Path) -> None:
