@@ -228,17 +228,21 @@ def _fewer_applications(hf_model: Any, config: DropLayersConfig, key: str, appli
     calls = {id(module): 0 for _, module, *_ in find_blocks(hf_model)}
     handles = [module.register_forward_pre_hook(lambda m, *_: calls.__setitem__(id(m), calls[id(m)] + 1))
                for _, module, *_ in find_blocks(hf_model)]
+    failure = None
     try:
         with torch.no_grad():
             hf_model(**probe)
+    except Exception as err:  # the family's own indexing of its groups can fail outright (ALBERT: IndexError)
+        failure = f"{type(err).__name__}: {err}"
     finally:
         for handle in handles:
             handle.remove()
     idle = sum(1 for count in calls.values() if count == 0)
-    if idle:
+    if idle or failure:
         setattr(hf_model.config, key, applications)
+        consequence = f"the model fails to run ({failure})" if failure else f"{idle} of them would never run"
         raise PassError(f"the model applies {distinct} shared layer(s) {applications} times; with {len(kept)} "
-                        f"application(s) {idle} of them would never run.",
+                        f"application(s) {consequence}.",
                         fix=f"keep at least {distinct} layers (each shared layer must still run once).")
     return {"kept": kept, "layers_before": applications, "layers_after": len(kept), "shared_layers": True,
             "note": f"{distinct} distinct layer(s) shared across {applications} applications: the applications "
