@@ -38,6 +38,10 @@ BUDGET_METRICS: dict[str, tuple[str, ...]] = {
     "top1_drop_pt": ("max",),
     "agreement_pct": ("min",),
     "max_abs_error": ("max",),
+    # Embedding models (bench/evaluators/embedding.py): cosine similarity of each text's pooled vector with the
+    # baseline's, mean over the texts and 1st percentile (the worst texts).
+    "cosine_mean": ("min",),
+    "cosine_p01": ("min",),
     # Decoder LLMs (bench/decode.py, bench/evaluators/perplexity.py): perplexity increase vs the fp32 baseline
     # in %, prefill latency at the profile's prompt length, decode tokens/s with the KV cache and its speed-up.
     "perplexity_increase_pct": ("max",),

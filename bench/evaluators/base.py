@@ -45,13 +45,17 @@ EVALUATOR_MODULES: dict[str, str] = {
     "image-top1": "slimline.bench.evaluators.image_top1",
     "agreement": "slimline.bench.evaluators.agreement",
     "perplexity": "slimline.bench.evaluators.perplexity",
+    "embedding": "slimline.bench.evaluators.embedding",
 }
 #: Task -> its default evaluator when eval data is given without naming one.
 TASK_EVALUATORS: dict[str, str] = {
     "text-classification": "text-classification",
     "image-classification": "image-top1",
     "text-generation": "perplexity",
+    "feature-extraction": "embedding",
 }
+#: Task -> its evaluator when the eval data is a text dataset (core.data.DatasetSpec); others: text classification.
+TEXT_DATA_EVALUATORS: dict[str, str] = {"feature-extraction": "embedding"}
 
 
 class EvalSource(BaseModel):
@@ -152,9 +156,9 @@ def get_evaluator(name: str) -> Evaluator:
 
 def evaluator_name_for(task: str, source: Any = None) -> str:
     """The evaluator a run uses: the one the source names, else the task's, else agreement with fp32.
-    A labelled text dataset (core.data.DatasetSpec) is always text classification."""
+    A text dataset (core.data.DatasetSpec) is text classification, or embeddings for an embedding model."""
     if source is not None and not isinstance(source, EvalSource):
-        return "text-classification"
+        return TEXT_DATA_EVALUATORS.get(task, "text-classification")
     if source is not None and source.evaluator:
         return source.evaluator
     if source is not None and source.kind() == "callable":

@@ -58,7 +58,7 @@ class TorchRunner:
             tensors = {k: t.to(self.dtype) if t.is_floating_point() else t for k, t in tensors.items()}
             if self.positional:
                 return first_output(self.model(*[tensors[name] for name in self.input_names])).float().cpu().numpy()
-            return self.model(**tensors).logits.float().cpu().numpy()
+            return self.model(**tensors)[0].float().cpu().numpy()  # logits, or an encoder's last_hidden_state
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":

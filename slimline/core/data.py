@@ -102,17 +102,18 @@ def _chunks(spec: DatasetSpec, columns: list[str]) -> Iterator[Any]:
     path = Path(spec.source).expanduser()
     if path.suffix == ".csv":
         header = pd.read_csv(path, nrows=0, encoding="utf-8").columns
-        _require_columns(spec, list(header))
+        _require_columns(spec, list(header), columns)
         yield from pd.read_csv(path, usecols=columns, dtype=str, keep_default_na=False, encoding="utf-8",
                                chunksize=READ_CHUNK_ROWS)
         return
     for chunk in pd.read_json(path, lines=True, dtype=False, chunksize=READ_CHUNK_ROWS, encoding="utf-8"):
-        _require_columns(spec, list(chunk.columns))
+        _require_columns(spec, list(chunk.columns), columns)
         yield chunk[columns]
 
 
-def _require_columns(spec: DatasetSpec, header: list[str]) -> None:
-    missing = [field for field in (spec.text_field, spec.label_field) if field not in header]
+def _require_columns(spec: DatasetSpec, header: list[str], columns: list[str]) -> None:
+    """The columns this read needs: text and label for labelled data, the text alone for unlabelled texts."""
+    missing = [field for field in (spec.text_field, spec.label_field) if field in columns and field not in header]
     if missing:
         raise DataError(f"{spec.source} has no column(s) {missing}; it has {shorten(header)}.",
                         fix="name the columns text and label (or set text_field/label_field in the dataset spec).")
@@ -225,6 +226,18 @@ def load_dataset(spec: DatasetSpec, label_names: list[str] | None = None) -> Lab
         chosen = _file_texts(spec, rows)
     labels = ids[rows]
     return LabelledTexts(chosen, labels, names, texts_sha256(chosen, labels))
+
+
+def load_texts(spec: DatasetSpec) -> tuple[list[str], str]:
+    """The texts of one split and their sha256, without labels (a file needs only its text column): for
+    uses that learn from a teacher's outputs, such as distilling an embedding model."""
+    if spec.source == ROTTEN_TOMATOES:
+        texts = _read_rotten_tomatoes()[0]
+        chosen = [texts[i] for i in _split_rows(spec, len(texts))]
+    else:
+        count = sum(len(chunk) for chunk in _stream(spec, [spec.text_field]))
+        chosen = _file_texts(spec, _split_rows(spec, count))
+    return chosen, texts_sha256(chosen, np.zeros(0, dtype=np.int64))
 
 
 def validate_dataset(spec: DatasetSpec, model_dir: Path) -> None:

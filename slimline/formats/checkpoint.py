@@ -19,6 +19,9 @@ ARCHITECTURE_TASKS = {
     "ForCausalLM": "text-generation",
     "LMHeadModel": "text-generation",
     "ForImageClassification": "image-classification",
+    # A bare encoder (BertModel, MPNetModel, XLMRobertaModel: sentence-transformers checkpoints) outputs
+    # per-token hidden states that its users pool into embeddings. Checked last: "LMHeadModel" ends in Model too.
+    "Model": "feature-extraction",
 }
 SUPPORTED_TASKS = tuple(sorted(set(ARCHITECTURE_TASKS.values())))
 
