@@ -69,12 +69,15 @@ def keep_channels(ffn: FeedForward, channels: list[int]) -> None:
 
 
 def meta_build(hf_model: Any, config: Any) -> Any:
-    """The model `config` describes, built on the meta device: shapes without memory or initialisation."""
-    import torch
-    from torch.fx.experimental import _config as fx_config
+    """The model `config` describes, its parameters on the meta device: shapes without memory or initialisation.
 
-    # prune_heads (applied from config.pruned_heads) indexes with nonzero(), which meta tensors refuse by default.
-    with torch.device("meta"), fx_config.patch(meta_nonzero_assume_all_nonzero=True):
+    Only parameters go to the meta device (transformers' init_empty_weights): `prune_heads`, applied from
+    config.pruned_heads while the model is built, computes which rows to keep from ordinary tensors, which a
+    global meta device would turn into placeholders (and silently keep every row).
+    """
+    from transformers.integrations.accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
         return type(hf_model)(copy.deepcopy(config))
 
 
