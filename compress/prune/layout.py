@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 HEAD_COUNT_ATTRIBUTES = ("num_attention_heads", "num_heads", "n_heads")
 HEAD_WIDTH_ATTRIBUTES = ("attention_head_size", "head_dim", "dim_per_head")
 KV_HEAD_ATTRIBUTES = ("num_key_value_heads", "num_kv_heads")
-#: Families whose attention torch-pruning cannot group (see the module docstring): read without the graph.
+#: Tasks whose models torch-pruning cannot group (decoders; see the module docstring): read without the graph.
 CAUSAL_TASKS = frozenset({"text-generation"})
 
 
@@ -47,11 +47,13 @@ class LayoutError(PassError):
 
 @dataclass
 class Projection:
-    """A Linear whose rows (`rows=True`) or columns are cut, with how its rows split into head sections."""
+    """A Linear to cut, and how: `kind` says which rows or columns belong to a head or an FFN channel."""
 
     name: str
     module: torch.nn.Linear
-    kind: str  # "query" (heads*d rows), "kv" (kv_heads*d rows), "qkv" (fused), "output" (columns), "ffn-in", ...
+    # rows: "query" (heads*d), "kv" (kv_heads*d), "qkv" (fused q|k|v), "ffn-in" (width), "ffn-in-halves" (2*width);
+    # columns: "output" (heads*d), "ffn-out" (width)
+    kind: str
 
 
 @dataclass
