@@ -231,3 +231,25 @@ def test_preflight_times_a_pruned_decoder_side_by_side_in_torch(tmp_path: Path) 
     assert estimate["p50_ms_before"] > 0 and estimate["p50_ms_after"] > 0
     low, high = estimate["speedup_ci95"]
     assert low <= estimate["estimated_speedup"] <= high
+
+
+def test_preflight_for_a_gpu_target_on_a_cpu_machine_is_a_proxy_that_never_stops_the_run(
+        bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import slimline.compress.prune.preflight as preflight
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    slower = ("PyTorch eager on this machine's CPU (stubbed)", [[10.0] * 10, [12.0] * 10], 10)
+    monkeypatch.setattr(preflight, "_measure", lambda *args: slower)
+    gpu = PassContext(target=Target(device="cuda", runtime="onnxruntime", threads=1, precision="fp16"))
+    facts = apply("prune.structured", bert_dir, tmp_path / "out", gpu, heads_ratio=0.5,
+                  preflight={"fail_below": 1.5})["pruning"]["preflight_estimate"]
+    assert "proxy" in facts["note"] and facts["estimated_speedup"] < 1 and "warning" in facts
+
+
+@pytest.mark.gpu
+def test_preflight_times_a_gpu_target_on_the_gpu(bert_dir: Path, tmp_path: Path) -> None:
+    gpu = PassContext(target=Target(device="cuda", runtime="onnxruntime", threads=1, precision="fp16"))
+    facts = apply("prune.structured", bert_dir, tmp_path / "out", gpu, heads_ratio=0.5, ffn_ratio=0.5,
+                  preflight={"iters": 10, "refuse_if_slower": False})["pruning"]["preflight_estimate"]
+    assert "CUDA device" in facts["method"] and facts["p50_ms_after"] > 0 and "note" not in facts
+    assert logits(tmp_path / "out", IDS).shape == (3, 2)  # saved from the CPU copy after timing on the GPU
