@@ -45,17 +45,17 @@ EVALUATOR_MODULES: dict[str, str] = {
     "image-top1": "slimline.bench.evaluators.image_top1",
     "agreement": "slimline.bench.evaluators.agreement",
     "perplexity": "slimline.bench.evaluators.perplexity",
-    "embedding": "slimline.bench.evaluators.embedding",
+    "text-embedding": "slimline.bench.evaluators.text_embedding",
 }
 #: Task -> its default evaluator when eval data is given without naming one.
 TASK_EVALUATORS: dict[str, str] = {
     "text-classification": "text-classification",
     "image-classification": "image-top1",
     "text-generation": "perplexity",
-    "feature-extraction": "embedding",
+    "feature-extraction": "text-embedding",
 }
 #: Task -> its evaluator when the eval data is a text dataset (core.data.DatasetSpec); others: text classification.
-TEXT_DATA_EVALUATORS: dict[str, str] = {"feature-extraction": "embedding"}
+TEXT_DATA_EVALUATORS: dict[str, str] = {"feature-extraction": "text-embedding"}
 
 
 class EvalSource(BaseModel):

@@ -111,9 +111,9 @@ def _chunks(spec: DatasetSpec, columns: list[str]) -> Iterator[Any]:
         yield chunk[columns]
 
 
-def _require_columns(spec: DatasetSpec, header: list[str], columns: list[str]) -> None:
-    """The columns this read needs: text and label for labelled data, the text alone for unlabelled texts."""
-    missing = [field for field in (spec.text_field, spec.label_field) if field in columns and field not in header]
+def _require_columns(spec: DatasetSpec, header: list[str], columns: list[str] | None = None) -> None:
+    wanted = (spec.text_field, spec.label_field) if columns is None or spec.label_field in columns else columns
+    missing = [field for field in wanted if field not in header]
     if missing:
         raise DataError(f"{spec.source} has no column(s) {missing}; it has {shorten(header)}.",
                         fix="name the columns text and label (or set text_field/label_field in the dataset spec).")
@@ -229,15 +229,16 @@ def load_dataset(spec: DatasetSpec, label_names: list[str] | None = None) -> Lab
 
 
 def load_texts(spec: DatasetSpec) -> tuple[list[str], str]:
-    """The texts of one split and their sha256, without labels (a file needs only its text column): for
-    uses that learn from a teacher's outputs, such as distilling an embedding model."""
+    """The texts of one split and their hash, labels never read: perplexity and calibration need only the text
+    column, so a file without labels works. The split is the same seeded partition as `load_dataset`'s (the
+    row count decides it), so a text's split does not depend on whether its labels were read."""
     if spec.source == ROTTEN_TOMATOES:
-        texts = _read_rotten_tomatoes()[0]
-        chosen = [texts[i] for i in _split_rows(spec, len(texts))]
+        texts, _ = _read_rotten_tomatoes()
     else:
-        count = sum(len(chunk) for chunk in _stream(spec, [spec.text_field]))
-        chosen = _file_texts(spec, _split_rows(spec, count))
-    return chosen, texts_sha256(chosen, np.zeros(0, dtype=np.int64))
+        texts = [text for chunk in _stream(spec, [spec.text_field])
+                 for text in chunk[spec.text_field].astype(str).tolist()]
+    chosen = [texts[i] for i in _split_rows(spec, len(texts))]
+    return chosen, hashlib.sha256(json.dumps(chosen).encode()).hexdigest()
 
 
 def validate_dataset(spec: DatasetSpec, model_dir: Path) -> None:

@@ -2,7 +2,7 @@
 
 A sentence-transformers checkpoint says so in `1_Pooling/config.json` (mean of the real tokens, the
 first token, or the maximum); a bare transformers encoder says nothing, and mean pooling over the
-attention mask is the common choice. Distillation (compress) and the embedding evaluator (bench)
+attention mask is the common choice. Distillation (compress) and the text-embedding evaluator (bench)
 both pool through here, so a student is trained on the same vectors it is scored on.
 """
 

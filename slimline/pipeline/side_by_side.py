@@ -23,7 +23,7 @@ from slimline.profiles.schema import Profile
 
 log = logging.getLogger(__name__)
 #: Tasks whose runners take synthetic feeds at a fixed shape (a generation benchmark times decoding instead).
-TIMED_TASKS = frozenset({"text-classification", "image-classification", "feature-extraction"})
+TIMED_TASKS = frozenset({"text-classification", "image-classification"})
 #: Side-by-side and alone may differ by this much (relative) before the report warns.
 DISAGREEMENT = 0.15
 

@@ -65,7 +65,7 @@ def test_a_bare_encoder_is_an_embedding_model_that_exports_its_hidden_states(enc
     exported = slimline.export(encoder, out=tmp_path / "onnx")
     assert exported.manifest.outputs[0] == "last_hidden_state"
     assert exported.manifest.metadata["parity"]["max_abs_diff"] < 1e-3
-    assert evaluator_name_for("feature-extraction", DatasetSpec(source=str(tmp_path / "t.csv"))) == "embedding"
+    assert evaluator_name_for("feature-extraction", DatasetSpec(source=str(tmp_path / "t.csv"))) == "text-embedding"
     assert evaluator_name_for("text-classification", DatasetSpec(source=str(tmp_path / "t.csv"))) == \
         "text-classification"
 
@@ -75,7 +75,7 @@ def test_the_embedding_evaluator_scores_pooled_vectors_by_cosine(encoder: Path, 
 
     from slimline.formats.hf import load_hf_model
 
-    evaluator = get_evaluator("embedding")
+    evaluator = get_evaluator("text-embedding")
     context = EvalContext(model=open_checkpoint(encoder), inputs=default_input_specs("feature-extraction"))
     npz = tmp_path / "eval.npz"
     facts = evaluator.prepare(DatasetSpec(source=str(texts), split="test"), context, npz)

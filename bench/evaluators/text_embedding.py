@@ -55,8 +55,8 @@ def texts_of(data: DatasetSpec | EvalSource | str, limit: int | None) -> tuple[l
     return texts[: limit or DEFAULT_TEXTS], name
 
 
-@register_evaluator("embedding")
-class Embedding(Evaluator):
+@register_evaluator("text-embedding")
+class TextEmbedding(Evaluator):
     tasks = ("feature-extraction",)
     keeps_outputs = True
 
