@@ -29,7 +29,7 @@ def carry_side_files(source_dir: Path, out_dir: Path, replaced: frozenset[str] =
 
 
 def save_reloadable(hf_model: Any, out_dir: Path, task: str, probe: dict[str, Any] | None = None) -> None:
-    """safetensors + config, then reload from disk: the same logits on `probe` (when given) and the same weights."""
+    """safetensors + config, then reload from disk: the same outputs on `probe` (when given) and the same weights."""
     import torch
 
     hf_model.eval()
@@ -41,13 +41,13 @@ def save_reloadable(hf_model: Any, out_dir: Path, task: str, probe: dict[str, An
         raise PassError(f"the model saved in {out_dir} does not reload: {err}",
                         fix="its config does not match its weights; check the pass that reshaped it.") from err
     if probe is not None:
-        with torch.no_grad():
-            difference = float((hf_model(**probe).logits - reloaded(**probe).logits).abs().max())
+        with torch.no_grad():  # the first output: logits of a classifier or LM, last_hidden_state of an encoder
+            difference = float((hf_model(**probe)[0] - reloaded(**probe)[0]).abs().max())
         if not difference <= ROUND_TRIP_ATOL:
             raise PassError(f"the model saved in {out_dir} reloads with different outputs (max |diff| "
                             f"{difference:.3g} > {ROUND_TRIP_ATOL}): its config.json does not describe its shape.",
-                            fix="the pass that pruned it must update num_hidden_layers / intermediate_size / "
-                                "pruned_heads in the config.")
+                            fix="this is a slimline bug (the pass that reshaped it left the config behind): "
+                                "report it with the recipe and the model's config.json.")
     mine, theirs = hf_model.state_dict(), reloaded.state_dict()
     mismatched = sorted(k for k in mine if k not in theirs or mine[k].shape != theirs[k].shape
                         or not torch.equal(mine[k], theirs[k]))

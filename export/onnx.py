@@ -31,7 +31,11 @@ OPTIMUM_TASKS = {
     # and every decode step; without it each generated token would recompute the whole sequence.
     "text-generation": "text-generation-with-past",
     "image-classification": "image-classification",
+    "feature-extraction": "feature-extraction",  # last_hidden_state (batch, sequence, hidden): pooled by its users
 }
+#: The first output's name and dynamic axes when torch.onnx exports (optimum names its own).
+TORCH_OUTPUTS = {"text-generation": ("logits", {0: "batch", 1: "sequence"}),
+                 "feature-extraction": ("last_hidden_state", {0: "batch", 1: "sequence"})}
 #: Tasks whose export keeps optimum's post-processing: it merges the duplicated initializers of tied weights
 #: (a tied input embedding / LM head would otherwise be stored twice: +114 MB on a 135M-parameter Llama).
 POST_PROCESSED_TASKS = frozenset({"text-generation"})
@@ -75,10 +79,10 @@ def _export_with_torch(source: Path, out_dir: Path, task: str, opset: int) -> No
     axes = {s.name: {i: axis for i, axis in enumerate(s.shape) if isinstance(axis, str)} for s in specs}
     feeds = synthetic_feeds(specs, Shape(batch_size=2, sequence_length=16), config)
     args = tuple(torch.from_numpy(feeds[spec.name]) for spec in specs)
-    output_axes = {0: "batch", 1: "sequence"} if task == "text-generation" else {0: "batch"}
+    output_name, output_axes = TORCH_OUTPUTS.get(task, ("logits", {0: "batch"}))
     with torch.inference_mode():
         torch.onnx.export(model, args, str(out_dir / ONNX_MODEL_FILE), input_names=[s.name for s in specs],
-                          output_names=["logits"], dynamic_axes={**axes, "logits": output_axes},
+                          output_names=[output_name], dynamic_axes={**axes, output_name: output_axes},
                           opset_version=opset, dynamo=False)
 
 

@@ -127,7 +127,7 @@ def check_parity(source: Path, task: str, onnx_path: Path, inputs: list[TensorSp
     for feeds in all_feeds:
         with torch.inference_mode():  # an empty past is the same as none: torch gets no cache
             torch_feeds = {k: torch.from_numpy(v) for k, v in feeds.items() if not is_past_input(k)}
-            expected = model(**torch_feeds).logits.float().numpy()
+            expected = model(**torch_feeds)[0].float().numpy()  # logits, or an encoder's last_hidden_state
         actual = session.run(None, feeds)[0]
         if actual.shape != expected.shape:
             raise ExportError(f"exported model's output shape {actual.shape} differs from PyTorch's {expected.shape}.",

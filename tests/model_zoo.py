@@ -22,7 +22,7 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<s>", "</s>", "<pad>",
 
 
 def _words() -> list[str]:
-    from tests.conftest import WORDS
+    from conftest import WORDS
 
     return WORDS
 

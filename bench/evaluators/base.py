@@ -55,13 +55,17 @@ EVALUATOR_MODULES: dict[str, str] = {
     "agreement": "slimline.bench.evaluators.agreement",
     "perplexity": "slimline.bench.evaluators.perplexity",
     "embedding": "slimline.bench.evaluators.agreement",
+    "text-embedding": "slimline.bench.evaluators.text_embedding",
 }
 #: Task -> its default evaluator when eval data is given without naming one.
 TASK_EVALUATORS: dict[str, str] = {
     "text-classification": "text-classification",
     "image-classification": "image-top1",
     "text-generation": "perplexity",
+    "feature-extraction": "text-embedding",
 }
+#: Task -> its evaluator when the eval data is a text dataset (core.data.DatasetSpec); others: text classification.
+TEXT_DATA_EVALUATORS: dict[str, str] = {"feature-extraction": "text-embedding"}
 
 
 class EvalSource(BaseModel):
@@ -179,7 +183,7 @@ def evaluator_name_for(task: str, source: Any = None, override: str | None = Non
     if task == "text-generation":
         return "perplexity"
     if source is not None and not isinstance(source, EvalSource):
-        return "text-classification"
+        return TEXT_DATA_EVALUATORS.get(task, "text-classification")
     if source is None:
         return TASK_EVALUATORS.get(task, "agreement")
     if task == "image-classification" and source_has_labels(source):

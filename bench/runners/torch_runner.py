@@ -57,7 +57,7 @@ class TorchRunner:
             tensors = self._tensors(feeds)
             if self.positional:
                 return first_output(self.model(*[tensors[name] for name in self.input_names])).float().cpu().numpy()
-            return self.model(**tensors).logits.float().cpu().numpy()
+            return self.model(**tensors)[0].float().cpu().numpy()  # logits, or an encoder's last_hidden_state
 
     def run_outputs(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Every output: a plain module's tensors flattened in order (tuple, list, dict), an HF model's logits."""

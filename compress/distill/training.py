@@ -30,19 +30,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 StopReason = Literal["epochs", "max_steps", "time_budget_s"]
-LOSS_PARTS = ("loss", "kd", "label", "hidden")
+LOSS_PARTS = ("loss", "kd", "cosine", "mse", "label", "hidden")
 SUMMARY_STEPS = 20  # first/last loss in the metadata: mean over this many steps, like the demo's record
 
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """Tokenised examples padded to the longest one; each batch cuts its own padding off again."""
+    """Model-ready examples: tokenised texts padded to the longest (each batch cuts its own padding off
+    again), or preprocessed images (`padding_side` None: nothing to cut)."""
 
     arrays: dict[str, np.ndarray]
     lengths: np.ndarray
     labels: np.ndarray | None  # class ids in the student's id2label order; None when no label loss is asked
     sha256: str
-    padding_side: str
+    padding_side: str | None
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -50,6 +51,8 @@ class TrainingSet:
     def batch(self, rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
         import torch
 
+        if self.padding_side is None:
+            return {name: torch.from_numpy(values[rows]).to(device) for name, values in self.arrays.items()}
         width = max(int(self.lengths[rows].max()), 1)
         columns = slice(None, width) if self.padding_side == "right" else slice(-width, None)
         return {name: torch.from_numpy(values[rows][:, columns]).to(device) for name, values in self.arrays.items()}
@@ -76,33 +79,48 @@ def uniform_layer_map(student_layers: int, teacher_layers: int) -> dict[int, int
     return {i: math.floor((i + 1) * teacher_layers / student_layers + 0.5) - 1 for i in range(student_layers)}
 
 
-def freeze_embeddings(model: Any) -> None:
-    """Freeze the whole embedding block (word, position, type, norm) where the model has one."""
+def freeze_embeddings(model: Any) -> bool:
+    """Freeze the whole embedding block (word, position, type, norm) where the model has one; False if none (a CNN)."""
     import torch
 
     embeddings = getattr(model.base_model, "embeddings", None)
-    module = embeddings if isinstance(embeddings, torch.nn.Module) else model.get_input_embeddings()
+    try:
+        module = embeddings if isinstance(embeddings, torch.nn.Module) else model.get_input_embeddings()
+    except NotImplementedError:
+        module = None
+    if module is None:
+        return False
     for parameter in module.parameters():
         parameter.requires_grad = False
+    return True
 
 
 class Distiller:
-    """Student, teacher and the training-only projections: computes the loss of one batch."""
+    """Student, teacher and the training-only projections: computes the loss of one batch.
+
+    `objective` "logits": KL between the temperature-softened class distributions (text or image
+    classifiers); "embedding": cosine distance and/or MSE between the pooled embeddings (`pooling` as the
+    checkpoint's sentence-transformers config says, mean by default). The teacher's targets are cached
+    per example, so without a hidden-state loss the teacher runs only in the first epoch.
+    """
 
     def __init__(self, student: Any, teacher: Any, config: KDConfig, layer_map: dict[int, int],
-                 examples: int, device: torch.device) -> None:
+                 examples: int, device: torch.device, objective: str = "logits", pooling: str = "mean") -> None:
         import torch
 
         self.student, self.teacher, self.config, self.layer_map = student, teacher, config, layer_map
+        self.objective, self.pooling = objective, pooling
         self.use_hidden = config.alpha_hidden > 0
-        student_width, teacher_width = student.config.hidden_size, teacher.config.hidden_size
+        student_width = getattr(student.config, "hidden_size", None)
+        teacher_width = getattr(teacher.config, "hidden_size", None)
         # A linear map from student to teacher width per matched layer; it lives only here, so the
         # saved student has exactly the architecture its config describes.
         self.projections = torch.nn.ModuleDict()
         if self.use_hidden and student_width != teacher_width:
             for layer in layer_map:
                 self.projections[str(layer)] = torch.nn.Linear(student_width, teacher_width).to(device)
-        self.teacher_logits = torch.zeros(examples, teacher.config.num_labels, device=device)
+        width = teacher.config.num_labels if objective == "logits" else teacher_width
+        self.teacher_logits = torch.zeros(examples, width, device=device)  # logits, or pooled embeddings
         self.known = np.zeros(examples, dtype=bool)
         self.device = device
 
@@ -117,23 +135,29 @@ class Distiller:
             return self.teacher_logits[index], None
         with torch.no_grad():  # not inference_mode: kl_div saves its target for backward
             output = self.teacher(**batch, output_hidden_states=self.use_hidden)
-        self.teacher_logits[index] = output.logits
+            target = output.logits if self.objective == "logits" else \
+                pool_torch(output.last_hidden_state, batch.get("attention_mask"), self.pooling)
+        self.teacher_logits[index] = target
         self.known[rows] = True
-        return output.logits, output.hidden_states
+        return target, output.hidden_states
 
     def loss(self, batch: dict[str, torch.Tensor], rows: np.ndarray,
              labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
         import torch.nn.functional as F
 
         config = self.config
-        teacher_logits, teacher_hidden = self._teacher(batch, rows)
+        teacher_target, teacher_hidden = self._teacher(batch, rows)
         output = self.student(**batch, output_hidden_states=self.use_hidden)
-        scale = config.temperature
-        kd = F.kl_div(F.log_softmax(output.logits / scale, dim=-1), F.log_softmax(teacher_logits / scale, dim=-1),
-                      log_target=True, reduction="batchmean") * scale**2
-        total = config.alpha_kd * kd
-        parts = {"kd": float(kd.detach())}
-        if labels is not None and config.alpha_label > 0:
+        if self.objective == "embedding":
+            total, parts = self._embedding_loss(output.last_hidden_state, teacher_target, batch.get("attention_mask"))
+        else:
+            scale = config.temperature
+            kd = F.kl_div(F.log_softmax(output.logits / scale, dim=-1),
+                          F.log_softmax(teacher_target / scale, dim=-1), log_target=True,
+                          reduction="batchmean") * scale**2
+            total = config.alpha_kd * kd
+            parts = {"kd": float(kd.detach())}
+        if labels is not None and config.alpha_label > 0 and self.objective == "logits":
             label = F.cross_entropy(output.logits, labels)
             total = total + config.alpha_label * label
             parts["label"] = float(label.detach())
@@ -143,6 +167,24 @@ class Distiller:
             parts["hidden"] = float(hidden.detach())
         parts["loss"] = float(total.detach())
         return total, parts
+
+    def _embedding_loss(self, hidden: torch.Tensor, target: torch.Tensor,
+                        mask: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+        """alpha_kd * (1 - cosine) and/or MSE between the student's and the teacher's pooled embeddings."""
+        import torch.nn.functional as F
+
+        mine = pool_torch(hidden, mask, self.pooling)
+        parts: dict[str, float] = {}
+        total = mine.new_zeros(())
+        if "cosine" in self.config.embedding_loss:
+            distance = 1.0 - F.cosine_similarity(mine, target, dim=-1).mean()
+            total = total + distance
+            parts["cosine"] = float(distance.detach())
+        if "mse" in self.config.embedding_loss:
+            mse = F.mse_loss(mine, target)
+            total = total + mse
+            parts["mse"] = float(mse.detach())
+        return self.config.alpha_kd * total, parts
 
     def _hidden_mse(self, student_hidden: tuple, teacher_hidden: tuple, mask: torch.Tensor | None) -> torch.Tensor:
         """Mean squared error over real tokens only; index 0 of hidden_states is the embedding output."""
@@ -159,6 +201,18 @@ class Distiller:
                 mine = self.projections[str(student_layer)](mine)
             total = total + ((mine - teacher_hidden[teacher_layer + 1]) ** 2 * weights).sum() / count
         return total / len(self.layer_map)
+
+
+def pool_torch(hidden: torch.Tensor, mask: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """slimline.core.pooling.pool in torch (differentiable): (batch, tokens, width) -> (batch, width)."""
+    import torch
+
+    if mode == "cls":
+        return hidden[:, 0]
+    weights = (mask if mask is not None else torch.ones(hidden.shape[:2], device=hidden.device)).to(hidden.dtype)
+    if mode == "max":
+        return hidden.masked_fill(weights.unsqueeze(-1) == 0, float("-inf")).max(dim=1).values
+    return (hidden * weights.unsqueeze(-1)).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp_min(1e-9)
 
 
 @dataclass

@@ -1,21 +1,18 @@
-"""Structured pruning of attention heads and FFN channels with torch-pruning.
+"""Structured pruning of attention heads and FFN channels, for any transformer whose blocks can be read.
 
-torch-pruning (Fang et al., DepGraph) traces the model once and knows which weights are coupled:
-a query channel drags the matching key, value and output-projection channels with it, an FFN
-channel its row in `intermediate.dense` and its column in `output.dense`. Its group importances
-(magnitude, or first-order Taylor from gradients on a data sample) rank heads and channels; its
-group pruning cuts the FFN. Heads are cut with transformers' own `prune_heads` instead, because
-that records them in `config.pruned_heads` and is the only form in which a stock config rebuilds
-a model with different head counts per layer. The FFN keeps one width for all layers
-(`intermediate_size`), rounded to a multiple of 8, for the same reason. The result is a plain
-safetensors checkpoint: `AutoModelFor*.from_pretrained` reloads it, no pickled module (the
-torch-pruning README's `torch.save(model)` is what makes pruned models unloadable elsewhere).
+Where the heads and the FFN are is read from the model (layout.py: the attention modules' own head
+counts, the projections each block calls, torch-pruning's dependency graph for what is coupled);
+importance.py ranks heads (KV groups under grouped-query attention) and channels by magnitude or
+first-order Taylor; width.py cuts them and surgery.py makes the config describe the result, checked
+by building the model from that config on the meta device. The result is a plain safetensors
+checkpoint that `AutoModelFor*.from_pretrained` reloads with the same outputs (checked after saving),
+never a pickled module (the torch-pruning README's `torch.save(model)` is what makes pruned models
+unloadable elsewhere). A pre-flight then times the unpruned and pruned model side by side.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,23 +21,32 @@ from pydantic import Field, model_validator
 
 from slimline.compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
 from slimline.compress.hf_save import carry_side_files, save_reloadable
-from slimline.compress.prune.gqa import gqa_shape, prune_gqa_in_place
-from slimline.compress.prune.layout import (
-    GQA_PRUNABLE,
-    HEAD_AND_FFN_PRUNABLE,
-    encoder_parts,
-    layer_list,
-    original_head_ids,
-)
+from slimline.compress.prune.layout import read_layout
 from slimline.compress.prune.preflight import PreflightConfig, run_preflight
+from slimline.compress.prune.width import heads_to_keep, kept_width, prune_width
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec
-from slimline.core.errors import MissingDependency, PassError
+from slimline.core.errors import PassError
 from slimline.formats.hf import load_hf_model
 from slimline.profiles.schema import Target
 
 log = logging.getLogger(__name__)
 ROUND_TO = 8  # GEMM kernels (MLAS, cuBLAS, oneDNN) tile in multiples of 8: other widths waste lanes
+__all__ = ["StructuredPrune", "StructuredPruneConfig", "heads_to_keep", "kept_width", "prune_in_place"]
+
+#: What check() can refuse before loading anything. apply() finds the same from the model itself (a family
+#: missing here is refused there, with the same fix); the table only moves the refusal before heavy work.
+HEADS_NOT_DESCRIBABLE = {
+    "modernbert": "ModernBERT derives its head width from hidden_size / num_attention_heads (no config key for it)",
+    "deberta-v2": "DeBERTa-v2 builds its attention output projection hidden_size wide whatever the head count",
+    "mpnet": "MPNet shares one relative-position bias per head across all layers and derives its head width from "
+             "hidden_size / num_attention_heads",
+}
+#: One head count for every layer: per-layer options cannot apply (grouped-query decoders remove KV groups).
+UNIFORM_HEADS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2"})
+#: Projections kept as transposed Conv1D modules, which this pass does not cut.
+CONV1D_FAMILIES = frozenset({"gpt2"})
+FIX_WITHOUT_HEADS = "set heads_ratio: 0 and prune FFN channels (ffn_ratio) and/or drop whole layers with prune.layers"
 
 
 class StructuredPruneConfig(PassConfig):
@@ -67,16 +73,6 @@ class StructuredPruneConfig(PassConfig):
         return self
 
 
-def kept_width(width: int, ratio: float, round_to: int) -> int:
-    """Channels left after removing `ratio` of `width`, rounded to the nearest multiple of `round_to`."""
-    kept = round(width * (1.0 - ratio) / round_to) * round_to
-    return min(width, max(round_to, kept))
-
-
-def heads_to_keep(num_heads: int, ratio: float) -> int:
-    return max(1, num_heads - math.floor(num_heads * ratio + 1e-9))
-
-
 @register("prune.structured")
 class StructuredPrune(Pass[StructuredPruneConfig]):
     Config = StructuredPruneConfig
@@ -87,12 +83,17 @@ class StructuredPrune(Pass[StructuredPruneConfig]):
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
         problems = super().check(model, target)
         config = self.config
-        if model.model_type in GQA_PRUNABLE:
-            return problems + self._decoder_problems()
-        if model.model_type is not None and model.model_type not in HEAD_AND_FFN_PRUNABLE:
-            problems.append(self.error(
-                f"prunes heads and FFN channels of BERT-style encoders ({', '.join(sorted(HEAD_AND_FFN_PRUNABLE))}), "
-                f"not {model.model_type}", fix="use prune.layers to drop whole blocks, or drop the step"))
+        wants_heads = bool(config.heads_ratio or any(config.heads_ratio_per_layer.values()))
+        if model.model_type in CONV1D_FAMILIES:
+            problems.append(self.error(f"{model.model_type} keeps its projections as transposed Conv1D modules, "
+                                       "which this pass does not cut", fix="use prune.layers to drop whole blocks, "
+                                                                           "or drop the step"))
+        elif wants_heads and model.model_type in HEADS_NOT_DESCRIBABLE:
+            problems.append(self.error(f"cannot prune heads of {model.model_type}: "
+                                       f"{HEADS_NOT_DESCRIBABLE[model.model_type]}, so its config cannot describe "
+                                       "fewer heads", fix=FIX_WITHOUT_HEADS))
+        elif model.model_type in UNIFORM_HEADS:
+            problems.extend(self._uniform_problems(model.task == "text-generation"))
         if config.importance == "taylor" and model.task != "text-classification":
             problems.append(self.error("Taylor importance needs labelled text examples (text-classification)",
                                        fix="set importance: magnitude"))
@@ -105,83 +106,45 @@ class StructuredPrune(Pass[StructuredPruneConfig]):
                                          "measurably; the pre-flight estimate will tell"))
         return problems
 
-    def _decoder_problems(self) -> list[Problem]:
-        """A Llama config holds one head count and one MLP width for all layers: per-layer options cannot apply."""
+    def _uniform_problems(self, grouped: bool) -> list[Problem]:
+        """One head count and FFN width for all layers in the config: per-layer options cannot apply."""
         config = self.config
         unsupported = [name for name, used in (("heads_ratio_per_layer", bool(config.heads_ratio_per_layer)),
                                                ("head_scope: global", config.head_scope == "global"),
-                                               ("protected_layers", bool(config.protected_layers)),
-                                               ("importance: taylor", config.importance == "taylor")) if used]
-        if unsupported:
-            return [self.error(f"Llama-family decoders keep one head count and MLP width for every layer (their "
-                               "config has no per-layer shapes; pruning removes whole KV groups), so "
-                               f"{', '.join(unsupported)} cannot apply",
-                               fix="use heads_ratio (whole KV groups) and ffn_ratio with importance: magnitude")]
-        return []
-
-    def _apply_decoder(self, hf_model: Any, model: ModelDir, out_dir: Path) -> PassResult:
-        config, shape = self.config, gqa_shape(hf_model.config)
-        kv_keep = heads_to_keep(shape["kv_heads"], config.heads_ratio) if config.heads_ratio else shape["kv_heads"]
-        width = shape["intermediate_size"]
-        width_keep = kept_width(width, config.ffn_ratio, config.round_to) if config.ffn_ratio else width
-        facts = prune_gqa_in_place(hf_model, kv_keep, width_keep)
-        import torch
-
-        probe = {"input_ids": torch.arange(8).remainder(hf_model.config.vocab_size)[None]}
-        carry_side_files(model.path, out_dir)
-        save_reloadable(hf_model, out_dir, model.manifest.task, probe=probe)
-        log.info("%s: %s -> %s", self.name, facts["shape_before"], facts["shape_after"])
-        return PassResult(model_file="model.safetensors", metadata={"pruning": {
-            **config.model_dump(mode="json"), **facts,
-            "preflight_estimate": "not run for decoders (the pre-flight times encoder shapes)"}})
+                                               ("protected_layers", bool(config.protected_layers))) if used]
+        if not unsupported:
+            return []
+        unit = "whole KV groups" if grouped else "the same number of heads in every layer"
+        return [self.error(f"this family keeps one head count and FFN width for every layer (its config has no "
+                           f"per-layer shapes; pruning removes {unit}), so {', '.join(unsupported)} cannot apply",
+                           fix="use heads_ratio (the same in every layer) and ffn_ratio")]
 
     def apply(self, model: ModelDir, out_dir: Path, context: PassContext) -> PassResult:
         config = self.config
         hf_model = load_hf_model(model.path, model.manifest.task)
-        if hf_model.config.model_type in GQA_PRUNABLE:
-            return self._apply_decoder(hf_model, model, out_dir)
-        facts, data_sha256 = prune_in_place(hf_model, model, context, config)
-        facts["preflight_estimate"] = run_preflight(hf_model, facts["shape_before"], facts["shape_after"], model,
-                                                    context, config.preflight)
+        probe = example_inputs(hf_model, model, context)
+        facts, data_sha256 = prune_in_place(hf_model, model, context, config, probe)
+        facts["preflight_estimate"] = run_preflight(hf_model, model, context, config.preflight,
+                                                    facts["shape_before"]["parameters"])
         carry_side_files(model.path, out_dir)
-        save_reloadable(hf_model, out_dir, model.manifest.task)
+        save_reloadable(hf_model, out_dir, model.manifest.task, probe=probe)
         log.info("%s: %s -> %s", self.name, facts["shape_before"], facts["shape_after"])
         return PassResult(model_file="model.safetensors", data_sha256=data_sha256,
                           metadata={"pruning": {**config.model_dump(mode="json"), **facts}})
 
 
-def prune_in_place(hf_model: Any, model: ModelDir, context: PassContext,
-                   config: StructuredPruneConfig) -> tuple[dict[str, Any], dict[str, str]]:
-    """Rank and remove heads and FFN channels of `hf_model`; returns (facts, data hashes)."""
-    tp = _torch_pruning()
-    shape_before = describe_shape(hf_model)
-    graph = tp.DependencyGraph().build_dependency(hf_model, example_inputs=example_inputs(hf_model, model, context),
-                                                  output_transform=lambda output: output.logits.sum())
+def prune_in_place(hf_model: Any, model: ModelDir, context: PassContext, config: StructuredPruneConfig,
+                   example: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read the layout, rank and remove heads and FFN channels of `hf_model`; returns (facts, data hashes)."""
+    example = example if example is not None else example_inputs(hf_model, model, context)
+    layout = read_layout(hf_model, example, model.manifest.task)
     data_sha256: dict[str, str] = {}
     if config.importance == "taylor":
         data_sha256["importance_data"] = accumulate_gradients(hf_model, model, context, config)
-    importance = (tp.importance.GroupTaylorImportance() if config.importance == "taylor"
-                  else tp.importance.GroupMagnitudeImportance(p=2))
-    prunable = [i for i in range(len(layer_list(hf_model))) if i not in set(config.protected_layers)]
-    heads = select_heads(hf_model, graph, importance, prunable, config)
-    ffn_kept = prune_ffn(hf_model, graph, importance, prunable, config) if config.ffn_ratio else None
+    facts = prune_width(hf_model, layout, config)
     hf_model.zero_grad(set_to_none=True)
-    if any(heads.values()):
-        hf_model.prune_heads({layer: ids for layer, ids in heads.items() if ids})
-    shape_after = describe_shape(hf_model)
-    return {"heads_removed": {str(k): v for k, v in heads.items() if v}, "ffn_width": ffn_kept,
-            "shape_before": shape_before, "shape_after": shape_after,
-            "torch_pruning_version": _version("torch-pruning")}, data_sha256
-
-
-def _torch_pruning() -> Any:
-    try:
-        import torch_pruning
-    except ImportError as err:
-        raise MissingDependency("prune.structured needs torch-pruning, which is not installed.",
-                                fix="pip install 'torch-pruning==1.6.1' (a slimline dependency: "
-                                    "reinstall with scripts/install.sh)") from err
-    return torch_pruning
+    facts["torch_pruning_version"] = _version("torch-pruning")
+    return facts, data_sha256
 
 
 def _version(distribution: str) -> str:
@@ -190,17 +153,8 @@ def _version(distribution: str) -> str:
     return version(distribution)
 
 
-def describe_shape(hf_model: Any) -> dict[str, Any]:
-    """Heads per layer, FFN widths and parameter count: what the manifest and the pre-flight compare."""
-    layers = list(layer_list(hf_model))
-    parts = [encoder_parts(layer) for layer in layers]
-    return {"layers": len(layers), "heads": [p.num_heads for p in parts],
-            "ffn_width": [p.ffn_in.out_features for p in parts],
-            "parameters": int(sum(p.numel() for p in hf_model.parameters()))}
-
-
 def example_inputs(hf_model: Any, model: ModelDir, context: PassContext) -> dict[str, Any]:
-    """Synthetic inputs of the profile's sequence length (batch 2) to trace the dependency graph."""
+    """Synthetic inputs of the profile's sequence length (batch 2, at most 32 tokens) to trace the model."""
     from slimline.formats.inputs import torch_feeds_for
     from slimline.profiles.schema import Shape
 
@@ -215,7 +169,7 @@ def accumulate_gradients(hf_model: Any, model: ModelDir, context: PassContext,
 
     from slimline.core.data import encode_labelled, trimmed_batches
 
-    if context.tuning_data is None:
+    if context.tuning_data is None or not isinstance(context.tuning_data, DatasetSpec):
         raise PassError("Taylor importance needs labelled examples and this run has none.",
                         fix="pass --eval-data (its train split is used), or set importance: magnitude.")
     spec: DatasetSpec = context.tuning_data.model_copy(
@@ -230,76 +184,3 @@ def accumulate_gradients(hf_model: Any, model: ModelDir, context: PassContext,
         loss = hf_model(**{k: torch.from_numpy(v) for k, v in batch.items()}, labels=labels).loss
         (loss * rows / len(data)).backward()
     return data.sha256
-
-
-def _group_scores(graph: Any, importance: Any, module: Any, channels: int) -> Any:
-    import torch_pruning as tp
-
-    group = graph.get_pruning_group(module, tp.prune_linear_out_channels, idxs=list(range(channels)))
-    return importance(group).detach().float()
-
-
-def select_heads(hf_model: Any, graph: Any, importance: Any, prunable: list[int],
-                 config: StructuredPruneConfig) -> dict[int, list[int]]:
-    """Original ids of the heads to remove per layer, lowest group importance first.
-
-    A head's score is the sum of its channels' scores in the query/key/value/output group that
-    torch-pruning builds for the layer (it couples the four projections by head).
-    """
-    layers = list(layer_list(hf_model))
-    scores: dict[int, np.ndarray] = {}
-    for index in prunable:
-        parts = encoder_parts(layers[index])
-        channel_scores = _group_scores(graph, importance, parts.query, parts.query.out_features)
-        scores[index] = channel_scores.reshape(parts.num_heads, -1).sum(-1).numpy()
-    removed: dict[int, list[int]] = {}
-    if config.head_scope == "global" and config.heads_ratio and not config.heads_ratio_per_layer:
-        # Scores are normalised within each group, so they compare across layers; every layer keeps one head.
-        total = sum(len(s) for s in scores.values())
-        budget = math.floor(total * config.heads_ratio + 1e-9)
-        ranked = sorted(((float(s), layer, pos) for layer, row in scores.items() for pos, s in enumerate(row)))
-        chosen: dict[int, list[int]] = {layer: [] for layer in scores}
-        for _, layer, pos in ranked:
-            if budget == 0:
-                break
-            if len(chosen[layer]) < len(scores[layer]) - 1:
-                chosen[layer].append(pos)
-                budget -= 1
-        positions = chosen
-    else:
-        positions = {}
-        for layer, row in scores.items():
-            ratio = config.heads_ratio_per_layer.get(layer, config.heads_ratio)
-            positions[layer] = list(np.argsort(row, kind="stable")[: len(row) - heads_to_keep(len(row), ratio)])
-    for layer, picked in positions.items():
-        ids = original_head_ids(hf_model.config, layer)
-        removed[layer] = sorted(ids[int(p)] for p in picked)
-    return removed
-
-
-def prune_ffn(hf_model: Any, graph: Any, importance: Any, prunable: list[int],
-              config: StructuredPruneConfig) -> int:
-    """Remove the least important FFN channels of each prunable layer; returns the kept width."""
-    import torch_pruning as tp
-
-    layers = list(layer_list(hf_model))
-    widths = {encoder_parts(layers[i]).ffn_in.out_features for i in range(len(layers))}
-    if len(widths) != 1:
-        raise PassError(f"the FFN widths differ between layers ({sorted(widths)}), which a stock config cannot "
-                        "describe.", fix="prune the FFN once, from the unpruned checkpoint.")
-    width = widths.pop()
-    kept = kept_width(width, config.ffn_ratio, config.round_to)
-    if kept == width:
-        log.warning("ffn_ratio %.2f of width %d rounds to nothing removed", config.ffn_ratio, width)
-        return width
-    if config.protected_layers:
-        raise PassError("protected_layers cannot be combined with ffn_ratio: the config holds one FFN width "
-                        "for every layer, so all layers must keep the same width.",
-                        fix="protect layers only when pruning heads, or drop protected_layers.")
-    for index in prunable:
-        ffn_in = encoder_parts(layers[index]).ffn_in
-        scores = _group_scores(graph, importance, ffn_in, width)
-        drop = np.argsort(scores.numpy(), kind="stable")[: width - kept]
-        graph.get_pruning_group(ffn_in, tp.prune_linear_out_channels, idxs=sorted(int(i) for i in drop)).prune()
-    hf_model.config.intermediate_size = kept
-    return kept

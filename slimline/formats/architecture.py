@@ -19,6 +19,7 @@ TASK_MAPPINGS = {
     "text-classification": ("MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "AutoModelForSequenceClassification"),
     "text-generation": ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "AutoModelForCausalLM"),
     "image-classification": ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "AutoModelForImageClassification"),
+    "feature-extraction": ("MODEL_MAPPING_NAMES", "AutoModel"),
 }
 PLAIN_MODULE_PATH = ("if it is a plain PyTorch network, give slimline the module instead of a config.json: "
                      "`slimline run --model-factory pkg.module:callable --weights FILE --inputs inputs.yaml` "

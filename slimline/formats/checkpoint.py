@@ -20,14 +20,22 @@ ARCHITECTURE_TASKS = {
     "LMHeadModel": "text-generation",
     "ForImageClassification": "image-classification",
 }
-SUPPORTED_TASKS = tuple(sorted(set(ARCHITECTURE_TASKS.values())))
+#: A bare text encoder (BertModel, MPNetModel, XLMRobertaModel: sentence-transformers checkpoints) outputs
+#: per-token hidden states that its users pool into embeddings.
+BARE_ENCODER_SUFFIX, EMBEDDING_TASK = "Model", "feature-extraction"
+SUPPORTED_TASKS = tuple(sorted({*ARCHITECTURE_TASKS.values(), EMBEDDING_TASK}))
 
 
 def infer_task(config: dict) -> str | None:
-    for architecture in config.get("architectures") or []:
+    """The task of the first architecture with a known head; else an embedding model for a bare text encoder
+    (a config with a vocabulary: a bare vision backbone has no inputs slimline could make up)."""
+    architectures = config.get("architectures") or []
+    for architecture in architectures:
         for suffix, task in ARCHITECTURE_TASKS.items():
             if architecture.endswith(suffix):
                 return task
+    if "vocab_size" in config and any(a.endswith(BARE_ENCODER_SUFFIX) for a in architectures):
+        return EMBEDDING_TASK
     return None
 
 

@@ -11,6 +11,7 @@ TASK_AUTO_CLASSES = {
     "text-classification": "AutoModelForSequenceClassification",
     "text-generation": "AutoModelForCausalLM",
     "image-classification": "AutoModelForImageClassification",
+    "feature-extraction": "AutoModel",
 }
 
 

@@ -168,9 +168,16 @@ def meta_model(path: Path, task: str) -> Any:
     import torch
     import transformers
 
+    from transformers.integrations.accelerate import init_empty_weights
+
     try:
         config = transformers.AutoConfig.from_pretrained(path)
-        with torch.device("meta"):
+        # A config with pruned_heads (a pruned checkpoint) is built with only its parameters on the meta device:
+        # prune_heads computes the rows to keep from ordinary tensors, which torch.nonzero cannot do on meta.
+        # Otherwise everything goes to meta, buffers too, so absurd sizes allocate nothing.
+        empty = (init_empty_weights(include_buffers=False) if getattr(config, "pruned_heads", None)
+                 else torch.device("meta"))
+        with empty:
             return getattr(transformers, TASK_AUTO_CLASSES[task]).from_config(config, attn_implementation="eager")
     except Exception as err:  # any failure to build from a config of a known architecture is the config's
         raise CheckpointError(f"transformers cannot build a {task} model from {path}/config.json: "

@@ -11,7 +11,7 @@ from slimline.compress.recipe import RecipeStep, order_problems, profile_recipe
 from slimline.core.artifact import (
     ModelDir,
 )
-from slimline.core.data import DatasetSpec, validate_dataset
+from slimline.core.data import DatasetSpec, check_dataset_available, validate_dataset
 from slimline.core.errors import CheckpointError, MissingDependency, RecipeError
 from slimline.core.output_kinds import ModelOutput
 from slimline.core.outputs import OutputKind, check_output, check_writable
@@ -111,6 +111,9 @@ def eval_data_for(source: ModelDir, requested: DatasetSpec | EvalSource | None) 
         from slimline.bench.evaluators.perplexity import check_text_data
 
         return check_text_data(requested)
+    if isinstance(requested, DatasetSpec) and source.manifest.task == "feature-extraction":  # texts, no labels
+        check_dataset_available(requested)
+        return requested
     if isinstance(requested, EvalSource):  # images, an .npz or a callable: bench.evaluators reads it
         from slimline.pipeline.module_source import materialised
 

@@ -30,7 +30,7 @@ from slimline.core.output_kinds import (
 from slimline.profiles.schema import Profile
 
 #: Which data each evaluator reads (a labelled text dataset, text for perplexity, arrays/images).
-TEXT_DATASET_EVALUATORS = frozenset({"text-classification"})
+TEXT_DATASET_EVALUATORS = frozenset({"text-classification", "text-embedding"})
 ARRAY_EVALUATORS = frozenset({"image-top1", "agreement", "embedding"})
 
 

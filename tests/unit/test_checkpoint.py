@@ -59,12 +59,18 @@ def test_the_task_is_inferred_from_the_architecture(fixture: str, task: str, req
     (["GPT2LMHeadModel"], "text-generation"),
     (["ViTForImageClassification"], "image-classification"),
     (["BertModel", "DistilBertForSequenceClassification"], "text-classification"),
+    (["MPNetModel"], "feature-extraction"),
     (["BertForMaskedLM"], None),
     ([], None),
     (None, None),
 ])
 def test_infer_task_maps_architecture_suffixes(architectures: list[str] | None, task: str | None) -> None:
-    assert infer_task({"architectures": architectures}) == task
+    assert infer_task({"architectures": architectures, "vocab_size": 100}) == task
+
+
+def test_a_bare_encoder_is_an_embedding_model_only_when_it_reads_text() -> None:
+    assert infer_task({"architectures": ["XLMRobertaModel"], "vocab_size": 250002}) == "feature-extraction"
+    assert infer_task({"architectures": ["ViTModel"], "image_size": 224}) is None
 
 
 def test_an_explicit_task_overrides_the_inferred_one(tiny_gpt2: Path) -> None:

@@ -182,7 +182,7 @@ def test_distillation_refuses_empty_training_data(student: ModelDir, teacher: Mo
 
 
 def test_distillation_refuses_to_run_without_any_data(student: ModelDir, teacher: ModelDir, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no training texts") as caught:
+    with pytest.raises(DataError, match="no training examples") as caught:
         distil(student, tmp_path / "out", context(teacher, None))
     assert "--eval-data" in str(caught.value)
 
@@ -196,7 +196,7 @@ def test_check_refuses_other_tasks_and_a_missing_teacher_directory(tmp_path: Pat
     kd = KnowledgeDistillation(KDConfig(teacher=str(tmp_path / "nowhere")))
     messages = [p.message for p in kd.check(ModelInfo("hf", "text-generation", "gpt2"), CPU)
                 if p.severity == "error"]
-    assert any("text-classification models only" in m for m in messages)
+    assert any("not text-generation models" in m for m in messages)
     assert any("not a model directory" in m for m in messages)
     assert any("accepts ['hf']" in p.message for p in kd.check(ModelInfo("onnx", "text-classification", "bert"), CPU))
 

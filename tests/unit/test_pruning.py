@@ -131,11 +131,12 @@ def test_taylor_importance_uses_the_train_split(bert_dir: Path, labelled_csv: Pa
 
 def test_preflight_measures_before_and_after_and_can_stop_the_run(bert_dir: Path, tmp_path: Path) -> None:
     facts = apply("prune.structured", bert_dir, tmp_path / "a", heads_ratio=0.5, ffn_ratio=0.5,
-                  preflight={"iters": 5})["pruning"]["preflight_estimate"]
+                  preflight={"iters": 5, "refuse_if_slower": False})["pruning"]["preflight_estimate"]
     assert facts["p50_ms_before"] > 0 and facts["p50_ms_after"] > 0 and "onnxruntime" in facts["method"]
     torch_target = PassContext(target=Target(device="cpu", runtime="torch", threads=1))
     facts = apply("prune.structured", bert_dir, tmp_path / "b", torch_target, heads_ratio=0.25,
-                  preflight={"iters": 5, "warn_below": 100.0})["pruning"]["preflight_estimate"]
+                  preflight={"iters": 5, "warn_below": 100.0, "refuse_if_slower": False})["pruning"][
+                      "preflight_estimate"]
     assert "PyTorch eager" in facts["method"] and "will likely not cut latency" in facts["warning"]
     with pytest.raises(PassError, match="pre-flight"):
         apply("prune.structured", bert_dir, tmp_path / "c", heads_ratio=0.25, preflight={"iters": 5,
@@ -167,7 +168,7 @@ def test_at_least_one_head_is_kept(heads: int, ratio: float) -> None:
 def test_drop_layers_keeps_every_kth_from_the_top_and_reloads(bert_dir: Path, tmp_path: Path) -> None:
     assert DropLayersConfig(keep_every=2).kept(6) == [1, 3, 5]
     assert DropLayersConfig(drop=[0]).kept(3) == [1, 2]
-    facts = apply("prune.layers", bert_dir, tmp_path / "out", keep=[0, 2])["layers"]
+    facts = apply("prune.layers", bert_dir, tmp_path / "out", keep=[0, 2], **NO_PREFLIGHT)["layers"]
     assert facts["kept"] == [0, 2] and json.loads((tmp_path / "out" / "config.json").read_text())[
         "num_hidden_layers"] == 2
     source = BertForSequenceClassification.from_pretrained(bert_dir).eval()
@@ -177,7 +178,7 @@ def test_drop_layers_keeps_every_kth_from_the_top_and_reloads(bert_dir: Path, tm
 
 def test_drop_layers_after_head_pruning_renumbers_pruned_heads(bert_dir: Path, tmp_path: Path) -> None:
     apply("prune.structured", bert_dir, tmp_path / "pruned", heads_ratio_per_layer={2: 0.5}, **NO_PREFLIGHT)
-    apply("prune.layers", tmp_path / "pruned", tmp_path / "shallow", keep=[0, 2])
+    apply("prune.layers", tmp_path / "pruned", tmp_path / "shallow", keep=[0, 2], **NO_PREFLIGHT)
     config = json.loads((tmp_path / "shallow" / "config.json").read_text())
     assert list(config["pruned_heads"]) == ["1"] and len(config["pruned_heads"]["1"]) == 2
     assert logits(tmp_path / "shallow", IDS).shape == (3, 2)
@@ -185,7 +186,7 @@ def test_drop_layers_after_head_pruning_renumbers_pruned_heads(bert_dir: Path, t
 
 def test_drop_layers_on_a_decoder(tmp_path: Path) -> None:
     path = make_tiny_gpt2(tmp_path / "gpt2")
-    apply("prune.layers", path, tmp_path / "out", keep=[1])
+    apply("prune.layers", path, tmp_path / "out", keep=[1], **NO_PREFLIGHT)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     assert model.config.n_layer == 1 and model.transformer.h[0].attn.layer_idx == 0
     assert model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=3, do_sample=False).shape == (1, 6)
@@ -199,4 +200,56 @@ def test_drop_layers_config_is_validated(bad: dict) -> None:
 
 def test_drop_layers_refuses_missing_layers(bert_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(PassError, match="do not exist"):
-        apply("prune.layers", bert_dir, tmp_path / "out", keep=[0, 7])
+        apply("prune.layers", bert_dir, tmp_path / "out", keep=[0, 7], **NO_PREFLIGHT)
+
+
+def test_preflight_refuses_a_pruned_model_slower_beyond_the_spread(bert_dir: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import slimline.compress.prune.preflight as preflight
+
+    rounds = 30
+    slower = ("PyTorch eager (stubbed)", [[10.0 + 0.01 * i for i in range(rounds)],
+                                          [12.0 + 0.01 * i for i in range(rounds)]], rounds)
+    monkeypatch.setattr(preflight, "_measure", lambda *args: slower)
+    with pytest.raises(PassError, match="slower than the original beyond the spread") as refused:
+        apply("prune.structured", bert_dir, tmp_path / "a", heads_ratio=0.5)
+    assert "refuse_if_slower: false" in refused.value.fix
+    facts = apply("prune.structured", bert_dir, tmp_path / "b", heads_ratio=0.5,
+                  preflight={"refuse_if_slower": False})["pruning"]["preflight_estimate"]
+    assert facts["estimated_speedup"] < 1 and facts["speedup_ci95"][1] < 1 and "warning" in facts
+    assert facts["rounds"] == rounds and facts["parameters_after"] < facts["parameters_before"]
+
+
+def test_preflight_times_a_pruned_decoder_side_by_side_in_torch(tmp_path: Path) -> None:
+    from model_zoo import build
+
+    source = build("qwen2", tmp_path / "qwen2")
+    facts = apply("prune.layers", source, tmp_path / "out", keep=[0],
+                  preflight={"iters": 5, "refuse_if_slower": False})["layers"]
+    estimate = facts["preflight_estimate"]
+    assert "PyTorch eager" in estimate["method"] and estimate["rounds"] >= 5
+    assert estimate["p50_ms_before"] > 0 and estimate["p50_ms_after"] > 0
+    low, high = estimate["speedup_ci95"]
+    assert low <= estimate["estimated_speedup"] <= high
+
+
+def test_preflight_for_a_gpu_target_on_a_cpu_machine_is_a_proxy_that_never_stops_the_run(
+        bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import slimline.compress.prune.preflight as preflight
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    slower = ("PyTorch eager on this machine's CPU (stubbed)", [[10.0] * 10, [12.0] * 10], 10)
+    monkeypatch.setattr(preflight, "_measure", lambda *args: slower)
+    gpu = PassContext(target=Target(device="cuda", runtime="onnxruntime", threads=1, precision="fp16"))
+    facts = apply("prune.structured", bert_dir, tmp_path / "out", gpu, heads_ratio=0.5,
+                  preflight={"fail_below": 1.5})["pruning"]["preflight_estimate"]
+    assert "proxy" in facts["note"] and facts["estimated_speedup"] < 1 and "warning" in facts
+
+
+@pytest.mark.gpu
+def test_preflight_times_a_gpu_target_on_the_gpu(bert_dir: Path, tmp_path: Path) -> None:
+    gpu = PassContext(target=Target(device="cuda", runtime="onnxruntime", threads=1, precision="fp16"))
+    facts = apply("prune.structured", bert_dir, tmp_path / "out", gpu, heads_ratio=0.5, ffn_ratio=0.5,
+                  preflight={"iters": 10, "refuse_if_slower": False})["pruning"]["preflight_estimate"]
+    assert "CUDA device" in facts["method"] and facts["p50_ms_after"] > 0 and "note" not in facts
+    assert logits(tmp_path / "out", IDS).shape == (3, 2)  # saved from the CPU copy after timing on the GPU
