@@ -167,7 +167,6 @@ def meta_model(path: Path, task: str) -> Any:
     """The model transformers would build from config.json, on the meta device: shapes and dtypes, no memory."""
     import torch
     import transformers
-
     from transformers.integrations.accelerate import init_empty_weights
 
     try:
