@@ -18,6 +18,7 @@ from slimline.compress.recipe import RecipeStep, build_step, load_recipe
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec, parse_dataset_arg
 from slimline.core.errors import RecipeError
+from slimline.core.outputs import check_output, claimed_output, input_paths
 from slimline.profiles.schema import Profile, load_profile
 
 if TYPE_CHECKING:  # the result types live in modules that import numpy and the runtimes' glue
@@ -88,7 +89,8 @@ def run(checkpoint: PathLike | None = None, *, out: PathLike, profile: ProfileLi
     """Compress -> export -> bench -> verdict; writes OUT/stages, report.json, report.md and report.html.
 
     Returns the `Report` (its `.verdict` is "pass", "fail" or "incomplete"); bad input raises before
-    any stage runs. An `out` holding files slimline did not write is refused unless `force`.
+    any stage runs. `out` follows the output rule (slimline.core.outputs): one holding files slimline did not
+    write is refused unless `force`, which never applies to /, $HOME, the working directory or an input.
     `checkpoint` may be a PEFT adapter directory: `base` is then its base checkpoint (default: the local
     path its adapter_config.json names); the merged checkpoint is the first stage and the fp32 baseline.
 
@@ -96,22 +98,26 @@ def run(checkpoint: PathLike | None = None, *, out: PathLike, profile: ProfileLi
     spec `inputs`), or `model_factory` ("pkg.module:callable") + `weights` + `inputs` (a YAML path or dict).
     `eval` is `eval_data` or a callable returning {input name: array} (scored as agreement with fp32).
     """
-    from slimline.pipeline.module_source import eval_from_callable, module_checkpoint
-    from slimline.pipeline.plan import RunRequest
-    from slimline.pipeline.run import run as run_pipeline
+    read = input_paths(checkpoint, base, weights, inputs, eval_data, eval if not callable(eval) else None, profile,
+                       recipe if isinstance(recipe, (str, Path)) else None)
+    with claimed_output(out, "run", force=force, inputs=read):  # the output rule and the lock, before torch
+        from slimline.pipeline.module_source import eval_from_callable, module_checkpoint
+        from slimline.pipeline.plan import RunRequest
+        from slimline.pipeline.run import run as run_pipeline
 
-    if model is not None or model_factory is not None:
-        checkpoint = module_checkpoint(model, example_inputs, model_factory, weights, inputs, task).path
-        task = None
-    if checkpoint is None:
-        raise RecipeError("run needs a checkpoint, a model (nn.Module) or a model_factory.",
-                          fix="pass checkpoint=DIR, model=module with example_inputs, or model_factory + weights.")
-    if eval is not None:
-        eval_data = eval_from_callable(eval) if callable(eval) else eval
-    report = run_pipeline(RunRequest(
-        checkpoint=Path(checkpoint), profile=as_profile(profile), out_dir=Path(out),
-        recipe=None if recipe is None else as_recipe(recipe), task=task, eval_data=as_eval_data(eval_data),
-        bench_export=bench_export, seed=seed, force=force, base=_optional_path(base)))
+        if model is not None or model_factory is not None:
+            checkpoint = module_checkpoint(model, example_inputs, model_factory, weights, inputs, task).path
+            task = None
+        if checkpoint is None:
+            raise RecipeError("run needs a checkpoint, a model (nn.Module) or a model_factory.",
+                              fix="pass checkpoint=DIR, model=module with example_inputs, or model_factory + "
+                                  "weights.")
+        if eval is not None:
+            eval_data = eval_from_callable(eval) if callable(eval) else eval
+        report = run_pipeline(RunRequest(
+            checkpoint=Path(checkpoint), profile=as_profile(profile), out_dir=Path(out),
+            recipe=None if recipe is None else as_recipe(recipe), task=task, eval_data=as_eval_data(eval_data),
+            bench_export=bench_export, seed=seed, force=force, base=_optional_path(base)))
     return _after_run(report, "run", out, history, mlflow_uri)
 
 
@@ -243,24 +249,37 @@ def ship(run_id: int | str, *, history: PathLike | None = None, note: str = "") 
 
 
 def compare(run_a: int | str, run_b: int | str, *, history: PathLike | None = None,
-            html: PathLike | None = None) -> Comparison:
+            html: PathLike | None = None, force: bool = False) -> Comparison:
     """Two recorded runs side by side (latency CIs, accuracy with paired SE on the same examples, size,
-    budgets); `html` also writes the comparison page."""
+    budgets); `html` also writes the comparison page (an existing file slimline did not write: with `force`)."""
     from slimline.core.artifact import atomic_write_text
-    from slimline.history.compare import compare_runs
+    from slimline.history.compare import compare_runs, is_comparison_html
     from slimline.history.records import get_run
 
+    if html is not None:  # before reading anything: the output rule (a file: replaced only when slimline's)
+        check_output(Path(html), "file", force=force, inputs=_history_inputs(history), ours=is_comparison_html)
     comparison = compare_runs(get_run(run_a, _history_path(history)), get_run(run_b, _history_path(history)))
     if html is not None:
         atomic_write_text(Path(html), comparison.html())
     return comparison
 
 
-def export_history(fmt: str = "csv", *, out: PathLike | None = None, history: PathLike | None = None) -> str | Path:
-    """Every recorded figure with its spread as CSV (text, or a file) or Parquet (a file; needs pyarrow)."""
+def export_history(fmt: str = "csv", *, out: PathLike | None = None, history: PathLike | None = None,
+                   force: bool = False) -> str | Path:
+    """Every recorded figure with its spread as CSV (text, or a file) or Parquet (a file; needs pyarrow).
+    An existing `out` slimline did not write is replaced only with `force`; never the history itself."""
     from slimline.history.export import export_history as export_rows
+    from slimline.history.export import is_history_export
 
+    if out is not None:
+        check_output(Path(out), "file", force=force, inputs=_history_inputs(history), ours=is_history_export)
     return export_rows(fmt, _history_path(out), _history_path(history))
+
+
+def _history_inputs(history: PathLike | None) -> list[Path]:
+    from slimline.history.store import resolve_history_path
+
+    return input_paths(resolve_history_path(_history_path(history)))
 
 
 __all__ = ["as_dataset", "as_profile", "as_recipe", "bench", "compare", "compress", "demo_checkpoint", "export",

@@ -50,7 +50,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_keygen(args: argparse.Namespace) -> int:
     from slimline.deploy.signing import generate_keypair, key_fingerprint, load_public_key
 
-    private_path, public_path = generate_keypair(Path(args.out))
+    private_path, public_path = generate_keypair(args.out)  # as typed: a trailing / names a directory
     console = _console()
     console.print(f"private key: {private_path} (mode 0600; keep it secret, sign with `slimline package --sign`)",
                   markup=False)

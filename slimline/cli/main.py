@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from slimline.cli.arguments import attach_dash_values
 from slimline.cli.catalogue import add_catalogue_commands
 from slimline.cli.console import print_error
 from slimline.cli.deploy import add_deploy_commands
@@ -51,7 +52,7 @@ def quiet_third_party_libraries() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_dash_values(parser, sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:

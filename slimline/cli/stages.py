@@ -6,9 +6,11 @@ import argparse
 from pathlib import Path
 
 from slimline import api
+from slimline.cli.arguments import bounded_int
 from slimline.cli.console import console, print_report, verdict_exit
 from slimline.cli.history import add_history_options, history_argument
 from slimline.core.errors import EXIT_OK
+from slimline.core.outputs import claimed_output
 
 FORCE_HELP = "write even when --out holds files slimline did not write (they may be replaced)"
 BASE_HELP = ("base checkpoint directory a PEFT adapter is merged into (default: the local path named by "
@@ -26,15 +28,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    profile = api.as_profile(args.profile)  # validate before the (slow) first build of the checkpoint
-    checkpoint = api.demo_checkpoint()
-    accuracy = checkpoint.manifest.metadata.get("accuracy", {})
-    console().print(f"demo checkpoint: {checkpoint.path} (test accuracy {accuracy.get('test', float('nan')):.4f})")
-    report = api.run(checkpoint.path, out=args.out, profile=profile, bench_export=True,
-                     history=history_argument(args), mlflow_uri=args.mlflow_uri)
-    print_report(report)
-    console().print(f"report: {Path(args.out) / 'report.json'}, report.md and report.html")
-    bundle = api.package(args.out, out=Path(args.out) / "bundle", name="minilm-l6-rotten-tomatoes", force=True)
+    # --out's rule and lock, then the profile: both before the (slow) first build of the checkpoint
+    with claimed_output(Path(args.out), "run"):
+        profile = api.as_profile(args.profile)
+        checkpoint = api.demo_checkpoint()
+        accuracy = checkpoint.manifest.metadata.get("accuracy", {})
+        console().print(f"demo checkpoint: {checkpoint.path} (test accuracy "
+                        f"{accuracy.get('test', float('nan')):.4f})")
+        report = api.run(checkpoint.path, out=args.out, profile=profile, bench_export=True,
+                         history=history_argument(args), mlflow_uri=args.mlflow_uri)
+        print_report(report)
+        console().print(f"report: {Path(args.out) / 'report.json'}, report.md and report.html")
+        bundle = api.package(args.out, out=Path(args.out) / "bundle", name="minilm-l6-rotten-tomatoes", force=True)
     console().print(f"bundle: {bundle.path} (check it with `slimline verify {bundle.path}`, "
                     f"serve it with `slimline serve {bundle.path}`)")
     return verdict_exit(report)
@@ -99,7 +104,7 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--base", help=BASE_HELP)
     export.add_argument("--out", required=True)
     export.add_argument("--task")
-    export.add_argument("--opset", type=int, default=18)
+    export.add_argument("--opset", type=bounded_int(14, 21), default=18, help="ONNX opset, 14..21 (default 18)")
     export.add_argument("--exporter", choices=["auto", "optimum", "torch"], default="auto")
     export.add_argument("--force", action="store_true", help=FORCE_HELP)
     export.set_defaults(handler=cmd_export)

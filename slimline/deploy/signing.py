@@ -106,7 +106,7 @@ def key_fingerprint(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).hexdigest()
 
 
-def generate_keypair(prefix: Path) -> tuple[Path, Path]:
+def generate_keypair(prefix: Path | str) -> tuple[Path, Path]:
     """Write PREFIX.key (mode 0600, created exclusively) and PREFIX.pub; refuses to overwrite either."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import (
@@ -116,6 +116,9 @@ def generate_keypair(prefix: Path) -> tuple[Path, Path]:
         PublicFormat,
     )
 
+    if str(prefix).endswith(("/", os.sep)) or Path(prefix).name in ("", ".", ".."):
+        raise BundleError(f"--out {prefix} names a directory; keygen writes PREFIX.key and PREFIX.pub.",
+                          fix="give a file prefix, e.g. --out keys/release (writes keys/release.key and .pub).")
     prefix = Path(prefix)
     private_path = prefix.with_name(prefix.name + PRIVATE_KEY_SUFFIX)
     public_path = prefix.with_name(prefix.name + PUBLIC_KEY_SUFFIX)

@@ -24,11 +24,11 @@ from slimline.core.artifact import (
 )
 from slimline.core.errors import OutputError
 from slimline.core.machine import library_versions, machine_info
-from slimline.core.outputs import claimed_run_dir
+from slimline.core.outputs import claimed_output, claimed_run_dir
 from slimline.core.progress import reporter
 from slimline.export.tensorrt import TENSORRT_EXPORT_STEP
 from slimline.formats.inputs import default_input_specs
-from slimline.pipeline.plan import Plan, RunRequest, plan_run
+from slimline.pipeline.plan import Plan, RunRequest, plan_run, run_inputs
 from slimline.pipeline.side_by_side import disagreements, time_side_by_side
 from slimline.pipeline.stages import run_stages
 
@@ -94,12 +94,14 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
 
 
 def run(request: RunRequest) -> Report:
-    """Plan (all cheap checks), execute the stages, benchmark, and write report.json/report.md."""
-    plan = plan_run(request)
-    with claimed_run_dir(request.out_dir):
-        report = execute(request, plan)
-        check_stages_on_disk(report)
-        write_report(report, request.out_dir)
+    """Claim --out (the output rule and its lock, before anything heavy), plan (all cheap checks), execute the
+    stages, benchmark, and write report.json/report.md."""
+    with claimed_output(request.out_dir, "run", force=request.force, inputs=run_inputs(request)):
+        plan = plan_run(request)
+        with claimed_run_dir(request.out_dir):
+            report = execute(request, plan)
+            check_stages_on_disk(report)
+            write_report(report, request.out_dir)
     return report
 
 
