@@ -125,20 +125,23 @@ def compress(model: PathLike, *, recipe: RecipeLike, out: PathLike, profile: Pro
              eval_data: DataLike | None = None, force: bool = False, base: PathLike | None = None) -> ModelDir:
     """Apply a recipe's passes to a model directory (or a PEFT adapter merged into `base`); returns the new
     model directory at `out`."""
-    from slimline.pipeline.single import compress_to
+    read = input_paths(model, base, eval_data, profile, recipe if isinstance(recipe, (str, Path)) else None)
+    with claimed_output(out, "model", force=force, inputs=read):  # the output rule and the lock, first
+        from slimline.pipeline.single import compress_to
 
-    return compress_to(Path(model), Path(out), as_recipe(recipe), as_profile(profile),
-                       tuning_data=as_dataset(eval_data), force=force, base=_optional_path(base))
+        return compress_to(Path(model), Path(out), as_recipe(recipe), as_profile(profile),
+                           tuning_data=as_dataset(eval_data), force=force, base=_optional_path(base))
 
 
 def export(checkpoint: PathLike, *, out: PathLike, task: str | None = None, opset: int = 18,
            exporter: str = "auto", force: bool = False, base: PathLike | None = None) -> ModelDir:
     """Export a Hugging Face checkpoint (or a PEFT adapter merged into `base`) to an ONNX model directory
     (with a parity check)."""
-    from slimline.pipeline.single import export_to
+    with claimed_output(out, "model", force=force, inputs=input_paths(checkpoint, base)):  # first: the rule, the lock
+        from slimline.pipeline.single import export_to
 
-    return export_to(Path(checkpoint), Path(out), task=task, opset=opset, exporter=exporter, force=force,
-                     base=_optional_path(base))
+        return export_to(Path(checkpoint), Path(out), task=task, opset=opset, exporter=exporter, force=force,
+                         base=_optional_path(base))
 
 
 def bench(model: PathLike, *, out: PathLike, profile: ProfileLike = "cpu", baseline: PathLike | None = None,
@@ -149,11 +152,13 @@ def bench(model: PathLike, *, out: PathLike, profile: ProfileLike = "cpu", basel
     `baseline` (default: the model's lineage source) is the fp32 original: a Hugging Face checkpoint, a PEFT
     adapter directory merged into `base`, or an fp32 ONNX model directory (measured on ONNX Runtime; for a
     hand-made model with no source)."""
-    from slimline.pipeline.single import bench_model
+    read = input_paths(model, baseline, base, eval_data, profile)
+    with claimed_output(out, "run", force=force, inputs=read):  # the output rule and the lock, first
+        from slimline.pipeline.single import bench_model
 
-    report = bench_model(Path(model), as_profile(profile), Path(out),
-                         baseline=Path(baseline) if baseline is not None else None,
-                         eval_data=as_eval_data(eval_data), force=force, base=_optional_path(base))
+        report = bench_model(Path(model), as_profile(profile), Path(out),
+                             baseline=Path(baseline) if baseline is not None else None,
+                             eval_data=as_eval_data(eval_data), force=force, base=_optional_path(base))
     return _after_run(report, "bench", out, history, mlflow_uri)
 
 
@@ -170,13 +175,14 @@ def search(checkpoint: PathLike, *, out: PathLike, profile: ProfileLike = "cpu",
     trial, and report.json/.md for the chosen artifact, benched on the test split. `executor="ray"` runs
     trials as Ray tasks (`ray_address` for a cluster). Returns the `SearchResult` (`.report`, `.state`).
     """
-    from slimline.pipeline.search import SearchRequest, run_search
+    with claimed_output(out, "run", force=force, inputs=input_paths(checkpoint, space, eval_data, profile)):
+        from slimline.pipeline.search import SearchRequest, run_search  # after the rule and the lock
 
-    result = run_search(SearchRequest(
-        checkpoint=Path(checkpoint), profile=as_profile(profile), out_dir=Path(out),
-        space=None if space is None else str(space), eval_data=as_dataset(eval_data), trials=trials,
-        time_budget_s=time_budget_s, seed=seed, executor=executor,  # type: ignore[arg-type]
-        ray_address=ray_address, parallel=parallel, confidence_z=confidence_z, force=force))
+        result = run_search(SearchRequest(
+            checkpoint=Path(checkpoint), profile=as_profile(profile), out_dir=Path(out),
+            space=None if space is None else str(space), eval_data=as_dataset(eval_data), trials=trials,
+            time_budget_s=time_budget_s, seed=seed, executor=executor,  # type: ignore[arg-type]
+            ray_address=ray_address, parallel=parallel, confidence_z=confidence_z, force=force))
     result.report = _after_run(result.report, "search", out, history, mlflow_uri)
     return result
 

@@ -10,6 +10,7 @@ from slimline import api
 from slimline.cli.arguments import bounded_float, bounded_int
 from slimline.cli.console import console, print_report, verdict_exit
 from slimline.cli.history import add_history_options, history_argument
+from slimline.cli.stages import FORCE_HELP
 
 DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
 
@@ -75,7 +76,6 @@ def add_search_command(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--confidence-z", type=bounded_float(0.0, 10.0), default=0.0,
                         help="accept a trial when its validation drop + "
                         "z x paired SE is within the accuracy budget (default 0: the drop as measured)")
-    search.add_argument("--force", action="store_true", help="write even when --out holds files slimline did not "
-                        "write")
+    search.add_argument("--force", action="store_true", help=FORCE_HELP)
     add_history_options(search)
     search.set_defaults(handler=cmd_search)

@@ -12,7 +12,8 @@ from slimline.cli.history import add_history_options, history_argument
 from slimline.core.errors import EXIT_OK
 from slimline.core.outputs import claimed_output
 
-FORCE_HELP = "write even when --out holds files slimline did not write (they may be replaced)"
+FORCE_HELP = ("write into an --out holding files slimline did not write, beside them (none is deleted or "
+              "replaced; never /, $HOME, the working directory or its parents, or an input)")
 BASE_HELP = ("base checkpoint directory a PEFT adapter is merged into (default: the local path named by "
              "base_model_name_or_path in adapter_config.json)")
 

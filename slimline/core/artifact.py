@@ -264,7 +264,7 @@ def _swap(tmp: Path, final: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
-def _publish(tmp: Path, final: Path, replace: bool) -> None:
+def _publish(tmp: Path, final: Path, replace: bool, exclusive: bool) -> None:
     """Move the complete `tmp` to `final`. An existing `final` is replaced only where slimline wrote it: a
     directory wholly slimline's is swapped (two renames); one holding anything else (a forced --out beside
     the user's files), or the working/home directory, is updated in place, its other entries untouched."""
@@ -285,6 +285,10 @@ def _publish(tmp: Path, final: Path, replace: bool) -> None:
     if present <= owned and protected_reason(final) is None:
         _swap(tmp, final)
         return
+    if exclusive and present - owned:
+        raise OutputError(f"{final} holds {', '.join(sorted(present - owned)[:5])}, which slimline did not write, "
+                          "and it may hold nothing else; it is not replaced.",
+                          fix="move those files out of it, or choose a new --out.")
     clash = sorted((present - owned) & set(os.listdir(tmp)))
     if clash:
         raise OutputError(f"{final} holds {', '.join(clash[:5])}, which slimline did not write and would replace.",
@@ -304,12 +308,13 @@ def _remove_entry(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(final: Path, *, replace: bool = False) -> Iterator[Path]:
+def atomic_directory(final: Path, *, replace: bool = False, exclusive: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `final`; on success fsync it and move it to `final`.
 
     On any error the temporary directory is removed and `final` is left exactly as it was. With
     replace=True an existing `final` is replaced once the new one is complete, and only what slimline
-    wrote there: entries it did not write are kept (see _publish), so no caller can delete a user's files.
+    wrote there: entries it did not write are kept (see _publish), so no caller can delete a user's files;
+    with exclusive=True (a bundle, which may hold nothing else) such entries refuse the replacement.
     """
     final = normalised_path(final)
     try:
@@ -322,7 +327,7 @@ def atomic_directory(final: Path, *, replace: bool = False) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # published results follow the umask
         _fsync_tree(tmp)
-        _publish(tmp, final, replace)
+        _publish(tmp, final, replace, exclusive)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise describe_os_error(err, final) from err

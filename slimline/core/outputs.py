@@ -3,7 +3,8 @@
 **slimline deletes or overwrites only what it wrote.** An output path holding anything slimline did not
 write is refused (exit 2) unless `--force`; with `--force` a directory output is written *beside* the
 files already there (none of them is deleted or overwritten: a name slimline needs that is taken is
-refused) and a single-file output the user named is replaced. `--force` never applies to `/`, `$HOME`,
+refused; a bundle, which must hold nothing else, is never written there) and a single-file output the user
+named is replaced. `--force` never applies to `/`, `$HOME`,
 the working directory or one of its ancestors, or an input of the command, and an output never equals,
 contains or sits inside an input, with or without `--force` (resolved paths, symlinks followed).
 
@@ -152,10 +153,12 @@ def _slimlines(out: Path, kind: OutputKind, ours: Callable[[Path], bool] | None)
 
 
 def check_output(out: Path, kind: OutputKind, *, force: bool = False, inputs: Iterable[Path] = (),
-                 ours: Callable[[Path], bool] | None = None) -> None:
+                 ours: Callable[[Path], bool] | None = None, exclusive: bool = False) -> None:
     """Apply the rule to `out` (see the module docstring); creates nothing, raises OutputError (exit 2).
 
     `inputs`: every path the command reads. `ours`: for a "file", whether an existing file is slimline's.
+    `exclusive`: the directory may hold nothing else (a bundle: verify refuses files its manifest does not
+    list), so --force cannot write it beside the user's files either.
     """
     out = Path(out)
     clash = _input_clash(out, inputs)
@@ -184,6 +187,10 @@ def check_output(out: Path, kind: OutputKind, *, force: bool = False, inputs: It
     if reason is not None:
         raise OutputError(f"--out {out} is {reason}; --force never applies there.", fix="choose a new directory "
                           "for --out.")
+    if exclusive:
+        raise OutputError(f"--out {out} holds files slimline did not write, and a bundle directory holds nothing "
+                          "else (verify refuses any file its manifest does not list); --force cannot help here.",
+                          fix="choose a new or empty --out.")
     taken = sorted(RUN_DIR_NAMES & set(_entries(out))) if kind == "run" else \
         [MANIFEST] if kind == "model" and (out / MANIFEST).exists() else []
     if taken:
@@ -233,7 +240,7 @@ def _remove_empty(directories: list[Path]) -> None:
 
 @contextlib.contextmanager
 def claimed_output(out: Path, kind: OutputKind, *, force: bool = False, inputs: Iterable[Path] = (),
-                   ours: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+                   ours: Callable[[Path], bool] | None = None, exclusive: bool = False) -> Iterator[Path]:
     """The rule, then the output's lock, held for the block: call it first, before any heavy import.
 
     Yields `out` as an absolute path. Creates only what the lock needs (a run directory holds its own
@@ -242,7 +249,7 @@ def claimed_output(out: Path, kind: OutputKind, *, force: bool = False, inputs: 
     """
     out = normalised_path(out)
     inputs = list(inputs)
-    check_output(out, kind, force=force, inputs=inputs, ours=ours)
+    check_output(out, kind, force=force, inputs=inputs, ours=ours, exclusive=exclusive)
     check_writable(out)
     if kind == "file":
         yield out

@@ -178,7 +178,7 @@ def package(source: Path, out: Path, *, name: str | None = None, profile: Profil
     """
     source, out = Path(source), Path(out)
     inputs = [*package_inputs(source), *input_paths(sign_key)]
-    with claimed_output(out, "model", force=replace, inputs=inputs) as claimed:  # the output rule, then the lock
+    with claimed_output(out, "model", force=replace, inputs=inputs, exclusive=True) as claimed:  # rule, then lock
         archive_path = claimed.with_name(claimed.name + ".tar.gz") if archive else None
         if archive_path is not None:
             check_output(archive_path, "file", force=replace, inputs=inputs, ours=is_bundle_archive)
@@ -205,7 +205,7 @@ def _package(source: Path, out: Path, archive_path: Path | None, name: str | Non
     if profile is None:
         profile = Profile.model_validate(report.profile) if report else load_profile("cpu")
     name = _sanitise_name(name) if name else _default_name(model, report)
-    with atomic_directory(out, replace=True) as tmp:
+    with atomic_directory(out, replace=True, exclusive=True) as tmp:
         engine = _copy_model_files(model, tmp, name)
         fmt = model.manifest.format
         outputs = engine_outputs(fmt, tmp / engine, model)
