@@ -39,12 +39,14 @@ _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.slimline-(?:tmp|old|work)-(?P<session
 
 
 def normalised_path(path: Path) -> Path:
-    """Absolute, with a trailing `.` or `..` resolved: `--out .` names the working directory (whose name is
-    not empty), and a temporary sibling of it lies in its parent."""
+    """Where `path` names, as the kernel would walk it: the parent resolved (symlinks and `..` followed), the
+    final name kept (a link there is the link itself). `--out .` names the working directory, whose name is
+    not empty, and a temporary sibling of it lies in its parent."""
     path = Path(path)
-    if path.name in ("", ".", ".."):
-        return path.resolve()
-    return Path(os.path.abspath(path.parent)) / path.name
+    try:
+        return path.resolve() if path.name in ("", ".", "..") else path.parent.resolve() / path.name
+    except (OSError, RuntimeError) as err:  # a symlink loop
+        raise OutputError(f"cannot resolve {path}: {err}.", fix="choose another path.") from err
 
 
 def lock_path(out: Path, kind: str) -> Path:

@@ -160,7 +160,13 @@ def check_output(out: Path, kind: OutputKind, *, force: bool = False, inputs: It
     `exclusive`: the directory may hold nothing else (a bundle: verify refuses files its manifest does not
     list), so --force cannot write it beside the user's files either.
     """
-    out = Path(out)
+    out = normalised_path(out)  # judged where it will be written
+    _check_rule(out, kind, force, list(inputs), ours, exclusive)
+    check_writable(out)
+
+
+def _check_rule(out: Path, kind: OutputKind, force: bool, inputs: list[Path], ours: Callable[[Path], bool] | None,
+                exclusive: bool) -> None:
     clash = _input_clash(out, inputs)
     if clash is not None:
         raise OutputError(f"--out {out} {clash}; an output never replaces, holds or sits inside an input, even "
@@ -202,7 +208,7 @@ def check_output(out: Path, kind: OutputKind, *, force: bool = False, inputs: It
 def check_writable(out: Path) -> None:
     """`out` can be created (or written) here: checked on the nearest existing ancestor, creating nothing."""
     probe = Path(os.path.abspath(out))
-    while not probe.exists():
+    while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir() and probe != Path(os.path.abspath(out)):
         raise OutputError(f"cannot create --out {out}: {probe} is not a directory.", fix="choose another --out.")
@@ -250,7 +256,6 @@ def claimed_output(out: Path, kind: OutputKind, *, force: bool = False, inputs: 
     out = normalised_path(out)
     inputs = list(inputs)
     check_output(out, kind, force=force, inputs=inputs, ours=ours, exclusive=exclusive)
-    check_writable(out)
     if kind == "file":
         yield out
         return

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from slimline.core.artifact import atomic_write_text, describe_os_error
 from slimline.core.errors import BundleError
+from slimline.core.outputs import check_output
 from slimline.deploy.manifest import BUNDLE_MANIFEST, BUNDLE_SIGNATURE, MAX_SIGNATURE_BYTES
 
 if TYPE_CHECKING:
@@ -127,6 +128,8 @@ def generate_keypair(prefix: Path | str) -> tuple[Path, Path]:
         raise BundleError(f"refusing to overwrite {', '.join(existing)}.",
                           fix="choose another --out prefix, or move the old keys away first (a lost private key "
                               "cannot sign again, and bundles signed with it still name it).")
+    for path in (private_path, public_path):  # the output rule (a key is never replaced, so no --force)
+        check_output(path, "file")
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     public_pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
