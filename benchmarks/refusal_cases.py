@@ -6,7 +6,9 @@ and after). The cases that write onto a full filesystem mount a small tmpfs (roo
 Run it on two checkouts to compare code before and after a change: numbers from a busy machine are noisy,
 the exit codes and the user's files are not.
 Usage: python -m benchmarks.refusal_cases [--name refusal-cases] [--work DIR] [--only CASE ...] [--script PATH]
-(--script: the `slimline` executable to measure, e.g. a wrapper running another checkout's code).
+       [--before-script PATH]
+(--script: the `slimline` executable to measure; --before-script: another checkout's, e.g. a wrapper that runs
+`python -m slimline.cli.main` with PYTHONPATH at an unpacked `git archive` of the base commit).
 """
 
 from __future__ import annotations
@@ -55,12 +57,11 @@ class Fixtures:
     data: Path
 
 
-def _tree_hash(root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.is_symlink():
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+def _digests(root: Path) -> dict[str, str]:
+    """sha256 of every file below root: the user's files survive when each is still there, byte for byte
+    (slimline may add its own beside them, e.g. a run directory written with --force)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
 
 
 def _user_files(directory: Path, files: dict[str, str] | None = None) -> Path:
@@ -71,13 +72,13 @@ def _user_files(directory: Path, files: dict[str, str] | None = None) -> Path:
     return directory
 
 
-def _cli(*args: str, cwd: Path | None = None) -> None:
-    completed = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd, check=False)
+def _cli(script: Path, *args: str) -> None:
+    completed = subprocess.run([str(script), *args], capture_output=True, text=True, check=False)
     if completed.returncode not in (0, 1):
         raise SystemExit(f"fixture `slimline {' '.join(args)}` failed:\n{completed.stderr}")
 
 
-def fixtures(work: Path) -> Fixtures:
+def fixtures(work: Path, script: Path) -> Fixtures:
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import WORDS, make_tiny_bert
 
@@ -86,9 +87,9 @@ def fixtures(work: Path) -> Fixtures:
         make_tiny_bert(checkpoint)
     exported, run_dir = work / "fixtures" / "exported", work / "fixtures" / "run"
     if not (exported / "manifest.json").is_file():
-        _cli("export", "--checkpoint", str(checkpoint), "--out", str(exported))
+        _cli(script, "export", "--checkpoint", str(checkpoint), "--out", str(exported))
     if not (run_dir / "report.json").is_file():
-        _cli("run", "--checkpoint", str(checkpoint), "--profile", str(FAST_PROFILE), "--out", str(run_dir),
+        _cli(script, "run", "--checkpoint", str(checkpoint), "--profile", str(FAST_PROFILE), "--out", str(run_dir),
              "--no-history")
     data = work / "fixtures" / "reviews.csv"
     rows = [f"{' '.join(WORDS[(i * 7 + k) % len(WORDS)] for k in range(3 + i % 9))},{('neg', 'pos')[i % 2]}"
@@ -123,6 +124,8 @@ def cases(fx: Fixtures, root: Path, tmpfs: Path | None) -> Iterator[Callable[[],
     def make_home() -> Path:
         shutil.rmtree(home, ignore_errors=True)
         return _user_files(home, {".bashrc": "export PS1='$ '\n", **LOOK_ALIKES})
+
+    yield lambda: Case("0-help", "--help (the floor: interpreter and the CLI's imports)", ["--help"], root, fresh("h"))
 
     yield lambda: Case("1-package-home", "package --out $HOME --force", ["package", run_dir, "--out", str(home),
                        "--force"], make_home(), home, {"HOME": str(home)})
@@ -211,11 +214,11 @@ def cases(fx: Fixtures, root: Path, tmpfs: Path | None) -> Iterator[Callable[[],
                        fresh("neg-cwd"), fresh("neg-cwd"))
 
 
-def measure(case: Case) -> dict:
-    before = _tree_hash(case.watched)
+def measure(case: Case, script: Path) -> dict:
+    before = _digests(case.watched)
     env = {**os.environ, "COLUMNS": "200", **case.env}
     started = time.monotonic()
-    completed = subprocess.run(["/usr/bin/time", "-v", str(SCRIPT), *case.argv], capture_output=True, text=True,
+    completed = subprocess.run(["/usr/bin/time", "-v", str(script), *case.argv], capture_output=True, text=True,
                                cwd=case.cwd, env=env, check=False, timeout=1800)
     wall_s = time.monotonic() - started
     if case.holder is not None:
@@ -226,7 +229,7 @@ def measure(case: Case) -> dict:
                     if line.startswith(("error", "usage", "unexpected", "slimline: error"))), "")
     return {"case": case.name, "what": case.what, "exit_code": completed.returncode, "wall_s": round(wall_s, 2),
             "max_rss_mb": round(int(rss.group(1)) / 1024, 1) if rss else None,
-            "user_files_intact": case.watched.exists() and _tree_hash(case.watched) == before,
+            "user_files_intact": case.watched.exists() and before.items() <= _digests(case.watched).items(),
             "message": message[:240]}
 
 
@@ -243,36 +246,50 @@ def small_tmpfs(size: str) -> Iterator[Path | None]:
         mount_point.rmdir()
 
 
+def _cell(r: dict) -> str:
+    return (f"{r['exit_code']} | {r['wall_s']} | {r['max_rss_mb']} | "
+            f"{'yes' if r['user_files_intact'] else '**NO**'}")
+
+
 def render_markdown(rows: list[dict], title: str) -> str:
-    lines = [f"# {title}", "", "| case | what | exit | wall s | peak RSS MB | user's files intact | message |",
-             "|---|---|---|---|---|---|---|"]
+    sides = [side for side in ("before", "after") if side in rows[0]]
+    head = " | ".join(f"{side}: exit | wall s | peak RSS MB | files intact" for side in sides)
+    lines = [f"# {title}", "", "Each case runs `slimline` under `/usr/bin/time -v`; with two checkouts, the same "
+             "case runs on each back to back (a busy machine's load hits both alike).", "",
+             f"| case | what | {head} | message ({sides[-1]}) |", "|---|---|" + "---|" * (4 * len(sides) + 1)]
     for r in rows:
-        lines.append(f"| {r['case']} | `{r['what']}` | {r['exit_code']} | {r['wall_s']} | {r['max_rss_mb']} | "
-                     f"{'yes' if r['user_files_intact'] else '**NO**'} | {r['message'].replace('|', '/')} |")
+        cells = " | ".join(_cell(r[side]) for side in sides)
+        lines.append(f"| {r['case']} | `{r['what']}` | {cells} | {r[sides[-1]]['message'].replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    global SCRIPT
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--name", default="refusal-cases")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "slimline-refusal-cases")
     parser.add_argument("--only", nargs="*", help="case name prefixes to run (default: all)")
     parser.add_argument("--script", type=Path, default=SCRIPT, help=f"slimline executable (default: {SCRIPT})")
+    parser.add_argument("--before-script", type=Path, help="another checkout's slimline: each case runs on it "
+                        "first, then on --script, and the table shows both")
     add_results_dir_argument(parser)
     args = parser.parse_args(argv)
-    SCRIPT = args.script
-    fx = fixtures(args.work)
+    scripts = {"before": args.before_script, "after": args.script} if args.before_script else {"after": args.script}
+    fx = fixtures(args.work, args.before_script or args.script)
     rows = []
     with small_tmpfs("96k") as tmpfs:
         for make in cases(fx, args.work / "cases", tmpfs):
-            case = make()
-            if args.only and not case.name.startswith(tuple(args.only)):
-                if case.holder is not None:
-                    case.holder.kill()
-                continue
-            rows.append(measure(case))
-            print(json.dumps(rows[-1]), flush=True)
+            row: dict = {}
+            for side, script in scripts.items():
+                case = make()
+                if args.only and not case.name.startswith(tuple(args.only)):
+                    if case.holder is not None:
+                        case.holder.kill()
+                    break
+                row.update(case=case.name, what=case.what)
+                row[side] = measure(case, script)
+            if row:
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / f"{args.name}.json").write_text(json.dumps(rows, indent=2) + "\n")
     (args.results_dir / f"{args.name}.md").write_text(render_markdown(rows, f"slimline: {args.name}"))

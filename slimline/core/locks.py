@@ -231,8 +231,3 @@ def sweep_stale_temporaries(directory: Path, session: str, prefix: str = "") -> 
                 removed.append(Path(root) / entry)
         dirs[:] = [] if prefix else [d for d in dirs if not _TEMPORARY.match(d)]  # a prefix: the parent only
     return removed
-
-
-def in_run_directory(path: Path) -> bool:
-    """`path` lies inside a slimline run directory (an ancestor holds its marker)."""
-    return any((parent / RUN_MARKER).is_file() for parent in Path(os.path.abspath(path)).parents)

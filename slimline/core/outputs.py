@@ -1,12 +1,12 @@
 """Output paths: the one rule every command that writes follows, in one place.
 
 **slimline deletes or overwrites only what it wrote.** An output path holding anything slimline did not
-write is refused (exit 2) unless `--force`; with `--force` a directory output is written *beside* the
-files already there (none of them is deleted or overwritten: a name slimline needs that is taken is
-refused; a bundle, which must hold nothing else, is never written there) and a single-file output the user
-named is replaced. `--force` never applies to `/`, `$HOME`,
-the working directory or one of its ancestors, or an input of the command, and an output never equals,
-contains or sits inside an input, with or without `--force` (resolved paths, symlinks followed).
+write is refused (exit 2) unless `--force`; with `--force` a run or model directory is written *beside*
+the files already there (none of them is deleted or overwritten: a name slimline needs that is taken is
+refused), a single-file output the user named is replaced, and a bundle, which must hold nothing else, is
+never written there. `--force` never applies to `/`, `$HOME`, the working directory or one of its
+ancestors, or an input of the command, and an output never equals, contains or sits inside an input,
+with or without `--force` (resolved paths, symlinks followed).
 
 `claimed_output` applies the rule and takes the output's lock (slimline.core.locks) *before* any heavy
 import or pre-flight, so a refusal or a busy output answers in well under a second. Deeper layers call
@@ -32,7 +32,6 @@ from slimline.core.locks import (
     LOCK_SUFFIX,
     RUN_MARKER,
     ExclusiveLock,
-    in_run_directory,
     lock_path,
     normalised_path,
     output_lock,
@@ -58,6 +57,7 @@ __all__ = [
     "claimed_run_dir",
     "input_paths",
     "lock_path",
+    "normalised_path",
     "output_lock",
     "owned_entries",
     "protected_reason",
@@ -187,8 +187,9 @@ def _check_rule(out: Path, kind: OutputKind, force: bool, inputs: list[Path], ou
             "file": "a file slimline wrote"}[kind]
     held = "already holds files and is not" if kind != "file" else "exists and is not"
     if not force:
-        raise OutputError(f"--out {out} {held} {what}; writing there could destroy them.",
-                          fix=FORCE_FIX if kind != "file" else "choose another path, or pass --force to replace it.")
+        fix = "choose another path, or pass --force to replace it." if kind == "file" else \
+            "choose a new or empty --out (a bundle holds nothing else)." if exclusive else FORCE_FIX
+        raise OutputError(f"--out {out} {held} {what}; writing there could destroy them.", fix=fix)
     reason = protected_reason(out)
     if reason is not None:
         raise OutputError(f"--out {out} is {reason}; --force never applies there.", fix="choose a new directory "
@@ -268,16 +269,27 @@ def claimed_output(out: Path, kind: OutputKind, *, force: bool = False, inputs: 
         raise
 
 
+def _managed(directory: Path) -> bool:
+    """A directory only slimline creates: a stage or best/ of a run directory (those names are refused in a
+    user's directory, see RUN_DIR_NAMES), or anything in slimline's cache."""
+    from slimline.core.paths import cache_root
+
+    path = resolved(directory)
+    if path.name == "best" and (path.parent / RUN_MARKER).is_file():
+        return True
+    if path.parent.name == "stages" and (path.parent.parent / RUN_MARKER).is_file():
+        return True
+    return path.is_relative_to(resolved(cache_root()))
+
+
 def owned_entries(directory: Path) -> tuple[set[str], list[str]] | None:
     """The top-level entries of an existing output directory that slimline wrote, and any file it did not
-    write inside them; None when it owns all of it (a run directory's or the cache's insides).
+    write inside them; None when it owns all of it (a run directory's stages/NN-* and best/, the cache).
 
     A model directory or bundle names its files in manifest.json (+ the manifest and a bundle's
     signature.json); anything else beside them is someone else's.
     """
-    from slimline.core.paths import cache_root
-
-    if in_run_directory(directory) or resolved(directory).is_relative_to(resolved(cache_root())):
+    if _managed(directory):
         return None
     manifest = _manifest(directory)
     if manifest is None:

@@ -231,3 +231,20 @@ def test_describe_os_error_maps_write_failures_to_an_output_error_with_a_fix(cod
     assert error.exit_code == EXIT_BAD_INPUT
     assert phrase in str(error) and "/out/run" in str(error)
     assert error.fix
+
+
+def test_a_users_directory_inside_a_run_directory_is_still_the_users(tmp_path: Path) -> None:
+    """A run written with --force into ~/projects marks it as a run directory; ~/projects/notes stays the
+    user's: only stages/NN-* and best/ there are slimline's to swap whole."""
+    projects = tmp_path / "projects"
+    (projects / "notes").mkdir(parents=True)
+    (projects / ".slimline-run.json").write_text('{"schema_version": 1, "written_by": "slimline"}')
+    (projects / "notes" / "thesis.tex").write_text("years of work")
+    with atomic_directory(projects / "notes", replace=True) as tmp:
+        _written(tmp, "new")
+    assert (projects / "notes" / "thesis.tex").read_text() == "years of work"
+    (projects / "stages" / "01-export").mkdir(parents=True)
+    (projects / "stages" / "01-export" / "half.onnx").write_text("a damaged stage, no manifest")
+    with atomic_directory(projects / "stages" / "01-export", replace=True) as tmp:
+        _written(tmp, "rebuilt")
+    assert sorted(p.name for p in (projects / "stages" / "01-export").iterdir()) == ["manifest.json", "model.onnx"]
