@@ -225,8 +225,9 @@ def measure(case: Case, script: Path) -> dict:
         case.holder.kill()
         case.holder.wait()
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", completed.stderr)
-    message = next((line.strip() for line in completed.stderr.splitlines()
-                    if line.startswith(("error", "usage", "unexpected", "slimline: error"))), "")
+    lines = completed.stderr.splitlines()
+    message = next((line.strip() for line in lines if line.startswith(("error", "unexpected")) or ": error:" in line),
+                   "")
     return {"case": case.name, "what": case.what, "exit_code": completed.returncode, "wall_s": round(wall_s, 2),
             "max_rss_mb": round(int(rss.group(1)) / 1024, 1) if rss else None,
             "user_files_intact": case.watched.exists() and before.items() <= _digests(case.watched).items(),

@@ -1,9 +1,9 @@
 """The single-stage commands (`export`, `compress`, `bench`) on top of the pipeline's stage runner.
 
-Intermediate stages go to a hidden work directory beside `--out`; the final directory is copied
-into `--out` atomically, so an existing good `--out` is replaced only by a complete new one. An
-`--out` holding anything but a slimline model directory is refused unless `force`, and one writer at
-a time holds its lock.
+Each claims `--out` first (slimline.core.outputs: the one output rule, then the lock, before anything
+heavy). Intermediate stages go to a hidden temporary work directory beside `--out`, removed when done;
+the final directory is copied into `--out` atomically, so an existing good `--out` is replaced only by
+a complete new one, and only where slimline wrote it.
 """
 
 from __future__ import annotations
