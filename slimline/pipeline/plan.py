@@ -174,7 +174,8 @@ def plan_run(request: RunRequest) -> Plan:
                                                     or source.manifest.format == "torch-module" else "."))
     _check_runtime_available(profile)
     eval_data = eval_data_for(source, request.eval_data)
-    check_output_location(request.out_dir, "run", request.force, run_inputs(request))  # the API checked it first
+    base = [adapter.base.path] if adapter is not None else []  # also the base an adapter_config.json names
+    check_output_location(request.out_dir, "run", request.force, run_inputs(request) + base)
     return Plan(source=source, torch_steps=[s for s in steps if s.pass_.stage == "torch"],
                 onnx_steps=[s for s in steps if s.pass_.stage == "onnx"], needs_export=needs_export,
                 eval_data=eval_data, warnings=[str(p) for p in problems if p.severity == "warning"],

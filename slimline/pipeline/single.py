@@ -76,7 +76,7 @@ def export_to(checkpoint: Path, out: Path, *, task: str | None = None, opset: in
         if source.manifest.format == "hf":
             refuse_unbuildable(source.path, source.manifest.task)
         config = OnnxExportConfig(opset=opset, exporter=exporter)  # type: ignore[arg-type]
-        check_output_location(out, "model", force, inputs)
+        check_output_location(out, "model", force, inputs + ([adapter.base.path] if adapter else []))
         if adapter is not None:
             source = merged_checkpoint(adapter)
         with _work_dir(out) as work:
@@ -111,7 +111,7 @@ def compress_to(model_path: Path, out: Path, steps: list[RecipeStep], profile: P
                                   "the input model).")
         if tuning_data is not None:
             validate_dataset(tuning_data, model.path)
-        check_output_location(out, "model", force, inputs)
+        check_output_location(out, "model", force, inputs + ([adapter.base.path] if adapter else []))
         if adapter is not None:
             model = merged_checkpoint(adapter)
         context = pass_context(profile, tuning_data, seed=0, teacher=model)
@@ -150,7 +150,7 @@ def bench_model(model_path: Path, profile: Profile, out: Path, *, baseline: Path
                                   fix="pass --baseline with the fp32 original: a Hugging Face checkpoint or an ONNX "
                                       "model directory.")
         eval_data = eval_data_for(source, eval_data) if model.manifest.task == "text-classification" else eval_data
-        inputs += input_paths(source.path)  # the lineage's source, when no --baseline named it
+        inputs += [source.path] + ([adapter.base.path] if adapter else [])  # the lineage's source, the base
         check_output_location(out, "run", force, inputs)
         if adapter is not None:
             source = merged_checkpoint(adapter)
