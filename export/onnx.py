@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slimline.core.artifact import ModelDir, TensorSpec
+from slimline.core.artifact import ModelDir, TensorSpec, full_disk_cause
 from slimline.core.deps import require
 from slimline.core.errors import ExportError
 from slimline.export.failures import export_failure
@@ -134,6 +134,8 @@ def export_onnx(model: ModelDir, out_dir: Path, config: OnnxExportConfig) -> Exp
         except ExportError:
             raise
         except Exception as err:  # exporters raise many types (ValueError, KeyError, torch errors)
+            if full_disk_cause(err) is not None:
+                raise  # the next exporter would only fill the same disk: atomic_directory names it (exit 2)
             failures.append(f"{exporter}: {type(err).__name__}: {err}")
             errors.append((exporter, err))
             log.warning("ONNX export with %s failed: %s", exporter, err)

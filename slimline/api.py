@@ -18,6 +18,7 @@ from slimline.compress.recipe import RecipeStep, build_step, load_recipe
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec, parse_dataset_arg
 from slimline.core.errors import RecipeError
+from slimline.core.outputs import check_output, claimed_output, input_paths
 from slimline.core.scratch import sweep_dead_scratch
 from slimline.profiles.schema import Profile, load_profile
 
@@ -89,8 +90,9 @@ def run(checkpoint: PathLike | None = None, *, out: PathLike, profile: ProfileLi
     """Compress -> export -> bench -> verdict; writes OUT/stages, report.json, report.md and report.html.
 
     Returns the `Report` (its `.verdict` is "pass", "fail", "inconclusive" or "incomplete"); bad input raises
-    before any stage runs. OUT/run.yaml reproduces the run (`rerun`). An `out` holding files slimline did
-    not write is refused unless `force`.
+    before any stage runs. OUT/run.yaml reproduces the run (`rerun`). `out` follows the output rule
+    (slimline.core.outputs): one holding files slimline did not write is refused unless `force`, which never
+    applies to /, $HOME, the working directory or an input.
     `checkpoint` may be a PEFT adapter directory: `base` is then its base checkpoint (default: the local
     path its adapter_config.json names); the merged checkpoint is the first stage and the fp32 baseline.
 
@@ -100,24 +102,28 @@ def run(checkpoint: PathLike | None = None, *, out: PathLike, profile: ProfileLi
     its seeded test split, static INT8 calibrated on its train split). `evaluator` names how quality is scored
     (text-classification, image-top1, agreement, embedding, perplexity) instead of the choice by task and data.
     """
-    from slimline.pipeline.module_source import eval_from_callable, module_checkpoint
-    from slimline.pipeline.plan import RunRequest
-    from slimline.pipeline.run import run as run_pipeline
+    read = input_paths(checkpoint, base, weights, inputs, eval_data, eval if not callable(eval) else None, profile,
+                       recipe if isinstance(recipe, (str, Path)) else None)
+    with claimed_output(out, "run", force=force, inputs=read):  # the output rule and the lock, before torch
+        from slimline.pipeline.module_source import eval_from_callable, module_checkpoint
+        from slimline.pipeline.plan import RunRequest
+        from slimline.pipeline.run import run as run_pipeline
 
-    check_history(history)
-    sweep_dead_scratch()
-    if model is not None or model_factory is not None:
-        checkpoint = module_checkpoint(model, example_inputs, model_factory, weights, inputs, task).path
-        task = None
-    if checkpoint is None:
-        raise RecipeError("run needs a checkpoint, a model (nn.Module) or a model_factory.",
-                          fix="pass checkpoint=DIR, model=module with example_inputs, or model_factory + weights.")
-    if eval is not None:
-        eval_data = eval_from_callable(eval) if callable(eval) else eval
-    report = run_pipeline(RunRequest(
-        checkpoint=Path(checkpoint), profile=as_profile(profile), out_dir=Path(out),
-        recipe=None if recipe is None else as_recipe(recipe), task=task, eval_data=as_eval_data(eval_data),
-        bench_export=bench_export, seed=seed, force=force, base=_optional_path(base), evaluator=evaluator))
+        check_history(history)
+        sweep_dead_scratch()
+        if model is not None or model_factory is not None:
+            checkpoint = module_checkpoint(model, example_inputs, model_factory, weights, inputs, task).path
+            task = None
+        if checkpoint is None:
+            raise RecipeError("run needs a checkpoint, a model (nn.Module) or a model_factory.",
+                              fix="pass checkpoint=DIR, model=module with example_inputs, or model_factory + "
+                                  "weights.")
+        if eval is not None:
+            eval_data = eval_from_callable(eval) if callable(eval) else eval
+        report = run_pipeline(RunRequest(
+            checkpoint=Path(checkpoint), profile=as_profile(profile), out_dir=Path(out),
+            recipe=None if recipe is None else as_recipe(recipe), task=task, eval_data=as_eval_data(eval_data),
+            bench_export=bench_export, seed=seed, force=force, base=_optional_path(base), evaluator=evaluator))
     return _after_run(report, "run", out, history, mlflow_uri)
 
 
@@ -129,7 +135,11 @@ def rerun(config: PathLike, *, out: PathLike | None = None, force: bool = False,
     from slimline.pipeline.run_config import load_run_config
 
     request = load_run_config(Path(config), out=_optional_path(out), force=force)
-    report = run_pipeline(request)
+    read = input_paths(config, request.checkpoint, request.base, request.eval_data)
+    with claimed_output(request.out_dir, "run", force=force, inputs=read):
+        check_history(history)
+        sweep_dead_scratch()
+        report = run_pipeline(request)
     return _after_run(report, "run", request.out_dir, history, mlflow_uri)
 
 
@@ -137,20 +147,23 @@ def compress(model: PathLike, *, recipe: RecipeLike, out: PathLike, profile: Pro
              eval_data: DataLike | None = None, force: bool = False, base: PathLike | None = None) -> ModelDir:
     """Apply a recipe's passes to a model directory (or a PEFT adapter merged into `base`); returns the new
     model directory at `out`."""
-    from slimline.pipeline.single import compress_to
+    read = input_paths(model, base, eval_data, profile, recipe if isinstance(recipe, (str, Path)) else None)
+    with claimed_output(out, "model", force=force, inputs=read):  # the output rule and the lock, first
+        from slimline.pipeline.single import compress_to
 
-    return compress_to(Path(model), Path(out), as_recipe(recipe), as_profile(profile),
-                       tuning_data=as_dataset(eval_data), force=force, base=_optional_path(base))
+        return compress_to(Path(model), Path(out), as_recipe(recipe), as_profile(profile),
+                           tuning_data=as_dataset(eval_data), force=force, base=_optional_path(base))
 
 
 def export(checkpoint: PathLike, *, out: PathLike, task: str | None = None, opset: int = 18,
            exporter: str = "auto", force: bool = False, base: PathLike | None = None) -> ModelDir:
     """Export a Hugging Face checkpoint (or a PEFT adapter merged into `base`) to an ONNX model directory
     (with a parity check)."""
-    from slimline.pipeline.single import export_to
+    with claimed_output(out, "model", force=force, inputs=input_paths(checkpoint, base)):  # first: the rule, the lock
+        from slimline.pipeline.single import export_to
 
-    return export_to(Path(checkpoint), Path(out), task=task, opset=opset, exporter=exporter, force=force,
-                     base=_optional_path(base))
+        return export_to(Path(checkpoint), Path(out), task=task, opset=opset, exporter=exporter, force=force,
+                         base=_optional_path(base))
 
 
 def bench(model: PathLike, *, out: PathLike, profile: ProfileLike = "cpu", baseline: PathLike | None = None,
@@ -162,14 +175,16 @@ def bench(model: PathLike, *, out: PathLike, profile: ProfileLike = "cpu", basel
     `baseline` (default: the model's lineage source) is the fp32 original: a Hugging Face checkpoint, a PEFT
     adapter directory merged into `base`, or an fp32 ONNX model directory (measured on ONNX Runtime; for a
     hand-made model with no source)."""
-    from slimline.pipeline.single import bench_model
+    read = input_paths(model, baseline, base, eval_data, profile)
+    with claimed_output(out, "run", force=force, inputs=read):  # the output rule and the lock, first
+        from slimline.pipeline.single import bench_model
 
-    check_history(history)
-    sweep_dead_scratch()
-    report = bench_model(Path(model), as_profile(profile), Path(out),
-                         baseline=Path(baseline) if baseline is not None else None,
-                         eval_data=as_eval_data(eval_data), force=force, base=_optional_path(base),
-                         evaluator=evaluator)
+        check_history(history)
+        sweep_dead_scratch()
+        report = bench_model(Path(model), as_profile(profile), Path(out),
+                             baseline=Path(baseline) if baseline is not None else None,
+                             eval_data=as_eval_data(eval_data), force=force, base=_optional_path(base),
+                             evaluator=evaluator)
     return _after_run(report, "bench", out, history, mlflow_uri)
 
 
@@ -186,15 +201,16 @@ def search(checkpoint: PathLike, *, out: PathLike, profile: ProfileLike = "cpu",
     trial, and report.json/.md for the chosen artifact, benched on the test split. `executor="ray"` runs
     trials as Ray tasks (`ray_address` for a cluster). Returns the `SearchResult` (`.report`, `.state`).
     """
-    from slimline.pipeline.search import SearchRequest, run_search
+    with claimed_output(out, "run", force=force, inputs=input_paths(checkpoint, space, eval_data, profile)):
+        from slimline.pipeline.search import SearchRequest, run_search  # after the rule and the lock
 
-    check_history(history)
-    sweep_dead_scratch()
-    result = run_search(SearchRequest(
-        checkpoint=Path(checkpoint), profile=as_profile(profile), out_dir=Path(out),
-        space=None if space is None else str(space), eval_data=as_dataset(eval_data), trials=trials,
-        time_budget_s=time_budget_s, seed=seed, executor=executor,  # type: ignore[arg-type]
-        ray_address=ray_address, parallel=parallel, confidence_z=confidence_z, force=force))
+        check_history(history)
+        sweep_dead_scratch()
+        result = run_search(SearchRequest(
+            checkpoint=Path(checkpoint), profile=as_profile(profile), out_dir=Path(out),
+            space=None if space is None else str(space), eval_data=as_dataset(eval_data), trials=trials,
+            time_budget_s=time_budget_s, seed=seed, executor=executor,  # type: ignore[arg-type]
+            ray_address=ray_address, parallel=parallel, confidence_z=confidence_z, force=force))
     result.report = _after_run(result.report, "search", out, history, mlflow_uri)
     return result
 
@@ -283,24 +299,37 @@ def ship(run_id: int | str, *, history: PathLike | None = None, note: str = "") 
 
 
 def compare(run_a: int | str, run_b: int | str, *, history: PathLike | None = None,
-            html: PathLike | None = None) -> Comparison:
+            html: PathLike | None = None, force: bool = False) -> Comparison:
     """Two recorded runs side by side (latency CIs, accuracy with paired SE on the same examples, size,
-    budgets); `html` also writes the comparison page."""
+    budgets); `html` also writes the comparison page (an existing file slimline did not write: with `force`)."""
     from slimline.core.artifact import atomic_write_text
-    from slimline.history.compare import compare_runs
+    from slimline.history.compare import compare_runs, is_comparison_html
     from slimline.history.records import get_run
 
+    if html is not None:  # before reading anything: the output rule (a file: replaced only when slimline's)
+        check_output(Path(html), "file", force=force, inputs=_history_inputs(history), ours=is_comparison_html)
     comparison = compare_runs(get_run(run_a, _history_path(history)), get_run(run_b, _history_path(history)))
     if html is not None:
         atomic_write_text(Path(html), comparison.html())
     return comparison
 
 
-def export_history(fmt: str = "csv", *, out: PathLike | None = None, history: PathLike | None = None) -> str | Path:
-    """Every recorded figure with its spread as CSV (text, or a file) or Parquet (a file; needs pyarrow)."""
+def export_history(fmt: str = "csv", *, out: PathLike | None = None, history: PathLike | None = None,
+                   force: bool = False) -> str | Path:
+    """Every recorded figure with its spread as CSV (text, or a file) or Parquet (a file; needs pyarrow).
+    An existing `out` slimline did not write is replaced only with `force`; never the history itself."""
     from slimline.history.export import export_history as export_rows
+    from slimline.history.export import is_history_export
 
+    if out is not None:
+        check_output(Path(out), "file", force=force, inputs=_history_inputs(history), ours=is_history_export)
     return export_rows(fmt, _history_path(out), _history_path(history))
+
+
+def _history_inputs(history: PathLike | None) -> list[Path]:
+    from slimline.history.store import resolve_history_path
+
+    return input_paths(resolve_history_path(_history_path(history)))
 
 
 __all__ = ["as_dataset", "as_profile", "as_recipe", "bench", "check_history", "compare", "compress", "demo_checkpoint",

@@ -50,7 +50,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_keygen(args: argparse.Namespace) -> int:
     from slimline.deploy.signing import generate_keypair, key_fingerprint, load_public_key
 
-    private_path, public_path = generate_keypair(Path(args.out))
+    private_path, public_path = generate_keypair(args.out)  # as typed: a trailing / names a directory
     console = _console()
     console.print(f"private key: {private_path} (mode 0600; keep it secret, sign with `slimline package --sign`)",
                   markup=False)
@@ -108,7 +108,9 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     package.add_argument("--name", help="model name (Triton model directory; default: from the checkpoint)")
     package.add_argument("--profile", help="profile for the Triton config and serving (default: the run's, or cpu)")
     package.add_argument("--tar", action="store_true", help="also write BUNDLE.tar.gz")
-    package.add_argument("--force", action="store_true", help="replace an existing --out")
+    package.add_argument("--force", action="store_true", help="with --tar, replace BUNDLE.tar.gz even when slimline "
+                         "did not write it (a bundle directory holds nothing else: --out must be new, empty or a "
+                         "bundle; slimline's own is replaced without --force)")
     package.add_argument("--sign", metavar="KEY",
                          help="sign manifest.json with this Ed25519 PEM private key (`slimline keygen`)")
     package.set_defaults(handler=cmd_package)

@@ -69,7 +69,7 @@ def cmd_ship(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    written = api.export_history(args.format, out=args.out, history=args.history)
+    written = api.export_history(args.format, out=args.out, history=args.history, force=args.force)
     if args.out is None:
         sys.stdout.write(str(written))
     else:
@@ -88,7 +88,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from slimline.history.compare import HEADER
 
-    comparison = api.compare(args.run_a, args.run_b, history=args.history, html=args.html)
+    comparison = api.compare(args.run_a, args.run_b, history=args.history, html=args.html, force=args.force)
     out = console()
     table = Table(title=f"compare #{comparison.a.id} (A) vs #{comparison.b.id} (B)")
     for column in HEADER:
@@ -135,6 +135,7 @@ def add_history_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--format", choices=["csv", "parquet"], default="csv")
     export.add_argument("--out", type=Path, help="file to write (CSV goes to stdout without it)")
     export.add_argument("--history", metavar="PATH", help=HISTORY_HELP)
+    export.add_argument("--force", action="store_true", help="replace --out even when slimline did not write it")
     export.set_defaults(handler=cmd_export)
 
     importing = actions.add_parser("import", help="add a run that could not be recorded when it finished "
@@ -149,4 +150,5 @@ def add_history_commands(sub: argparse._SubParsersAction) -> None:
     compare.add_argument("run_b", metavar="RUN_B")
     compare.add_argument("--html", type=Path, help="also write the comparison as a self-contained HTML page")
     compare.add_argument("--history", metavar="PATH", help=HISTORY_HELP)
+    compare.add_argument("--force", action="store_true", help="replace --html even when slimline did not write it")
     compare.set_defaults(handler=cmd_compare)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from slimline.cli.arguments import attach_dash_values
 from slimline.cli.catalogue import add_catalogue_commands
 from slimline.cli.console import print_error
 from slimline.cli.deploy import add_deploy_commands
@@ -52,10 +53,11 @@ def quiet_third_party_libraries() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(attach_dash_values(parser, arguments))
     from slimline.core.invocation import set_command_line
 
-    set_command_line(list(argv) if argv is not None else sys.argv[1:])  # reports say which command made them
+    set_command_line(arguments)  # reports say which command made them
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:

@@ -7,14 +7,18 @@ import re
 from pathlib import Path
 
 from slimline import api
+from slimline.cli.arguments import bounded_float, bounded_int
 from slimline.cli.console import console, print_report, verdict_exit
 from slimline.cli.history import add_history_options, history_argument
+from slimline.cli.stages import FORCE_HELP
 
 DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
 
 
 def parse_duration_s(text: str) -> float:
     """`20m`, `1h30m`, `90s` or plain seconds (`1200`) -> seconds."""
+    if text.strip().startswith("-"):
+        raise argparse.ArgumentTypeError(f"the time budget must be positive, got {text!r}; write e.g. 20m")
     match = DURATION.match(text)
     if not text.strip() or match is None or not any(match.groups()):
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 20m, 1h30m, 90s or 1200")
@@ -63,15 +67,15 @@ def add_search_command(sub: argparse._SubParsersAction) -> None:
                         "(20m, 1h, 90s; default 20m when --trials is not given)")
     search.add_argument("--trials", type=positive_int, help="stop when this many trials have finished (counting "
                         "those of earlier runs into the same --out)")
-    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--seed", type=bounded_int(0, 2**32 - 1), default=0)
     search.add_argument("--executor", choices=["local", "ray"], default="local", help="run trials here, one at a "
                         "time, or as Ray tasks (pip install 'slimline[ray]')")
     search.add_argument("--ray-address", help="an existing Ray cluster (default: a local Ray)")
     search.add_argument("--parallel", type=positive_int, help="Ray: trials in flight at once (default: the "
                         "cluster's CPUs)")
-    search.add_argument("--confidence-z", type=float, default=0.0, help="accept a trial when its validation drop + "
+    search.add_argument("--confidence-z", type=bounded_float(0.0, 10.0), default=0.0,
+                        help="accept a trial when its validation drop + "
                         "z x paired SE is within the accuracy budget (default 0: the drop as measured)")
-    search.add_argument("--force", action="store_true", help="write even when --out holds files slimline did not "
-                        "write")
+    search.add_argument("--force", action="store_true", help=FORCE_HELP)
     add_history_options(search)
     search.set_defaults(handler=cmd_search)

@@ -6,11 +6,14 @@ import argparse
 from pathlib import Path
 
 from slimline import api
+from slimline.cli.arguments import bounded_int
 from slimline.cli.console import console, print_report, verdict_exit
 from slimline.cli.history import add_history_options, history_argument
 from slimline.core.errors import EXIT_OK, RecipeError
+from slimline.core.outputs import claimed_output
 
-FORCE_HELP = "write even when --out holds files slimline did not write (they may be replaced)"
+FORCE_HELP = ("write into an --out holding files slimline did not write, beside them (none is deleted or "
+              "replaced; never /, $HOME, the working directory or its parents, or an input)")
 EVALUATOR_HELP = ("how quality is scored, instead of the choice by task and data: text-classification, image-top1, "
                   "agreement (every output vs fp32 by its kind), embedding (cosine on every output), perplexity")
 BASE_HELP = ("base checkpoint directory a PEFT adapter is merged into (default: the local path named by "
@@ -44,16 +47,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    profile = api.as_profile(args.profile)  # validate before the (slow) first build of the checkpoint
-    api.check_history(history_argument(args))
-    checkpoint = api.demo_checkpoint()
-    accuracy = checkpoint.manifest.metadata.get("accuracy", {})
-    console().print(f"demo checkpoint: {checkpoint.path} (test accuracy {accuracy.get('test', float('nan')):.4f})")
-    report = api.run(checkpoint.path, out=args.out, profile=profile, bench_export=True,
-                     history=history_argument(args), mlflow_uri=args.mlflow_uri)
-    print_report(report)
-    console().print(f"report: {Path(args.out) / 'report.json'}, report.md and report.html")
-    bundle = api.package(args.out, out=Path(args.out) / "bundle", name="minilm-l6-rotten-tomatoes", force=True)
+    # --out's rule and lock, then the profile: both before the (slow) first build of the checkpoint
+    with claimed_output(Path(args.out), "run"):
+        profile = api.as_profile(args.profile)
+        api.check_history(history_argument(args))
+        checkpoint = api.demo_checkpoint()
+        accuracy = checkpoint.manifest.metadata.get("accuracy", {})
+        console().print(f"demo checkpoint: {checkpoint.path} (test accuracy "
+                        f"{accuracy.get('test', float('nan')):.4f})")
+        report = api.run(checkpoint.path, out=args.out, profile=profile, bench_export=True,
+                         history=history_argument(args), mlflow_uri=args.mlflow_uri)
+        print_report(report)
+        console().print(f"report: {Path(args.out) / 'report.json'}, report.md and report.html")
+        bundle = api.package(args.out, out=Path(args.out) / "bundle", name="minilm-l6-rotten-tomatoes", force=True)
     console().print(f"bundle: {bundle.path} (check it with `slimline verify {bundle.path}`, "
                     f"serve it with `slimline serve {bundle.path}`)")
     return verdict_exit(report)
@@ -122,7 +128,7 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--base", help=BASE_HELP)
     export.add_argument("--out", required=True)
     export.add_argument("--task")
-    export.add_argument("--opset", type=int, default=18)
+    export.add_argument("--opset", type=bounded_int(14, 21), default=18, help="ONNX opset, 14..21 (default 18)")
     export.add_argument("--exporter", choices=["auto", "optimum", "torch"], default="auto")
     export.add_argument("--force", action="store_true", help=FORCE_HELP)
     export.set_defaults(handler=cmd_export)

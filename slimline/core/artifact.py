@@ -22,7 +22,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slimline.core.errors import CheckpointError, OutputError
+from slimline.core.locks import LOCK_SUFFIX, normalised_path, temporary_path
 from slimline.core.machine import library_versions, machine_info
+from slimline.core.outputs import owned_entries, protected_reason
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 1
@@ -196,54 +198,144 @@ def _in_temp_dir(path: Path) -> bool:
         return False
 
 
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} TiB"  # pragma: no cover
+
+
+def disk_facts(where: Path) -> str:
+    """'the filesystem mounted at /data (12.0 KiB free of 96.0 KiB)' for the disk holding `where`."""
+    probe = Path(os.path.abspath(where))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    mount = probe
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    try:
+        usage = shutil.disk_usage(probe)
+    except OSError:
+        return f"the filesystem mounted at {mount}"
+    return f"the filesystem mounted at {mount} ({_size(usage.free)} free of {_size(usage.total)})"
+
+
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def full_disk_cause(err: BaseException) -> OSError | None:
+    """The ENOSPC/EDQUOT OSError behind `err`, however a library wrapped it (an exporter's or a pass's own
+    error type): a full disk is the machine's problem (exit 2, naming the disk), never a stage failure."""
+    seen: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and all(current is not s for s in seen):
+        if isinstance(current, OSError) and current.errno in FULL_DISK_ERRNOS:
+            return current
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def describe_os_error(err: OSError, where: Path) -> OutputError:
     """An OSError as an OutputError whose fix names the real culprit: --out, or the temporary directory
     (scratch files such as the tokenised eval set go to TMPDIR, not to --out)."""
     failed = Path(err.filename) if err.filename else Path(where)
-    if err.errno == errno.ENOSPC and _in_temp_dir(failed):
+    near_out = failed.absolute().is_relative_to(Path(where).absolute().parent)  # --out may lie under /tmp too
+    if err.errno in FULL_DISK_ERRNOS and _in_temp_dir(failed) and not near_out:
         return OutputError(f"no space left in the temporary directory {tempfile.gettempdir()} while writing "
-                           f"{failed}.", fix="free space there, or point TMPDIR at a filesystem with room "
-                                             "(TMPDIR=/path/with/space slimline ...); --out is not the problem.")
-    if err.errno == errno.ENOSPC:
-        return OutputError(f"no space left on the device while writing {where}.",
-                           fix="free disk space or choose another --out; nothing was moved into place.")
+                           f"{failed}: {disk_facts(failed)}.",
+                           fix="free space there, or point TMPDIR at a filesystem with room "
+                               "(TMPDIR=/path/with/space slimline ...); --out is not the problem.")
+    if err.errno in FULL_DISK_ERRNOS:
+        return OutputError(f"no space left on the device while writing {where}: {disk_facts(where)}.",
+                           fix="free disk space there, or choose another --out on a disk with room; nothing was "
+                               "moved into place and the partial output was removed.")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OutputError(f"cannot write to {where}: {err.strerror}.",
                            fix="choose a writable --out directory or fix its permissions.")
     return OutputError(f"writing {where} failed: {err}.", fix="check the output location and retry.")
 
 
-@contextlib.contextmanager
-def atomic_directory(final: Path, *, replace: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of `final`; on success fsync it and rename it to `final`.
+def _swap(tmp: Path, final: Path) -> None:
+    backup = temporary_path(final.parent, final.name, "old")
+    os.replace(final, backup)
+    os.replace(tmp, final)
+    shutil.rmtree(backup, ignore_errors=True)
 
-    On any error the temporary directory is removed and `final` is left exactly as it was.
-    With replace=True an existing `final` is swapped out only after the new one is complete.
+
+def _publish(tmp: Path, final: Path, replace: bool, exclusive: bool) -> None:
+    """Move the complete `tmp` to `final`. An existing `final` is replaced only where slimline wrote it: a
+    directory wholly slimline's is swapped (two renames); one holding anything else (a forced --out beside
+    the user's files), or the working/home directory, is updated in place, its other entries untouched."""
+    if not os.path.lexists(final):
+        os.replace(tmp, final)
+        return
+    if not replace:
+        raise OutputError(f"{final} already exists.", fix="remove it or write elsewhere.")
+    if final.is_symlink() or not final.is_dir():
+        raise OutputError(f"{final} is not a directory slimline wrote; it is not replaced.",
+                          fix="choose another output path.")
+    present = {e.name for e in os.scandir(final) if not e.name.endswith(LOCK_SUFFIX)}
+    ownership = owned_entries(final)
+    owned, strangers = ownership if ownership is not None else (present, [])
+    if strangers:
+        raise OutputError(f"{final} holds {', '.join(strangers[:5])}, which slimline did not write, inside what it "
+                          "did; it is not replaced.", fix="move those files out of it, or choose a new --out.")
+    if present <= owned and protected_reason(final) is None:
+        _swap(tmp, final)
+        return
+    if exclusive and present - owned:
+        raise OutputError(f"{final} holds {', '.join(sorted(present - owned)[:5])}, which slimline did not write, "
+                          "and it may hold nothing else; it is not replaced.",
+                          fix="move those files out of it, or choose a new --out.")
+    clash = sorted((present - owned) & set(os.listdir(tmp)))
+    if clash:
+        raise OutputError(f"{final} holds {', '.join(clash[:5])}, which slimline did not write and would replace.",
+                          fix="move them away, or choose a new --out.")
+    for name in sorted(present & owned, key=lambda n: n != MANIFEST_NAME):  # the manifest first, and in last:
+        _remove_entry(final / name)  # half-way, the directory is no complete slimline model
+    for name in sorted(os.listdir(tmp), key=lambda n: n == MANIFEST_NAME):
+        os.replace(tmp / name, final / name)
+    tmp.rmdir()
+
+
+def _remove_entry(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(final: Path, *, replace: bool = False, exclusive: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of `final`; on success fsync it and move it to `final`.
+
+    On any error the temporary directory is removed and `final` is left exactly as it was. With
+    replace=True an existing `final` is replaced once the new one is complete, and only what slimline
+    wrote there: entries it did not write are kept (see _publish), so no caller can delete a user's files;
+    with exclusive=True (a bundle, which may hold nothing else) such entries refuse the replacement.
     """
-    final = Path(final)
+    final = normalised_path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        tmp = temporary_path(final.parent, final.name, "tmp")
+        tmp.mkdir(mode=0o700)
     except OSError as err:
         raise describe_os_error(err, final) from err
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; published results follow the umask
+        os.chmod(tmp, 0o777 & ~_umask())  # published results follow the umask
         _fsync_tree(tmp)
-        if final.exists():
-            if not replace:
-                raise OutputError(f"{final} already exists.", fix="remove it or write elsewhere.")
-            backup = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, backup)
-            os.replace(tmp, final)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        _publish(tmp, final, replace, exclusive)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise describe_os_error(err, final) from err
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        full = full_disk_cause(err)
+        if full is not None:
+            raise describe_os_error(full, final) from err
         raise
 
 
@@ -262,12 +354,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file via a temporary sibling + rename, so readers never see half of it."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        tmp = temporary_path(path.parent, path.name, "tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as err:
         with contextlib.suppress(Exception):

@@ -1,11 +1,21 @@
-"""Output directories: whose they are, who is writing them, and what a killed run left behind.
+"""Output paths: the one rule every command that writes follows, in one place.
 
-Every command that writes refuses an `--out` holding something slimline did not write there (a model
-directory is recognised by its manifest, a run directory by its marker, stages or report) unless
-`--force`, so a typo cannot wipe a user's folder. One process at a time writes an output: an exclusive
-lock (flock, see ExclusiveLock) names the holder to the second one. Temporary siblings a killed process left behind
-(`.NAME.tmp-*`, `.NAME.old-*`) are swept by the next writer, which holds the lock and so knows that
-nobody else is still writing them.
+**slimline deletes or overwrites only what it wrote.** An output path holding anything slimline did not
+write is refused (exit 2) unless `--force`; with `--force` a run or model directory is written *beside*
+the files already there (none of them is deleted or overwritten: a name slimline needs that is taken is
+refused), a single-file output the user named is replaced, and a bundle, which must hold nothing else, is
+never written there. `--force` never applies to `/`, `$HOME`, the working directory or one of its
+ancestors, or an input of the command, and an output never equals, contains or sits inside an input,
+with or without `--force` (resolved paths, symlinks followed).
+
+`claimed_output` applies the rule and takes the output's lock (slimline.core.locks) *before* any heavy
+import or pre-flight, so a refusal or a busy output answers in well under a second. Deeper layers call
+it again (the lock is re-entrant in one thread), and `atomic_directory` replaces only the entries of an
+existing directory that slimline wrote, so no caller can forget the rule.
+
+Output kinds: "model" a directory replaced as a whole (export, compress, package's bundle); "run" a
+directory written into, resumable (run, demo, search, bench); "file" one file (package --tar's archive,
+history export --out, compare --html, keygen's keys).
 """
 
 from __future__ import annotations
@@ -13,215 +23,303 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import socket
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
-from slimline.core.artifact import describe_os_error
 from slimline.core.errors import OutputError
+from slimline.core.locks import (
+    LOCK_SUFFIX,
+    RUN_MARKER,
+    ExclusiveLock,
+    lock_path,
+    normalised_path,
+    output_lock,
+    sweep_stale_temporaries,
+    temporary_path,
+)
 
-#: Written into a run directory when a run starts: what makes the directory slimline's to resume.
-RUN_MARKER = ".slimline-run.json"
-LOCK_SUFFIX = ".slimline.lock"
-OutputKind = Literal["model", "run"]
+OutputKind = Literal["model", "run", "file"]
+MANIFEST = "manifest.json"
+#: Top-level names slimline writes into a run directory (run, bench, search, demo). With --force into a
+#: directory of the user's files none of them may already be there: slimline would overwrite it.
+RUN_DIR_NAMES = frozenset({RUN_MARKER, "stages", "report.json", "report.md", "report.html", "report-tradeoff.svg",
+                           "search", "search.db", "trials.json", "trials.md", "front.json", "front.svg", "best",
+                           "bundle", "run.yaml", "history-record.json"})
+FORCE_FIX = "choose a new or empty --out, or pass --force to write beside the files there (none is replaced)."
+__all__ = [
+    "LOCK_SUFFIX",
+    "RUN_MARKER",
+    "ExclusiveLock",
+    "check_output",
+    "check_writable",
+    "claimed_output",
+    "claimed_run_dir",
+    "input_paths",
+    "lock_path",
+    "normalised_path",
+    "output_lock",
+    "owned_entries",
+    "protected_reason",
+    "sweep_stale_temporaries",
+    "temporary_path",
+]
 
 
-def _is_model_dir(path: Path) -> bool:
-    manifest = path / "manifest.json"
+def _read_json(path: Path) -> object:
     try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as handle:
+            return json.loads(handle.read(64 << 20))
     except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and {"schema_version", "format", "files"} <= set(data)
+        return None
+
+
+def _manifest(directory: Path) -> dict | None:
+    data = _read_json(directory / MANIFEST)
+    if isinstance(data, dict) and {"schema_version", "format", "files"} <= set(data) and isinstance(data["files"],
+                                                                                                  dict):
+        return data
+    return None
 
 
 def _is_run_dir(path: Path) -> bool:
     if (path / RUN_MARKER).is_file() or (path / "stages").is_dir():
         return True
-    try:
-        report = json.loads((path / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
+    report = _read_json(path / "report.json")
     return isinstance(report, dict) and {"schema_version", "verdict", "budgets"} <= set(report)
 
 
-def _protected(path: Path) -> str | None:
-    """Places `--force` must never replace: a typo there would be a disaster."""
-    resolved = path.resolve()
-    home = Path.home().resolve()
-    if resolved == Path(resolved.anchor):
+def _entries(directory: Path) -> list[str]:
+    """What is in `directory`, slimline's lock files aside (a killed writer's lock is no one's content)."""
+    return sorted(e.name for e in os.scandir(directory) if not e.name.endswith(LOCK_SUFFIX))
+
+
+def resolved(path: Path) -> Path:
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError) as err:  # a symlink loop
+        raise OutputError(f"cannot resolve {path}: {err}.", fix="choose another path.") from err
+
+
+def protected_reason(path: Path) -> str | None:
+    """Why `path` (resolved) is a place --force never applies to, or None."""
+    path = resolved(path)
+    home = resolved(Path(os.environ.get("HOME") or Path.home()))
+    cwd = resolved(Path.cwd())
+    if path == Path(path.anchor):
         return "the filesystem root"
-    if resolved == home or home.is_relative_to(resolved):
-        return "your home directory or one that contains it"
-    if Path.cwd().resolve().is_relative_to(resolved):
-        return "the working directory or one that contains it"
+    if path == home or home.is_relative_to(path):
+        return "your home directory" if path == home else "a directory that contains your home directory"
+    if path == cwd or cwd.is_relative_to(path):
+        return "the working directory" if path == cwd else "a directory that contains the working directory"
     return None
 
 
-def check_output(out: Path, kind: OutputKind, *, force: bool = False) -> None:
-    """Refuse `out` when it holds something slimline did not write (before any work is done).
+def input_paths(*candidates: object) -> list[Path]:
+    """The command arguments that name existing paths: `data.csv:validation` counts as `data.csv`; shipped
+    names (`cpu`, `rotten-tomatoes`) and `pkg.module:function` name nothing and are skipped."""
+    found = []
+    for candidate in candidates:
+        candidate = getattr(candidate, "source", candidate)  # a DatasetSpec or EvalSource: its file or folder
+        if not isinstance(candidate, (str, Path)) or not str(candidate):
+            continue
+        text = str(candidate)
+        for option in (text, text.rsplit(":", 1)[0] if ":" in text else None):
+            if option and os.path.lexists(option):
+                found.append(Path(option))
+                break
+    return found
 
-    kind "model": a directory that will be replaced by a model directory (export, compress).
-    kind "run": a directory that stages and reports are written into (run, bench); resumable.
+
+def _input_clash(out: Path, inputs: Iterable[Path]) -> str | None:
+    target = resolved(out)
+    for given in inputs:
+        source = resolved(given)
+        if target == source:
+            return f"is the command's input {given}"
+        if source.is_relative_to(target):
+            return f"contains the command's input {given}"
+        if target.is_relative_to(source):
+            return f"lies inside the command's input {given}"
+    return None
+
+
+def _slimlines(out: Path, kind: OutputKind, ours: Callable[[Path], bool] | None) -> bool:
+    if kind == "file":
+        return ours is not None and ours(out)
+    if not _entries(out):
+        return True
+    return _manifest(out) is not None if kind == "model" else _is_run_dir(out)
+
+
+def check_output(out: Path, kind: OutputKind, *, force: bool = False, inputs: Iterable[Path] = (),
+                 ours: Callable[[Path], bool] | None = None, exclusive: bool = False) -> None:
+    """Apply the rule to `out` (see the module docstring); creates nothing, raises OutputError (exit 2).
+
+    `inputs`: every path the command reads. `ours`: for a "file", whether an existing file is slimline's.
+    `exclusive`: the directory may hold nothing else (a bundle: verify refuses files its manifest does not
+    list), so --force cannot write it beside the user's files either.
     """
-    out = Path(out)
-    if not out.exists() and not out.is_symlink():
+    out = normalised_path(out)  # judged where it will be written
+    _check_rule(out, kind, force, list(inputs), ours, exclusive)
+    check_writable(out)
+
+
+def _check_rule(out: Path, kind: OutputKind, force: bool, inputs: list[Path], ours: Callable[[Path], bool] | None,
+                exclusive: bool) -> None:
+    clash = _input_clash(out, inputs)
+    if clash is not None:
+        raise OutputError(f"--out {out} {clash}; an output never replaces, holds or sits inside an input, even "
+                          "with --force.", fix="choose an --out outside every input of the command.")
+    if not os.path.lexists(out):
         return
-    replaceable = kind == "model" and not out.is_symlink()  # a run directory is written into, never replaced
-    if out.is_symlink() or not out.is_dir():
-        what = "a link" if out.is_symlink() else "a file"
-        if not (force and replaceable):
-            raise OutputError(f"--out {out} is {what}, not a directory; slimline will not replace it.",
-                              fix="choose another --out" + (", or pass --force to replace it." if replaceable else "."))
-    elif not any(out.iterdir()) or (_is_model_dir(out) if kind == "model" else _is_run_dir(out)):
+    wanted = "a file" if kind == "file" else "a directory"
+    if out.is_symlink():
+        raise OutputError(f"--out {out} is a link; slimline neither writes through nor replaces it.",
+                          fix="choose another --out (the link's target, if that is what you meant).")
+    if out.is_dir() != (kind != "file"):
+        what = "a directory" if out.is_dir() else "a file"
+        raise OutputError(f"--out {out} is {what}, not {wanted}; slimline will not replace it, even with --force.",
+                          fix="choose another --out.")
+    if _slimlines(out, kind, ours):
         return
-    elif not force:
-        what = "a slimline model directory" if kind == "model" else "a slimline run directory"
-        raise OutputError(f"--out {out} already holds files and is not {what}; writing there could destroy them.",
-                          fix="choose an empty or new --out, or pass --force if its contents may be replaced.")
-    protected = _protected(out) if replaceable else None
-    if protected is not None:
-        raise OutputError(f"--out {out} is {protected}; slimline will not replace it, even with --force.",
-                          fix="choose a new directory for --out.")
+    what = {"model": "a slimline model directory", "run": "a slimline run directory",
+            "file": "a file slimline wrote"}[kind]
+    held = "already holds files and is not" if kind != "file" else "exists and is not"
+    if not force:
+        fix = "choose another path, or pass --force to replace it." if kind == "file" else \
+            "choose a new or empty --out (a bundle holds nothing else)." if exclusive else FORCE_FIX
+        raise OutputError(f"--out {out} {held} {what}; writing there could destroy them.", fix=fix)
+    reason = protected_reason(out)
+    if reason is not None:
+        raise OutputError(f"--out {out} is {reason}; --force never applies there.", fix="choose a new directory "
+                          "for --out.")
+    if exclusive:
+        raise OutputError(f"--out {out} holds files slimline did not write, and a bundle directory holds nothing "
+                          "else (verify refuses any file its manifest does not list); --force cannot help here.",
+                          fix="choose a new or empty --out.")
+    taken = sorted(RUN_DIR_NAMES & set(_entries(out))) if kind == "run" else \
+        [MANIFEST] if kind == "model" and (out / MANIFEST).exists() else []
+    if taken:
+        raise OutputError(f"--out {out} holds {', '.join(taken)}, which slimline did not write and would overwrite; "
+                          "--force writes beside your files, never over them.",
+                          fix="move them away, or choose a new --out.")
 
 
 def check_writable(out: Path) -> None:
     """`out` can be created (or written) here: checked on the nearest existing ancestor, creating nothing."""
-    probe = Path(out).absolute()
-    while not probe.exists():
+    probe = Path(os.path.abspath(out))
+    while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if not probe.is_dir():
+    if not probe.is_dir() and probe != Path(os.path.abspath(out)):
         raise OutputError(f"cannot create --out {out}: {probe} is not a directory.", fix="choose another --out.")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write to {probe} (for --out {out}): permission denied.",
+    directory = probe if probe.is_dir() else probe.parent
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to {directory} (for --out {out}): permission denied.",
                           fix="choose a writable --out directory or fix its permissions.")
 
 
-def lock_path(out: Path, kind: OutputKind) -> Path:
-    """A run directory holds its own lock; a model output is replaced by a rename, so its lock is a sibling."""
-    out = Path(out).absolute()
-    return out / LOCK_SUFFIX if kind == "run" else out.parent / f".{out.name}{LOCK_SUFFIX}"
+def _make_parents(directory: Path) -> list[Path]:
+    """Create `directory` and its missing parents; return those created, deepest first."""
+    missing = []
+    probe = directory
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            pass
+        except OSError as err:
+            from slimline.core.artifact import describe_os_error
+
+            _remove_empty(missing)
+            raise describe_os_error(err, path) from err
+    return missing
 
 
-class ExclusiveLock:
-    """An flock(2) lock on a file that is removed again on release, so no lock file is left beside --out.
-
-    Written here rather than taken from filelock: filelock leaves its lock files in place on purpose,
-    because unlinking on release lets a waiter lock the unlinked file while a newcomer locks a fresh
-    one. The remedy is the classic check after locking that the file we hold is still the one at the
-    path (same inode), retrying otherwise; the holder unlinks before it unlocks. The file holds the
-    holder's pid, host, start time and command, for the message a second writer gets.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.fd: int | None = None
-
-    def acquire(self) -> bool:
-        import fcntl
-
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                return False
-            try:
-                current = os.stat(self.path).st_ino
-            except FileNotFoundError:
-                current = None
-            if current == os.fstat(fd).st_ino:
-                self.fd = fd
-                return True
-            os.close(fd)  # the previous holder removed it between our open and our lock: lock the new one
-
-    def write_owner(self) -> None:
-        assert self.fd is not None
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                 "command": " ".join(sys.argv)[:300]}
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, json.dumps(owner).encode(), 0)
-
-    def release(self) -> None:
-        import fcntl
-
-        if self.fd is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
-        self.fd = None
-
-
-def _owner_description(lock_file: Path) -> str:
-    try:
-        owner = json.loads(lock_file.read_text(encoding="utf-8"))
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner["started"]))
-        return f"pid {owner['pid']} on {owner['host']}, started {started}: {owner['command']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process (its details could not be read)"
+def _remove_empty(directories: list[Path]) -> None:
+    for path in directories:
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 @contextlib.contextmanager
-def output_lock(out: Path, kind: OutputKind) -> Iterator[None]:
-    """Hold the exclusive lock on `out` for the block; a second writer gets exit 2 naming the first."""
-    path = lock_path(out, kind)
-    lock = ExclusiveLock(path)
+def claimed_output(out: Path, kind: OutputKind, *, force: bool = False, inputs: Iterable[Path] = (),
+                   ours: Callable[[Path], bool] | None = None, exclusive: bool = False) -> Iterator[Path]:
+    """The rule, then the output's lock, held for the block: call it first, before any heavy import.
+
+    Yields `out` as an absolute path. Creates only what the lock needs (a run directory holds its own
+    lock, so it is created now; for the other kinds the parent); if the block fails, what this created
+    is removed again while still empty, so bad input leaves nothing behind. A "file" output takes no lock.
+    """
+    out = normalised_path(out)
+    inputs = list(inputs)
+    check_output(out, kind, force=force, inputs=inputs, ours=ours, exclusive=exclusive)
+    if kind == "file":
+        yield out
+        return
+    created = _make_parents(out if kind == "run" else out.parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        acquired = lock.acquire()
-    except OSError as err:
-        raise OutputError(f"cannot lock {out}: {err}.", fix="choose a writable --out.") from err
-    if not acquired:
-        raise OutputError(f"{out} is being written by {_owner_description(path)}.",
-                          fix="wait for that run to finish (or stop it), or choose another --out.")
-    try:
-        lock.write_owner()
-        yield
-    finally:
-        lock.release()
+        with output_lock(out, kind):
+            yield out
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _managed(directory: Path) -> bool:
+    """A directory only slimline creates: a stage or best/ of a run directory (those names are refused in a
+    user's directory, see RUN_DIR_NAMES), or anything in slimline's cache."""
+    from slimline.core.paths import cache_root
+
+    path = resolved(directory)
+    if path.name == "best" and (path.parent / RUN_MARKER).is_file():
+        return True
+    if path.parent.name == "stages" and (path.parent.parent / RUN_MARKER).is_file():
+        return True
+    return path.is_relative_to(resolved(cache_root()))
+
+
+def owned_entries(directory: Path) -> tuple[set[str], list[str]] | None:
+    """The top-level entries of an existing output directory that slimline wrote, and any file it did not
+    write inside them; None when it owns all of it (a run directory's stages/NN-* and best/, the cache).
+
+    A model directory or bundle names its files in manifest.json (+ the manifest and a bundle's
+    signature.json); anything else beside them is someone else's.
+    """
+    if _managed(directory):
+        return None
+    manifest = _manifest(directory)
+    if manifest is None:
+        return set(), []
+    listed = {str(rel) for rel in manifest["files"]}
+    owned = {MANIFEST} | {rel.split("/", 1)[0] for rel in listed}
+    if manifest.get("kind") == "slimline-bundle" and (directory / "signature.json").is_file():
+        owned.add("signature.json")
+    strangers = []
+    for name in sorted(owned - {MANIFEST, "signature.json"}):
+        if (directory / name).is_dir() and not (directory / name).is_symlink():
+            for root, _, files in os.walk(directory / name):
+                strangers += [rel for f in files
+                              if (rel := (Path(root) / f).relative_to(directory).as_posix()) not in listed]
+    return owned, strangers
 
 
 @contextlib.contextmanager
 def claimed_run_dir(out: Path) -> Iterator[Path]:
-    """Create a run directory (only now: after the pre-flight passed), lock it, mark it as slimline's, and
-    sweep what a killed run left in it and in its stages/."""
+    """The run directory once the pre-flight passed (the caller applied the rule: `claimed_output`):
+    created, locked (re-entrant: the caller's lock) and marked as slimline's."""
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
+        from slimline.core.artifact import describe_os_error
+
         raise describe_os_error(err, out) from err
     with output_lock(out, "run"):
         marker = out / RUN_MARKER
         if not marker.is_file():
             marker.write_text(json.dumps({"schema_version": 1, "written_by": "slimline"}) + "\n", encoding="utf-8")
-        sweep_stale_temporaries(out)
-        sweep_stale_temporaries(out / "stages")
         yield out
-
-
-def sweep_stale_temporaries(directory: Path, name: str = "") -> list[Path]:
-    """Remove the `.NAME.tmp-*` / `.NAME.old-*` entries a killed process left in `directory` (every NAME,
-    or only `name`'s when the directory is shared with other outputs).
-
-    Call only while holding the lock of the output they belong to: then nobody can still be writing them.
-    """
-    removed: list[Path] = []
-    if not Path(directory).is_dir():
-        return removed
-    for path in Path(directory).iterdir():
-        if not path.name.startswith(f".{name}." if name else "."):
-            continue
-        if ".tmp-" in path.name or ".old-" in path.name:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed

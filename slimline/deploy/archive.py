@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import os
 import shutil
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ from typing import BinaryIO
 
 from slimline.core.artifact import describe_os_error
 from slimline.core.errors import BundleError
+from slimline.core.locks import temporary_path
 from slimline.deploy.manifest import (
     BUNDLE_MANIFEST,
     BUNDLE_SIGNATURE,
@@ -68,8 +69,9 @@ def write_archive(bundle_dir: Path, archive: Path) -> Path:
     manifest.json and signature.json first (extraction derives its size limits from the manifest), then
     the rest sorted."""
     mtime = int(os.stat(bundle_dir / BUNDLE_MANIFEST).st_mtime)
-    fd, tmp = tempfile.mkstemp(prefix=f".{archive.name}.", dir=archive.parent)
+    tmp = temporary_path(archive.parent, archive.name, "tmp")  # swept, if we are killed, by the next packager
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=mtime) as gz, \
                 tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
             first = [bundle_dir / name for name in (BUNDLE_MANIFEST, BUNDLE_SIGNATURE) if (bundle_dir / name).exists()]
@@ -94,6 +96,22 @@ def write_archive(bundle_dir: Path, archive: Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return archive
+
+
+def is_bundle_archive(path: Path) -> bool:
+    """`path` is an archive `slimline package --tar` wrote: its first file member is TOP/manifest.json of a
+    bundle. Reads a few headers and the manifest (bounded), nothing else."""
+    try:
+        with tarfile.open(path, mode="r|gz") as tar:
+            for _, member in zip(range(3), tar, strict=False):
+                parts = PurePosixPath(member.name).parts
+                if member.isfile() and len(parts) == 2 and parts[1] == BUNDLE_MANIFEST:
+                    handle = tar.extractfile(member) if member.size <= MAX_MANIFEST_BYTES else None
+                    data = json.loads(handle.read()) if handle is not None else None
+                    return isinstance(data, dict) and data.get("kind") == "slimline-bundle"
+    except (OSError, tarfile.TarError, EOFError, zlib.error, ValueError):
+        return False
+    return False
 
 
 def _refusal(member: tarfile.TarInfo, dest: Path) -> str | None:

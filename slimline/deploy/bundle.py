@@ -34,7 +34,8 @@ from slimline.core.artifact import (
 )
 from slimline.core.errors import BundleError, CheckpointError
 from slimline.core.machine import library_versions, machine_info
-from slimline.deploy.archive import write_archive
+from slimline.core.outputs import check_output, claimed_output, input_paths, normalised_path
+from slimline.deploy.archive import is_bundle_archive, write_archive
 from slimline.deploy.manifest import (
     BUNDLE_MANIFEST,
     ENGINE_SUFFIXES,
@@ -49,6 +50,8 @@ from slimline.deploy.model_card import render_model_card
 from slimline.deploy.runtime import engine_outputs, runtime_for
 from slimline.deploy.triton import ENGINE_FILE_NAMES, TRITON_VERSION_DIR, config_for, render_config_pbtxt
 from slimline.profiles.schema import Profile, load_profile
+
+REPORT_FILES = ("report.json", "report.md", "report.html", "report-tradeoff.svg")
 
 
 class PackagedBundle(BaseModel):
@@ -174,6 +177,25 @@ def package(source: Path, out: Path, *, name: str | None = None, profile: Profil
     bundle is verified (signature, hashes, runtime, a real load) before it is moved into place.
     """
     source, out = Path(source), Path(out)
+    inputs = [*package_inputs(source), *input_paths(sign_key)]
+    with claimed_output(out, "model", force=replace, inputs=inputs, exclusive=True) as claimed:  # rule, then lock
+        archive_path = claimed.with_name(claimed.name + ".tar.gz") if archive else None
+        if archive_path is not None:
+            check_output(archive_path, "file", force=replace, inputs=inputs, ours=is_bundle_archive)
+        return _package(source, out, archive_path, name, profile, sign_key)
+
+
+def package_inputs(source: Path) -> list[Path]:
+    """What packaging reads: a model directory, or a run directory's report files and measured model (a
+    bundle may go inside the run directory, as the demo's does, but never over them)."""
+    report = _find_report(source) if source.is_dir() else None
+    if report is None:
+        return input_paths(source)
+    return input_paths(*(source / name for name in REPORT_FILES), _measured_model_dir(source, report))
+
+
+def _package(source: Path, out: Path, archive_path: Path | None, name: str | None, profile: Profile | None,
+             sign_key: Path | None) -> PackagedBundle:
     private_key = None
     if sign_key is not None:  # a bad key fails before any copying
         from slimline.deploy.signing import load_private_key
@@ -183,9 +205,7 @@ def package(source: Path, out: Path, *, name: str | None = None, profile: Profil
     if profile is None:
         profile = Profile.model_validate(report.profile) if report else load_profile("cpu")
     name = _sanitise_name(name) if name else _default_name(model, report)
-    if out.exists() and not replace:
-        raise BundleError(f"{out} already exists.", fix="choose another --out, or pass --force to replace it.")
-    with atomic_directory(out, replace=replace) as tmp:
+    with atomic_directory(out, replace=True, exclusive=True) as tmp:
         engine = _copy_model_files(model, tmp, name)
         fmt = model.manifest.format
         outputs = engine_outputs(fmt, tmp / engine, model)
@@ -193,7 +213,7 @@ def package(source: Path, out: Path, *, name: str | None = None, profile: Profil
         triton_path = f"{MODEL_REPOSITORY_DIR}/{name}/config.pbtxt"
         (tmp / triton_path).write_text(render_config_pbtxt(triton), encoding="utf-8")
         if report is not None:
-            for file_name in ("report.json", "report.md", "report.html", "report-tradeoff.svg"):
+            for file_name in REPORT_FILES:
                 if (source / file_name).is_file():
                     shutil.copy2(source / file_name, tmp / file_name)
         manifest = BundleManifest(
@@ -216,7 +236,8 @@ def package(source: Path, out: Path, *, name: str | None = None, profile: Profil
 
             signer = sign_bundle(tmp, private_key).public_key_sha256
         verify_directory(tmp)
-    archive_path = write_archive(out, out.with_name(out.name + ".tar.gz")) if archive else None
+    if archive_path is not None:
+        write_archive(normalised_path(out), archive_path)
     return PackagedBundle(path=str(out), archive=str(archive_path) if archive_path else None,
                           manifest_sha256=sha256_file(out / BUNDLE_MANIFEST), manifest=manifest,
                           signature_key_sha256=signer)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from slimline.core.artifact import atomic_write_text, describe_os_error
 from slimline.core.errors import BundleError
+from slimline.core.outputs import check_output
 from slimline.core.small_files import read_small_file
 from slimline.deploy.manifest import BUNDLE_MANIFEST, BUNDLE_SIGNATURE, MAX_SIGNATURE_BYTES
 
@@ -106,7 +107,7 @@ def key_fingerprint(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).hexdigest()
 
 
-def generate_keypair(prefix: Path) -> tuple[Path, Path]:
+def generate_keypair(prefix: Path | str) -> tuple[Path, Path]:
     """Write PREFIX.key (mode 0600, created exclusively) and PREFIX.pub; refuses to overwrite either."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import (
@@ -116,6 +117,9 @@ def generate_keypair(prefix: Path) -> tuple[Path, Path]:
         PublicFormat,
     )
 
+    if str(prefix).endswith(("/", os.sep)) or Path(prefix).name in ("", ".", ".."):
+        raise BundleError(f"--out {prefix} names a directory; keygen writes PREFIX.key and PREFIX.pub.",
+                          fix="give a file prefix, e.g. --out keys/release (writes keys/release.key and .pub).")
     prefix = Path(prefix)
     private_path = prefix.with_name(prefix.name + PRIVATE_KEY_SUFFIX)
     public_path = prefix.with_name(prefix.name + PUBLIC_KEY_SUFFIX)
@@ -124,6 +128,8 @@ def generate_keypair(prefix: Path) -> tuple[Path, Path]:
         raise BundleError(f"refusing to overwrite {', '.join(existing)}.",
                           fix="choose another --out prefix, or move the old keys away first (a lost private key "
                               "cannot sign again, and bundles signed with it still name it).")
+    for path in (private_path, public_path):  # the output rule (a key is never replaced, so no --force)
+        check_output(path, "file")
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     public_pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)

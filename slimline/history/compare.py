@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from html import escape
+from pathlib import Path
 
 from slimline.bench.report import Report
 from slimline.bench.reporting.html_report import latency_distribution_svg
@@ -116,6 +117,16 @@ def compare_runs(a: RunRecord, b: RunRecord) -> Comparison:
 
 def _recipe(report: Report) -> str:
     return ", ".join(step["pass"] for step in report.recipe) or "(none)"
+
+
+def is_comparison_html(path: Path) -> bool:
+    """`path` is a page `slimline compare --html` wrote (so replacing it loses nothing of the user's)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16 << 10)
+    except OSError:
+        return False
+    return head.startswith(b"<!DOCTYPE html>") and b"<title>slimline compare #" in head
 
 
 def comparison_html(comparison: Comparison) -> str:

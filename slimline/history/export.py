@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ COLUMNS = ["run_id", "created_at", "kind", "profile", "checkpoint", "checkpoint_
            "machine_class", "machine", "verdict", "shipped", "model_role", "model_label", "shape", "metric", "value",
            "low", "high", "stdev", "n", "spread"]
 FORMATS = ("csv", "parquet")
+#: In a Parquet file's footer metadata: how `is_history_export` knows the file is slimline's to replace.
+PARQUET_MARK = b"slimline history export"
 
 QUERY = """
 SELECT r.id, r.created_at, r.kind, r.profile_name, r.checkpoint, r.checkpoint_sha256, r.artifact_sha256,
@@ -30,6 +33,19 @@ SELECT r.id, r.created_at, r.kind, r.profile_name, r.checkpoint, r.checkpoint_sh
 FROM runs r JOIN metrics m ON m.run_id = r.id
 ORDER BY r.id, m.id
 """
+
+
+def is_history_export(path: Path) -> bool:
+    """`path` is a file `slimline history export` wrote: CSV with our header, or Parquet with our footer mark."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(",".join(COLUMNS)) + 2)
+            if head.split(b"\n", 1)[0].rstrip(b"\r") == ",".join(COLUMNS).encode():
+                return True
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - (64 << 10)))
+            return head.startswith(b"PAR1") and PARQUET_MARK in handle.read()
+    except OSError:
+        return False
 
 
 def export_rows(history_path: Path | None = None) -> list[dict[str, Any]]:
@@ -63,7 +79,7 @@ def export_history(fmt: str, out: Path | None, history_path: Path | None = None)
     table = pyarrow.Table.from_pylist(rows, schema=pyarrow.schema([
         (name, pyarrow.int64() if name in ("run_id", "n") else pyarrow.bool_() if name == "shipped"
          else pyarrow.float64() if name in ("value", "low", "high", "stdev") else pyarrow.string())
-        for name in COLUMNS]))
+        for name in COLUMNS], metadata={b"written_by": PARQUET_MARK}))
     sink = pyarrow.BufferOutputStream()
     parquet.write_table(table, sink)
     atomic_write_bytes(out, sink.getvalue().to_pybytes())

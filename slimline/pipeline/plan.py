@@ -14,7 +14,7 @@ from slimline.core.artifact import (
 from slimline.core.data import DatasetSpec, check_dataset_available, validate_dataset
 from slimline.core.errors import CheckpointError, MissingDependency, RecipeError
 from slimline.core.output_kinds import ModelOutput
-from slimline.core.outputs import OutputKind, check_output, check_writable
+from slimline.core.outputs import OutputKind, check_output, check_writable, input_paths
 from slimline.export.onnx import OnnxExportConfig
 from slimline.export.tensorrt import TensorRTExportConfig
 from slimline.formats.adapter import Adapter
@@ -65,10 +65,17 @@ class Plan:
         return [*self.torch_steps, *self.onnx_steps]
 
 
-def check_output_location(out: Path, kind: OutputKind, force: bool) -> None:
-    """--out is slimline's (or empty/new, or forced) and can be written; creates nothing."""
-    check_output(out, kind, force=force)
+def check_output_location(out: Path, kind: OutputKind, force: bool, inputs: list[Path] | None = None) -> None:
+    """--out follows the output rule (slimline.core.outputs: slimline's, new or forced; never an input) and can
+    be written; creates nothing."""
+    check_output(out, kind, force=force, inputs=inputs or ())
     check_writable(out)
+
+
+def run_inputs(request: RunRequest) -> list[Path]:
+    """The paths a run reads, which its --out must keep clear of."""
+    data = getattr(request.eval_data, "source", None)
+    return input_paths(request.checkpoint, request.base, data)
 
 
 def _check_runtime_available(profile: Profile) -> None:
@@ -181,7 +188,8 @@ def plan_run(request: RunRequest) -> Plan:
     eval_data = eval_data_for(source, request.eval_data)
     quality = plan_quality(source, profile, eval_data, request.evaluator)
     check_calibration_disjoint(steps, eval_data)
-    check_output_location(request.out_dir, "run", request.force)  # last: nothing is created before this
+    base = [adapter.base.path] if adapter is not None else []  # also the base an adapter_config.json names
+    check_output_location(request.out_dir, "run", request.force, run_inputs(request) + base)
     return Plan(source=source, torch_steps=[s for s in steps if s.pass_.stage == "torch"],
                 onnx_steps=[s for s in steps if s.pass_.stage == "onnx"], needs_export=needs_export,
                 eval_data=eval_data, warnings=[str(p) for p in problems if p.severity == "warning"] + quality.warnings,

@@ -25,12 +25,12 @@ from slimline.core.artifact import (
 from slimline.core.errors import OutputError
 from slimline.core.invocation import command_line
 from slimline.core.machine import library_versions, machine_info
-from slimline.core.outputs import claimed_run_dir
+from slimline.core.outputs import claimed_output, claimed_run_dir
 from slimline.core.progress import reporter
 from slimline.core.scratch import scratch_directory
 from slimline.export.tensorrt import TENSORRT_EXPORT_STEP
 from slimline.formats.inputs import default_input_specs
-from slimline.pipeline.plan import Plan, RunRequest, plan_run
+from slimline.pipeline.plan import Plan, RunRequest, plan_run, run_inputs
 from slimline.pipeline.run_config import RUN_CONFIG_NAME, write_run_config
 from slimline.pipeline.side_by_side import (
     attach,
@@ -115,14 +115,16 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
 
 
 def run(request: RunRequest) -> Report:
-    """Plan (all cheap checks), execute the stages, benchmark, and write report.json/report.md."""
-    plan = plan_run(request)
-    with claimed_run_dir(request.out_dir):
-        report = execute(request, plan)
-        check_stages_on_disk(report)
-        write_run_config(request, recipe_as_data(plan.steps), report.command_line)
-        report = report.model_copy(update={"run_config": RUN_CONFIG_NAME})
-        write_report(report, request.out_dir)
+    """Claim --out (the output rule and its lock, before anything heavy), plan (all cheap checks), execute the
+    stages, benchmark, and write report.json/report.md and run.yaml."""
+    with claimed_output(request.out_dir, "run", force=request.force, inputs=run_inputs(request)):
+        plan = plan_run(request)
+        with claimed_run_dir(request.out_dir):
+            report = execute(request, plan)
+            check_stages_on_disk(report)
+            write_run_config(request, recipe_as_data(plan.steps), report.command_line)
+            report = report.model_copy(update={"run_config": RUN_CONFIG_NAME})
+            write_report(report, request.out_dir)
     return report
 
 

@@ -1,9 +1,9 @@
 """The single-stage commands (`export`, `compress`, `bench`) on top of the pipeline's stage runner.
 
-Intermediate stages go to a hidden work directory beside `--out`; the final directory is copied
-into `--out` atomically, so an existing good `--out` is replaced only by a complete new one. An
-`--out` holding anything but a slimline model directory is refused unless `force`, and one writer at
-a time holds its lock.
+Each claims `--out` first (slimline.core.outputs: the one output rule, then the lock, before anything
+heavy). Intermediate stages go to a hidden temporary work directory beside `--out`, removed when done;
+the final directory is copied into `--out` atomically, so an existing good `--out` is replaced only by
+a complete new one, and only where slimline wrote it.
 """
 
 from __future__ import annotations
@@ -16,10 +16,16 @@ from pathlib import Path
 from slimline.bench.report import Report, write_report
 from slimline.compress.base import ModelInfo
 from slimline.compress.recipe import RecipeStep, order_problems
-from slimline.core.artifact import ModelDir, atomic_directory
+from slimline.core.artifact import ModelDir, atomic_directory, describe_os_error, full_disk_cause
 from slimline.core.data import DatasetSpec, validate_dataset
 from slimline.core.errors import CheckpointError, RecipeError
-from slimline.core.outputs import claimed_run_dir, output_lock, sweep_stale_temporaries
+from slimline.core.outputs import (
+    claimed_output,
+    claimed_run_dir,
+    input_paths,
+    normalised_path,
+    temporary_path,
+)
 from slimline.export.onnx import OnnxExportConfig
 from slimline.formats.architecture import refuse_unbuildable
 from slimline.pipeline.adapter import merged_checkpoint, open_source
@@ -35,40 +41,49 @@ RUNTIMES_FOR_FORMAT = {"onnx": ("onnxruntime",), "hf": ("torch",), "torch-quanti
                        "tensorrt": ("tensorrt",)}
 
 
-def _work_dir(out: Path) -> Path:
-    return out.parent / f".{out.name}.work"
-
-
 @contextlib.contextmanager
-def _claimed_model_output(out: Path) -> Iterator[Path]:
-    """Hold `out`'s lock and sweep what a killed writer of it left (temporary siblings, its work dir)."""
-    with output_lock(out, "model"):
-        sweep_stale_temporaries(out.absolute().parent, out.name)
-        sweep_stale_temporaries(_work_dir(out) / "stages")
-        yield _work_dir(out)
+def _work_dir(out: Path) -> Iterator[Path]:
+    """A hidden temporary beside --out for the intermediate stages, removed when done (failed or not: a full
+    disk keeps nothing). Named for the lock's session, so what a killed writer left is swept by the next."""
+    final = normalised_path(out)
+    work = temporary_path(final.parent, final.name, "work")
+    try:
+        work.mkdir()
+    except OSError as err:
+        raise describe_os_error(err, out) from err
+    try:
+        yield work
+    except BaseException as err:
+        full = full_disk_cause(err)
+        if full is not None:  # name --out's disk, not the hidden stage directory that filled it
+            raise describe_os_error(full, out) from err
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _publish(stage: ModelDir, out: Path) -> ModelDir:
     with atomic_directory(out, replace=True) as tmp:
         shutil.copytree(stage.path, tmp, dirs_exist_ok=True)
-    shutil.rmtree(_work_dir(out), ignore_errors=True)
     return ModelDir.open(out)
 
 
 def export_to(checkpoint: Path, out: Path, *, task: str | None = None, opset: int = 18,
               exporter: str = "auto", force: bool = False, base: Path | None = None) -> ModelDir:
     """`base`: the base checkpoint when `checkpoint` is a PEFT adapter directory (merged first, cached)."""
-    source, adapter = open_source(checkpoint, base, task)
-    if source.manifest.format == "hf":
-        refuse_unbuildable(source.path, source.manifest.task)
-    config = OnnxExportConfig(opset=opset, exporter=exporter)  # type: ignore[arg-type]
-    check_output_location(out, "model", force)
-    if adapter is not None:
-        source = merged_checkpoint(adapter)
-    with _claimed_model_output(out) as work:
-        stage, _ = run_stage(work, 1, "exporter", EXPORT_STEP, config.model_dump(), source,
-                             export_producer(source, config))
-        return _publish(stage, out)
+    inputs = input_paths(checkpoint, base)
+    with claimed_output(out, "model", force=force, inputs=inputs):  # before anything heavy; re-entrant
+        source, adapter = open_source(checkpoint, base, task)
+        if source.manifest.format == "hf":
+            refuse_unbuildable(source.path, source.manifest.task)
+        config = OnnxExportConfig(opset=opset, exporter=exporter)  # type: ignore[arg-type]
+        check_output_location(out, "model", force, inputs + ([adapter.base.path] if adapter else []))
+        if adapter is not None:
+            source = merged_checkpoint(adapter)
+        with _work_dir(out) as work:
+            stage, _ = run_stage(work, 1, "exporter", EXPORT_STEP, config.model_dump(), source,
+                                 export_producer(source, config))
+            return _publish(stage, out)
 
 
 def compress_to(model_path: Path, out: Path, steps: list[RecipeStep], profile: Profile,
@@ -79,31 +94,33 @@ def compress_to(model_path: Path, out: Path, steps: list[RecipeStep], profile: P
     """
     if not steps:
         raise RecipeError("the recipe has no passes.", fix="add at least one {pass: NAME} step.")
-    model, adapter = open_source(model_path, base, None, fp32_must_fit=False)  # passes may load it quantized
-    ordering = order_problems(steps)
-    if ordering:
-        raise RecipeError("the recipe's passes cannot follow each other:\n  " + "\n  ".join(ordering),
-                          fix="reorder the steps.")
-    info = ModelInfo(model.manifest.format, model.manifest.task, model.manifest.metadata.get("model_type"))
-    problems = []
-    for step in steps:
-        problems += [p for p in step.pass_.check(info, profile.target) if p.severity == "error"]
-        info = ModelInfo(step.pass_.produces, info.task, info.model_type)
-    if problems:
-        raise RecipeError("the recipe cannot run on this model and target:\n  " + "\n  ".join(map(str, problems)),
-                          fix="each step's fix line above says what to change (the recipe, the --profile, or the "
-                              "input model).")
-    if tuning_data is not None:
-        validate_dataset(tuning_data, model.path)
-    check_output_location(out, "model", force)
-    if adapter is not None:
-        model = merged_checkpoint(adapter)
-    context = pass_context(profile, tuning_data, seed=0, teacher=model)
-    with _claimed_model_output(out) as work:
-        for index, step in enumerate(steps, start=1):
-            model, _ = run_stage(work, index, "pass", step.name, step.config_dict(), model,
-                                 pass_producer(step, model, context), context=context_key(context))
-        return _publish(model, out)
+    inputs = input_paths(model_path, base, tuning_data.source if tuning_data is not None else None)
+    with claimed_output(out, "model", force=force, inputs=inputs):  # before anything heavy; re-entrant
+        model, adapter = open_source(model_path, base, None, fp32_must_fit=False)  # passes may load it quantized
+        ordering = order_problems(steps)
+        if ordering:
+            raise RecipeError("the recipe's passes cannot follow each other:\n  " + "\n  ".join(ordering),
+                              fix="reorder the steps.")
+        info = ModelInfo(model.manifest.format, model.manifest.task, model.manifest.metadata.get("model_type"))
+        problems = []
+        for step in steps:
+            problems += [p for p in step.pass_.check(info, profile.target) if p.severity == "error"]
+            info = ModelInfo(step.pass_.produces, info.task, info.model_type)
+        if problems:
+            raise RecipeError("the recipe cannot run on this model and target:\n  " + "\n  ".join(map(str, problems)),
+                              fix="each step's fix line above says what to change (the recipe, the --profile, or "
+                                  "the input model).")
+        if tuning_data is not None:
+            validate_dataset(tuning_data, model.path)
+        check_output_location(out, "model", force, inputs + ([adapter.base.path] if adapter else []))
+        if adapter is not None:
+            model = merged_checkpoint(adapter)
+        context = pass_context(profile, tuning_data, seed=0, teacher=model)
+        with _work_dir(out) as work:
+            for index, step in enumerate(steps, start=1):
+                model, _ = run_stage(work, index, "pass", step.name, step.config_dict(), model,
+                                     pass_producer(step, model, context), context=context_key(context))
+            return _publish(model, out)
 
 
 def _lineage_source(model: ModelDir) -> Path:
@@ -120,28 +137,32 @@ def bench_model(model_path: Path, profile: Profile, out: Path, *, baseline: Path
                 eval_data: DatasetSpec | None = None, force: bool = False, base: Path | None = None,
                 evaluator: str | None = None) -> Report:
     """Benchmark an existing model directory against its fp32 source checkpoint on `profile`."""
-    model = ModelDir.open(model_path)
-    runtimes = RUNTIMES_FOR_FORMAT.get(model.manifest.format, ())
-    if profile.target.runtime not in runtimes:
-        raise RecipeError(f"{model_path} is a {model.manifest.format} model; profile {profile.name} runs "
-                          f"{profile.target.runtime}, which cannot load it.",
-                          fix=f"use a profile whose runtime is one of {list(runtimes)}.")
-    # The baseline does the model's task: it is never guessed from config.json (so never "pass --task").
-    source, adapter = open_source(baseline or _lineage_source(model), base, model.manifest.task)  # adapter: its base
-    if source.manifest.format not in BASELINE_FORMATS:
-        raise CheckpointError(f"the baseline {source.path} is a {source.manifest.format} model.",
-                              fix="pass --baseline with the fp32 original: a Hugging Face checkpoint or an ONNX "
-                                  "model directory.")
-    if model.manifest.task == "text-classification" or eval_data is not None:
-        eval_data = eval_data_for(source, eval_data)
-    quality = plan_quality(source, profile, eval_data, evaluator)
-    check_output_location(out, "run", force)
-    if adapter is not None:
-        source = merged_checkpoint(adapter)
-    request = RunRequest(checkpoint=source.path, profile=profile, out_dir=out, eval_data=eval_data, evaluator=evaluator)
-    plan = Plan(source=source, torch_steps=[], onnx_steps=[], needs_export=False, eval_data=eval_data,
-                warnings=quality.warnings, evaluator=quality.evaluator, outputs=quality.outputs)
-    with claimed_run_dir(out):
-        report = bench_and_report(request, plan, model, [], [])
-        write_report(report, out)
+    inputs = input_paths(model_path, baseline, base, getattr(eval_data, "source", None))
+    with claimed_output(out, "run", force=force, inputs=inputs):  # before anything heavy; re-entrant
+        model = ModelDir.open(model_path)
+        runtimes = RUNTIMES_FOR_FORMAT.get(model.manifest.format, ())
+        if profile.target.runtime not in runtimes:
+            raise RecipeError(f"{model_path} is a {model.manifest.format} model; profile {profile.name} runs "
+                              f"{profile.target.runtime}, which cannot load it.",
+                              fix=f"use a profile whose runtime is one of {list(runtimes)}.")
+        # The baseline does the model's task: it is never guessed from config.json (so never "pass --task").
+        source, adapter = open_source(baseline or _lineage_source(model), base, model.manifest.task)  # adapter: base
+        if source.manifest.format not in BASELINE_FORMATS:
+            raise CheckpointError(f"the baseline {source.path} is a {source.manifest.format} model.",
+                                  fix="pass --baseline with the fp32 original: a Hugging Face checkpoint or an ONNX "
+                                      "model directory.")
+        if model.manifest.task == "text-classification" or eval_data is not None:
+            eval_data = eval_data_for(source, eval_data)
+        quality = plan_quality(source, profile, eval_data, evaluator)
+        inputs += [source.path] + ([adapter.base.path] if adapter else [])  # the lineage's source, the base
+        check_output_location(out, "run", force, inputs)
+        if adapter is not None:
+            source = merged_checkpoint(adapter)
+        request = RunRequest(checkpoint=source.path, profile=profile, out_dir=out, eval_data=eval_data,
+                             evaluator=evaluator)
+        plan = Plan(source=source, torch_steps=[], onnx_steps=[], needs_export=False, eval_data=eval_data,
+                    warnings=quality.warnings, evaluator=quality.evaluator, outputs=quality.outputs)
+        with claimed_run_dir(out):
+            report = bench_and_report(request, plan, model, [], [])
+            write_report(report, out)
     return report

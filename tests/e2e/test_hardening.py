@@ -75,15 +75,20 @@ def test_export_refuses_to_replace_a_regular_file_at_out(tiny_bert: Path, tmp_pa
     assert out.read_text() == "keep me"
 
 
-def test_export_reruns_into_its_own_output_and_force_overrides_a_foreign_one(tiny_bert: Path, tmp_path: Path) -> None:
+def test_export_reruns_into_its_own_output_and_force_writes_beside_a_foreign_ones_files(tiny_bert: Path,
+                                                                                       tmp_path: Path) -> None:
     out = tmp_path / "onnx"
     assert run_cli("export", "--checkpoint", str(tiny_bert), "--out", str(out)).returncode == 0
     assert run_cli("export", "--checkpoint", str(tiny_bert), "--out", str(out)).returncode == 0  # its own: fine
     foreign = tmp_path / "foreign"
-    _user_folder(foreign)
+    before = _user_folder(foreign)
     completed = run_cli("export", "--checkpoint", str(tiny_bert), "--out", str(foreign), "--force")
     assert completed.returncode == 0, completed.stderr
-    assert (foreign / "manifest.json").is_file() and not (foreign / "thesis.tex").exists()
+    assert (foreign / "manifest.json").is_file()
+    assert {k: v for k, v in _snapshot(foreign).items() if k in before} == before  # --force never deletes them
+    rerun = run_cli("export", "--checkpoint", str(tiny_bert), "--out", str(foreign))  # slimline's now: no flag
+    assert rerun.returncode == 0, rerun.stderr
+    assert {k: v for k, v in _snapshot(foreign).items() if k in before} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign", "onnx"]  # no lock or work dirs left
 
 
@@ -229,11 +234,17 @@ def test_sigterm_during_a_run_stops_the_worker_cleans_up_and_the_next_run_sweeps
     assert not any(_alive(pid) for pid in workers), "the benchmark worker was orphaned"
     leaked = [p.name for p in scratch.iterdir() if p.name.startswith("slimline-")]  # libraries keep caches there
     assert leaked == [], "temporary directories leaked"
-    stale = out / "stages" / ".09-quantize.x-deadbeef.tmp-abc"
+    # what a `kill -9` leaves: its lock file naming its session, and that session's temporaries; the next
+    # writer removes exactly those (a look-alike of the user's stays: slimline.core.locks)
+    (out / ".slimline.lock").write_text(json.dumps({"pid": 1, "host": "h", "started": 0, "command": "slimline",
+                                                    "session": "deadbeef0001"}))
+    stale = out / "stages" / ".09-quantize.x-abc.slimline-tmp-deadbeef0001.abcdef"
     stale.mkdir(parents=True)
+    look_alike = out / "stages" / ".09-quantize.x-deadbeef.tmp-abc"
+    look_alike.mkdir()
     rerun = run_cli("run", "--checkpoint", str(tiny_bert), "--profile", str(FAST_PROFILE), "--out", str(out))
     assert rerun.returncode in (0, 1), rerun.stderr
-    assert not stale.exists()
+    assert not stale.exists() and look_alike.is_dir()
 
 
 # --- defect 7: bad --eval-data is found in the pre-flight ---------------------------------------------

@@ -71,17 +71,81 @@ def test_atomic_directory_keeps_the_previous_good_result_when_a_replacement_fail
     assert _siblings(tmp_path) == ["stage"]
 
 
+def _written(tmp: Path, text: str) -> None:
+    (tmp / "model.onnx").write_text(text)
+    write_manifest(tmp, Manifest(format="onnx", task="text-classification", model_file="model.onnx",
+                                 provenance=new_provenance()))
+
+
 def test_atomic_directory_replaces_a_previous_result_only_when_asked(tmp_path: Path) -> None:
     final = tmp_path / "stage"
-    final.mkdir()
-    (final / "model.onnx").write_text("old")
+    with atomic_directory(final) as tmp:
+        _written(tmp, "old")
     with pytest.raises(OutputError, match="already exists"), atomic_directory(final) as tmp:
-        (tmp / "model.onnx").write_text("new")
+        _written(tmp, "new")
     assert (final / "model.onnx").read_text() == "old"
     with atomic_directory(final, replace=True) as tmp:
-        (tmp / "model.onnx").write_text("new")
+        _written(tmp, "new")
     assert (final / "model.onnx").read_text() == "new"
     assert _siblings(tmp_path) == ["stage"]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_replacing_never_deletes_entries_slimline_did_not_write(tmp_path: Path) -> None:
+    """A user's files beside a model directory's (a forced --out, or notes added later) outlive every replace."""
+    final = tmp_path / "onnx"
+    final.mkdir()
+    (final / "thesis.tex").write_text("years of work")
+    (final / ".vim.old-backup").mkdir()
+    (final / ".vim.old-backup" / "session.vim").write_text("set nu")
+    mine = _tree(final)
+    for text in ("first", "second"):
+        with atomic_directory(final, replace=True) as tmp:
+            _written(tmp, text)
+        (final / "notes.md").write_text("added by hand after the export")
+        mine["notes.md"] = b"added by hand after the export"
+        assert {k: v for k, v in _tree(final).items() if k in mine} == mine
+        assert (final / "model.onnx").read_text() == text and ModelDir.open(final)
+    assert _siblings(tmp_path) == ["onnx"]
+
+
+def test_a_replacement_that_would_overwrite_a_users_file_is_refused_untouched(tmp_path: Path) -> None:
+    final = tmp_path / "onnx"
+    final.mkdir()
+    (final / "model.onnx").write_text("my own model")
+    with pytest.raises(OutputError, match=r"model\.onnx, which slimline did not write"), \
+            atomic_directory(final, replace=True) as tmp:
+        _written(tmp, "new")
+    assert _tree(final) == {"model.onnx": b"my own model"}
+    assert _siblings(tmp_path) == ["onnx"]
+
+
+def test_a_users_file_inside_slimlines_subdirectory_blocks_the_replacement(tmp_path: Path) -> None:
+    final = tmp_path / "model"
+    _model_dir(final)
+    (final / "tokenizer" / "my-notes.txt").write_text("mine")
+    before = _tree(final)
+    with pytest.raises(OutputError, match=r"tokenizer/my-notes\.txt"), atomic_directory(final, replace=True) as tmp:
+        _written(tmp, "new")
+    assert _tree(final) == before
+
+
+def test_replacing_the_working_directory_keeps_it_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--out .` where the working directory is slimline's: updated in place (never renamed away from under
+    the shell that sits in it); `.` has a name once resolved."""
+    final = tmp_path / "here"
+    with atomic_directory(final) as tmp:
+        _written(tmp, "old")
+    inode = final.stat().st_ino
+    monkeypatch.chdir(final)
+    with atomic_directory(Path("."), replace=True) as tmp:
+        assert tmp.parent == tmp_path
+        _written(tmp, "new")
+    assert final.stat().st_ino == inode and (final / "model.onnx").read_text() == "new"
+    assert _siblings(tmp_path) == ["here"]
 
 
 def test_atomic_directory_reports_a_full_disk_as_an_output_error_and_cleans_up(tmp_path: Path) -> None:
@@ -167,3 +231,20 @@ def test_describe_os_error_maps_write_failures_to_an_output_error_with_a_fix(cod
     assert error.exit_code == EXIT_BAD_INPUT
     assert phrase in str(error) and "/out/run" in str(error)
     assert error.fix
+
+
+def test_a_users_directory_inside_a_run_directory_is_still_the_users(tmp_path: Path) -> None:
+    """A run written with --force into ~/projects marks it as a run directory; ~/projects/notes stays the
+    user's: only stages/NN-* and best/ there are slimline's to swap whole."""
+    projects = tmp_path / "projects"
+    (projects / "notes").mkdir(parents=True)
+    (projects / ".slimline-run.json").write_text('{"schema_version": 1, "written_by": "slimline"}')
+    (projects / "notes" / "thesis.tex").write_text("years of work")
+    with atomic_directory(projects / "notes", replace=True) as tmp:
+        _written(tmp, "new")
+    assert (projects / "notes" / "thesis.tex").read_text() == "years of work"
+    (projects / "stages" / "01-export").mkdir(parents=True)
+    (projects / "stages" / "01-export" / "half.onnx").write_text("a damaged stage, no manifest")
+    with atomic_directory(projects / "stages" / "01-export", replace=True) as tmp:
+        _written(tmp, "rebuilt")
+    assert sorted(p.name for p in (projects / "stages" / "01-export").iterdir()) == ["manifest.json", "model.onnx"]

@@ -198,15 +198,24 @@ def test_verify_refuses_an_engine_the_runtime_cannot_load_even_when_hashes_match
         verify_bundle(copy_of)
 
 
-def test_package_refuses_a_plain_checkpoint_and_an_existing_out(tiny_bert: Path, onnx_dir: Path,
-                                                                  bundle: Path) -> None:
+def test_package_refuses_a_plain_checkpoint_and_a_foreign_out_but_replaces_its_own(tiny_bert: Path, onnx_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    from slimline.core.errors import OutputError
     from slimline.deploy.bundle import package
 
     with pytest.raises(BundleError, match="not a slimline model directory"):
-        package(tiny_bert, bundle.parent / "never")
-    with pytest.raises(BundleError, match="already exists"):
-        package(onnx_dir, bundle)
-    assert not (bundle.parent / "never").exists()
+        package(tiny_bert, tmp_path / "never")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="already holds files"):
+        package(onnx_dir, mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    assert not (tmp_path / "never").exists()
+    first = package(onnx_dir, tmp_path / "bundle")
+    second = package(onnx_dir, tmp_path / "bundle")  # slimline's own bundle: replaced, no --force needed
+    assert first.manifest.model_version == second.manifest.model_version
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "mine"]
 
 
 def test_the_archive_is_reproducible(bundle: Path, tmp_path: Path) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import tarfile
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,8 @@ from slimline.core.errors import BundleError, OutputError
 from slimline.core.outputs import (
     ExclusiveLock,
     check_output,
+    claimed_output,
+    claimed_run_dir,
     lock_path,
     output_lock,
     sweep_stale_temporaries,
@@ -46,11 +50,27 @@ def test_slimline_outputs_are_recognised_by_their_manifest_or_run_marker(tmp_pat
 
 
 def test_a_second_lock_is_refused_naming_the_holder_and_the_file_is_gone_after(tmp_path: Path) -> None:
+    """Another thread (like another process) is refused; the holder's own thread re-enters (the API takes the
+    lock before its heavy imports, the pipeline below it takes it again)."""
     out = tmp_path / "out"
-    with output_lock(out, "model"):
+    refused: list[str] = []
+
+    def second_writer() -> None:
+        try:
+            with output_lock(out, "model"):
+                pass
+        except OutputError as err:
+            refused.append(str(err))
+
+    with output_lock(out, "model") as session:
         assert lock_path(out, "model").is_file()
-        with pytest.raises(OutputError, match=r"being written by pid \d+"), output_lock(out, "model"):
-            pass
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        thread.join()
+        assert len(refused) == 1 and re.search(r"being written by pid \d+", refused[0])
+        with output_lock(out, "model") as again:
+            assert again == session
+        assert lock_path(out, "model").is_file()  # the inner exit did not release it
     assert not lock_path(out, "model").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     with output_lock(out, "model"):  # free again
@@ -69,12 +89,66 @@ def test_a_lock_whose_file_was_replaced_is_not_trusted(tmp_path: Path) -> None:
     second.release()
 
 
-def test_stale_temporaries_of_one_output_are_swept_and_others_kept(tmp_path: Path) -> None:
-    for name in (".out.tmp-abc", ".out.old-123", ".other.tmp-xyz", "out", ".out.slimline.lock"):
-        (tmp_path / name).mkdir()
-    removed = sweep_stale_temporaries(tmp_path, "out")
-    assert sorted(p.name for p in removed) == [".out.old-123", ".out.tmp-abc"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-xyz", ".out.slimline.lock", "out"]
+LOOK_ALIKES = (".bashrc.old-2023", ".thesis.tmp-final", ".vim.old-backup", ".out.tmp-abc", ".out.old-123",
+               ".out.slimline-tmp-0123456789ab.abcdef")  # the last: slimline's pattern, another session's id
+
+
+def _killed_writer(out: Path, kind: str) -> tuple[str, list[Path]]:
+    """What `kill -9` of a writer leaves: its lock file (unlocked) naming its session, and its temporaries."""
+    session = "deadbeef0001"
+    path = lock_path(out, kind)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": 1, "host": "h", "started": 0, "command": "slimline", "session": session}))
+    where = out if kind == "run" else out.parent
+    left = [where / f".{out.name if kind != 'run' else 'report.json'}.slimline-tmp-{session}.a1b2c3",
+            where / f".{out.name if kind != 'run' else 'stages'}.slimline-old-{session}.d4e5f6"]
+    if kind == "run":
+        left.append(where / "stages" / f".01-export.onnx-abc.slimline-tmp-{session}.0f0f0f")
+    else:
+        left.append(where / f".{out.name}.slimline-work-{session}.123456")
+    for temporary in left:
+        temporary.mkdir(parents=True)
+        (temporary / "half-written.onnx").write_text("partial")
+    return session, left
+
+
+@pytest.mark.parametrize("kind", ["run", "model"])
+def test_the_next_writer_sweeps_exactly_what_the_killed_one_recorded(kind: str, tmp_path: Path) -> None:
+    out = tmp_path / "home" / "out"
+    where = out if kind == "run" else out.parent
+    where.mkdir(parents=True)
+    for name in LOOK_ALIKES:
+        (where / name).mkdir()
+        (where / name / "keep.txt").write_text("the user's")
+    _, left = _killed_writer(out, kind)
+    with output_lock(out, kind):  # type: ignore[arg-type]
+        pass
+    assert not any(p.exists() for p in left)
+    assert all((where / name / "keep.txt").read_text() == "the user's" for name in LOOK_ALIKES)
+
+
+def test_look_alike_dot_files_are_never_swept(tmp_path: Path) -> None:
+    for name in LOOK_ALIKES:
+        (tmp_path / name).write_text("x")
+    assert sweep_stale_temporaries(tmp_path, "0123456789aa") == []
+    assert sweep_stale_temporaries(tmp_path, "0123456789ab", ".out.") == [
+        tmp_path / ".out.slimline-tmp-0123456789ab.abcdef"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(LOOK_ALIKES[:-1])
+
+
+def test_a_run_claim_keeps_the_users_look_alike_dot_files(tmp_path: Path) -> None:
+    """Issue 18 case 2: `run --force` into a directory of the user's dot-files swept them as temporaries."""
+    out = tmp_path / "dots"
+    out.mkdir()
+    for name in (".bashrc.old-2023", ".thesis.tmp-final"):
+        (out / name).write_text("mine")
+    (out / ".vim.old-backup").mkdir()
+    (out / ".vim.old-backup" / "session.vim").write_text("mine")
+    with claimed_output(out, "run", force=True), claimed_run_dir(out):
+        pass
+    assert sorted(p.name for p in out.iterdir()) == [".bashrc.old-2023", ".slimline-run.json", ".thesis.tmp-final",
+                                                     ".vim.old-backup"]
+    assert (out / ".vim.old-backup" / "session.vim").read_text() == "mine"
 
 
 def test_a_full_temporary_directory_is_blamed_not_out(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from slimline.core.artifact import ModelDir, sha256_json
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import DataError, RecipeError
 from slimline.core.machine import cpu_flags
-from slimline.core.outputs import claimed_run_dir
+from slimline.core.outputs import claimed_output, claimed_run_dir, input_paths
 from slimline.core.progress import reporter
 from slimline.pipeline.plan import Plan, RunRequest, plan_run
 from slimline.pipeline.search import study as studies
@@ -255,6 +255,13 @@ def restore_state(prepared: Prepared, study: Any, reference: dict[str, Any]) -> 
 
 
 def run_search(request: SearchRequest) -> SearchResult:
+    """Claim --out first (the output rule and its lock: a refusal or a busy --out answers before the pre-flight)."""
+    inputs = input_paths(request.checkpoint, request.space, getattr(request.eval_data, "source", None))
+    with claimed_output(request.out_dir, "run", force=request.force, inputs=inputs):
+        return _run_search(request)
+
+
+def _run_search(request: SearchRequest) -> SearchResult:
     from slimline.pipeline.search.final import finish
 
     prepared = prepare(request)
