@@ -143,6 +143,8 @@ class FallbackData:
             self.arrays = {"input_ids": self.windows}
         elif is_array_source(str(data.source)):
             self.arrays, self.labels = _array_data(data, model, names, eval_samples)
+        elif manifest.task == "feature-extraction":  # an embedding model: its texts, labels never read
+            self.arrays = _text_arrays(data, model.path, context.shape.sequence_length, names, eval_samples)
         else:
             spec = DatasetSpec.model_validate({**data.model_dump(), "split": "validation", "max_samples": eval_samples})
             arrays, texts = encode_labelled(spec, model.path, context.shape.sequence_length)
@@ -258,6 +260,21 @@ def _array_data(data: Any, model: ModelDir, names: set[str],
     dtypes = {s.name: s.dtype for s in model.manifest.inputs}
     arrays = {n: np.ascontiguousarray(images.arrays[n], dtype=np.dtype(dtypes[n])) for n in names}
     return arrays, images.labels
+
+
+def _text_arrays(data: Any, model_dir: Path, length: int, names: set[str],
+                 eval_samples: int | None) -> dict[str, np.ndarray]:
+    """The validation split's texts tokenised for an embedding model (no label column needed)."""
+    from slimline.core.tokenizers import load_tokenizer
+
+    spec = DatasetSpec.model_validate({**data.model_dump(), "split": "validation", "max_samples": eval_samples})
+    texts = load_texts(spec)[0]
+    if not texts:
+        raise PassError(f"the eval data {data.source} have no texts in their validation split.",
+                        fix="pass --eval-data with more texts.")
+    tokenizer, _ = load_tokenizer(model_dir)
+    encoded = tokenizer(texts, padding="longest", truncation=True, max_length=length, return_tensors="np")
+    return {name: np.ascontiguousarray(encoded[name], dtype=np.int64) for name in names if name in encoded}
 
 
 def _lm_windows(data: Any, model_dir: Path, length: int, eval_samples: int | None) -> np.ndarray:
