@@ -45,6 +45,8 @@ class Report(BaseModel):
     search: dict[str, Any] | None = None  # `slimline search`: the trials, the front, the choice and why
     #: CPU targets: the baseline and candidates timed again round-robin in one process (slimline.pipeline.side_by_side)
     side_by_side: dict[str, Any] | None = None
+    #: Optional recipe steps that did not run, and why: {step, pass, reason, line}
+    skipped_steps: list[dict[str, Any]] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -98,6 +100,7 @@ def render_markdown(report: Report) -> str:
         f"- threads: {report.profile['target']['threads']}, shape: {shape}",
         f"- versions: {', '.join(f'{k} {v}' for k, v in report.versions.items())}",
         f"- recipe: {', '.join(step['pass'] for step in report.recipe) or '(none)'}",
+        *[f"- skipped: {skipped['line']}" for skipped in report.skipped_steps],
         "",
         "## Measurements (same run, same inputs)",
         "",

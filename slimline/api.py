@@ -53,7 +53,7 @@ def as_recipe(recipe: RecipeLike) -> list[RecipeStep]:
     steps = []
     for index, item in enumerate(recipe):
         if isinstance(item, RecipeStep):
-            steps.append(RecipeStep(index, item.pass_))
+            steps.append(RecipeStep(index, item.pass_, item.optional))
         elif isinstance(item, PassConfig):
             steps.append(_step_for_config(index, item))
         else:

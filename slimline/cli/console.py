@@ -41,6 +41,8 @@ def print_report(report: Any) -> None:
         measured = "-" if b.measured is None else f"{b.measured:.3f}"
         budgets.add_row(b.name, f"{b.kind} {b.limit:g}", measured, f"[{colour[b.status]}]{b.status}[/]")
     out.print(budgets)
+    for skipped in getattr(report, "skipped_steps", []):
+        out.print(f"[yellow]skipped:[/] {skipped['line']}")
     for warning in report.warnings:
         out.print(f"[yellow]warning:[/] {warning}")
     style = {"pass": "bold green", "fail": "bold red", "incomplete": "bold yellow"}[report.verdict]

@@ -7,13 +7,14 @@ from pathlib import Path
 
 from slimline.bench.evaluators.base import EvalSource, check_eval_source
 from slimline.compress.base import ModelInfo, Problem
-from slimline.compress.recipe import RecipeStep, order_problems, profile_recipe
+from slimline.compress.recipe import RecipeStep, SkippedStep, optional_skip, order_problems, profile_recipe
 from slimline.core.artifact import (
     ModelDir,
 )
 from slimline.core.data import DatasetSpec, validate_dataset
 from slimline.core.errors import CheckpointError, MissingDependency, RecipeError
 from slimline.core.outputs import OutputKind, check_output, check_writable
+from slimline.core.progress import reporter
 from slimline.export.onnx import OnnxExportConfig
 from slimline.export.tensorrt import TensorRTExportConfig
 from slimline.formats.adapter import Adapter
@@ -53,6 +54,8 @@ class Plan:
     eval_data: DatasetSpec | EvalSource | None
     warnings: list[str]
     adapter: Adapter | None = None  # merged into `source` by the first stage (source is its base until then)
+    #: Optional steps that do not run: refused by their checks here, or found not to apply by run_stages.
+    skipped: list[SkippedStep] = field(default_factory=list)
 
     @property
     def steps(self) -> list[RecipeStep]:
@@ -124,29 +127,42 @@ def plan_run(request: RunRequest) -> Plan:
     source, adapter = open_source(request.checkpoint, request.base, request.task)
     if source.manifest.format == "hf":
         refuse_unbuildable(source.path, source.manifest.task)
-    if source.manifest.format not in ("hf", "torch-module"):
+    onnx_source = source.manifest.format == "onnx"  # an ONNX file given as it is: no export, ONNX-level passes
+    if source.manifest.format not in ("hf", "torch-module", "onnx"):
         raise CheckpointError(f"{request.checkpoint} is a {source.manifest.format} model; `run` starts from a "
-                              "Hugging Face checkpoint or a plain PyTorch module (--model-factory).",
-                              fix="use `slimline bench` to measure an exported model.")
+                              "Hugging Face checkpoint, a plain PyTorch module (--model-factory), an ONNX file or a "
+                              "TorchScript file.", fix="use `slimline bench` to measure an exported model.")
+    if onnx_source and profile.target.runtime == "torch":
+        raise RecipeError(f"{request.checkpoint} is an ONNX model; profile {profile.name} runs PyTorch, which cannot "
+                          "load it.", fix="use an onnxruntime profile (cpu) or a TensorRT one.")
     ordering = order_problems(steps)
     if ordering:
         raise RecipeError("the recipe's passes cannot follow each other:\n  " + "\n  ".join(ordering),
                           fix="reorder the steps.")
-    needs_export = profile.target.runtime != "torch"
+    needs_export = profile.target.runtime != "torch" and not onnx_source
     problems: list[Problem] = []
     model_type = source.manifest.metadata.get("model_type")
     current = ModelInfo(source.manifest.format, source.manifest.task, model_type)
-    exported = False
+    exported, skipped = onnx_source, []
     for step in steps:
-        if step.pass_.stage == "onnx" and not exported:
-            if needs_export:
-                problems += _export_problems(current, steps)
-            else:
-                problems.append(step.pass_.error("works on ONNX models, but the target runtime is torch (no export)",
-                                                 fix="drop the step, or use an onnxruntime profile"))
-            current, exported = ModelInfo("onnx", current.task, model_type), True
-        problems += step.pass_.check(current, profile.target)
+        first_onnx = step.pass_.stage == "onnx" and not exported
+        step_problems = step.pass_.check(ModelInfo("onnx", current.task, model_type) if first_onnx else current,
+                                         profile.target)
+        if first_onnx and not needs_export:
+            step_problems.append(step.pass_.error("works on ONNX models, but the target runtime is torch (no "
+                                                  "export)", fix="drop the step, or use an onnxruntime profile"))
+        skip = optional_skip(step, step_problems)
+        if skip is not None:  # an optional step that cannot apply here: announced, and the run goes on
+            skipped.append(skip)
+            reporter().note(skip.line)
+            continue
+        if first_onnx:
+            problems += _export_problems(current, steps) if needs_export else []
+            exported = True
+        problems += step_problems
         current = ModelInfo(step.pass_.produces, current.task, model_type)
+    skipped_indexes = {s.step.index for s in skipped}
+    steps = [step for step in steps if step.index not in skipped_indexes]
     if needs_export and not exported:
         problems += _export_problems(current, steps)
     if source.manifest.format == "torch-module":  # say why, not only "accepts ['hf']"
@@ -171,4 +187,4 @@ def plan_run(request: RunRequest) -> Plan:
     return Plan(source=source, torch_steps=[s for s in steps if s.pass_.stage == "torch"],
                 onnx_steps=[s for s in steps if s.pass_.stage == "onnx"], needs_export=needs_export,
                 eval_data=eval_data, warnings=[str(p) for p in problems if p.severity == "warning"],
-                adapter=adapter)
+                adapter=adapter, skipped=skipped)

@@ -18,7 +18,7 @@ from slimline.bench.budgets import evaluate_budgets
 from slimline.bench.evaluators.base import EvalContext, evaluator_name_for, get_evaluator
 from slimline.bench.report import Report, StageRecord, write_report
 from slimline.bench.runners.base import torch_baseline_precision
-from slimline.compress.recipe import recipe_as_data
+from slimline.compress.recipe import recipe_as_data, recipe_with_skipped
 from slimline.core.artifact import (
     ModelDir,
 )
@@ -85,7 +85,8 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
     return Report(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), machine=machine_info(),
         versions=library_versions(), profile=profile.model_dump(mode="json"),
-        recipe=recipe_as_data(plan.steps), checkpoint=str(plan.source.path),
+        recipe=recipe_as_data(recipe_with_skipped(plan.steps, plan.skipped)), checkpoint=str(plan.source.path),
+        skipped_steps=[skipped.as_data() for skipped in plan.skipped],
         stages=records, eval_data=eval_facts, baseline=baseline_result, measurements=final_result,
         intermediates=results[:-1], speedup_vs_baseline=final_result.speedup_vs_baseline,
         accuracy_drop_pt=final_result.accuracy_drop_pt, budgets=budgets, verdict=verdict, warnings=warnings,
