@@ -32,6 +32,7 @@ from slimline.compress.calibration import (
     check_calibration_set,
     is_array_source,
 )
+from slimline.compress.quantize.effect import check_quantization_effect
 from slimline.compress.quantize.fallback import (
     FallbackConfig,
     Quantize,
@@ -87,6 +88,7 @@ class OrtInt8Static(Pass[Int8StaticConfig]):
     stage = "onnx"
     accepts = frozenset({"onnx"})
     produces = "onnx"
+    skip_consequence = "continuing unquantized"
     needs = frozenset({"calibration_data"})
 
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
@@ -167,6 +169,8 @@ class OrtInt8Static(Pass[Int8StaticConfig]):
             fallback = quantize_with_fallback(variants, float_model.path, out_dir / STATIC_MODEL_FILE, model.path,
                                               input_names, config.op_types, config.exclude_nodes, context,
                                               config.fallback)
+        effect = check_quantization_effect(self.name, model.path, source.name, out_dir, STATIC_MODEL_FILE, coverage,
+                                           config.op_types)  # nothing quantized, or bigger: StepNotApplicable
         copy_side_files(model.path, out_dir, skip={source.name, STATIC_MODEL_FILE})
         return PassResult(
             model_file=STATIC_MODEL_FILE,
@@ -174,7 +178,7 @@ class OrtInt8Static(Pass[Int8StaticConfig]):
                                        **config.model_copy(update=chosen_overrides(variants, fallback)).model_dump(
                                            mode="json", exclude={"calibration", "fallback"}),
                                        "calibration": {**calibration.model_dump(), "examples": reader.count},
-                                       **float_model.notes, "coverage": coverage},
+                                       **float_model.notes, "coverage": coverage, "effect": effect},
                       "accuracy_fallback": fallback},
             data_sha256={"calibration": reader.sha256},
         )

@@ -72,8 +72,14 @@ def _validate_pickle(path: Path) -> None:
             f"{path} could not be loaded safely with torch.load(weights_only=True): {err}.",
             fix="convert the checkpoint to safetensors (save_pretrained(safe_serialization=True)).",
         ) from err
-    if not isinstance(state, dict) or not state:
-        raise CheckpointError(f"{path} is not a state dict of tensors.", fix="re-save the checkpoint.")
+    from slimline.formats.state_dict import unwrap_state_dict
+
+    unwrapped = unwrap_state_dict(state, str(path))  # refuses naming the keys it found
+    if unwrapped.steps:  # transformers reads the file itself and takes no wrapper: say where the weights are
+        raise CheckpointError(f"{path} is a training checkpoint, not a state dict: {unwrapped.note}; transformers "
+                              "cannot load it as it is.",
+                              fix="load your model, load_state_dict() the entry named above, and save_pretrained() "
+                                  "it; or pass the file to --weights with --model-factory, which unwraps it.")
 
 
 def validate_hf_weights(path: Path) -> list[Path]:
