@@ -16,10 +16,22 @@ from slimline.formats.causal_lm import empty_past, is_past_input
 from slimline.profiles.schema import Shape
 
 DEFAULT_IMAGE_SIZE = 224
+#: Input dtypes slimline can feed (an ONNX graph's inputs, a module's input spec).
+FEEDABLE_DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+#: Axis names that mean "the batch": its size is the profile's batch size, and eval data is split along it.
+BATCH_AXIS_NAMES = ("batch", "batch_size", "N", "n")
 
 
 def _numpy_dtype(dtype: str) -> Any:
-    return {"int64": np.int64, "int32": np.int32, "float32": np.float32, "float16": np.float16}[dtype]
+    if dtype not in FEEDABLE_DTYPES:
+        raise BenchError(f"model input dtype {dtype!r} cannot be fed.", fix=f"use one of {', '.join(FEEDABLE_DTYPES)}.")
+    return np.dtype(dtype).type
+
+
+def batch_axis(spec: TensorSpec) -> int | None:
+    """Where the batch is in this input: its axis named batch (not always the first: a recurrent state is often
+    [layers, batch, hidden]); None for an input the whole batch shares (a scalar, a fixed-size tensor)."""
+    return next((i for i, axis in enumerate(spec.shape) if axis in BATCH_AXIS_NAMES), None)
 
 
 def image_size(config: dict[str, Any], shape: Shape) -> int:
@@ -65,7 +77,7 @@ def _generic_feed(spec: TensorSpec, shape: Shape, config: dict[str, Any], rng: n
     for axis in spec.shape:
         if isinstance(axis, int) and axis > 0:
             dims.append(axis)
-        elif axis in ("batch", "batch_size", "N", "n"):
+        elif axis in BATCH_AXIS_NAMES:
             dims.append(shape.batch_size)
         elif axis in ("height", "width", "H", "W"):
             dims.append(image_size(config, shape))
@@ -75,9 +87,11 @@ def _generic_feed(spec: TensorSpec, shape: Shape, config: dict[str, Any], rng: n
             raise BenchError(f"model input {spec.name!r} has an unnamed unknown dimension in {spec.shape}.",
                              fix="name dynamic axes in the input spec (e.g. [batch, 3, 224, 224]).")
     dtype = _numpy_dtype(spec.dtype)
+    if dtype is np.bool_:
+        return rng.integers(0, 2, size=dims).astype(dtype)
     if np.issubdtype(dtype, np.integer):
-        return rng.integers(0, int(config.get("vocab_size", 2)), size=dims).astype(dtype)
-    return rng.standard_normal(dims).astype(dtype)
+        return np.asarray(rng.integers(0, int(config.get("vocab_size", 2)), size=dims)).astype(dtype)
+    return np.asarray(rng.standard_normal(dims)).astype(dtype)  # a scalar input (shape []) is a 0-d array
 
 
 def default_input_specs(task: str) -> list[TensorSpec]:

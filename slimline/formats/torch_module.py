@@ -33,16 +33,21 @@ from slimline.core.image_data import ImagePreprocess
 from slimline.core.paths import cache_root
 from slimline.core.progress import reporter
 from slimline.core.yaml_files import load_yaml_file
+from slimline.formats.inputs import FEEDABLE_DTYPES
 from slimline.formats.state_dict import UnwrappedState, match_module_keys, unwrap_state_dict
 
 TORCH_MODULE_FORMAT = "torch-module"
 WEIGHTS_FILE = "model.safetensors"
-DTYPES = ("float32", "float16", "int64", "int32")
+DTYPES = FEEDABLE_DTYPES
 
 
 class ModuleInputSpec(BaseModel):
-    """The small YAML beside `--model-factory`: the inputs (names, dtypes, shapes with named dynamic axes),
-    the output names, the task, and for images how pixels are prepared."""
+    """The small YAML beside `--model-factory` (or an ONNX / TorchScript `--checkpoint`): the inputs (names, dtypes,
+    shapes with named dynamic axes), the output names, the task, and for images how pixels are prepared.
+
+    The axis named `batch` is the batch wherever it sits (a recurrent state `[layers, batch, hidden]`); an input
+    without one (a scalar `shape: []`, a fixed-size tensor) is shared by the whole batch, in benchmarks and eval
+    data alike. Other named axes are dynamic and take the profile's sequence length."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     inputs: list[TensorSpec] = Field(min_length=1)
@@ -146,8 +151,13 @@ def build_module(factory: Any, state: dict[str, Any], reference: str, notes: lis
 
 
 def load_module(model: ModelDir) -> Any:
-    """The user's module, rebuilt from a torch-module directory (fp32, eval mode)."""
+    """The user's module, rebuilt from a torch-module directory (fp32, eval mode): from its factory and weights,
+    or the TorchScript archive it holds (slimline.formats.model_files)."""
     meta = model.manifest.metadata
+    if meta.get("torchscript"):
+        from slimline.formats.model_files import load_torchscript
+
+        return load_torchscript(model.model_path)
     factory = import_factory(meta["factory"], meta.get("import_root"))
     return build_module(factory, load_state_dict(model.path / WEIGHTS_FILE), meta["factory"])
 

@@ -49,6 +49,13 @@ def _label(model: ModelDir) -> str:
     return f"{steps[-1]} (fp32)" if steps[-1].startswith("export.") else steps[-1]
 
 
+def _source_name(model: ModelDir) -> str:
+    """The file a model arrived as (an ONNX file's cached directory is named by a hash), else its directory."""
+    source = next((s for s in model.manifest.lineage if s.kind == "source"), None)
+    path = source.config.get("path") if source is not None and source.name == "onnx-file" else None
+    return Path(str(path)).name if path else model.path.name
+
+
 def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermediates: list[ModelDir],
                      records: list[StageRecord]) -> Report:
     profile = request.profile
@@ -65,8 +72,8 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
                 eval_facts = {**get_evaluator(evaluator).prepare(spec, context, eval_npz), "evaluator": evaluator}
         baseline_precision = torch_baseline_precision(profile.target.device, profile.target.precision)
         baseline = Candidate(f"torch {baseline_precision} eager (baseline)", plan.source, "torch")
-        if plan.source.manifest.format == "onnx":  # `bench --baseline ONNX_DIR`: a model with no PyTorch original
-            baseline = Candidate(f"{plan.source.path.name} onnxruntime (baseline)", plan.source, "onnxruntime")
+        if plan.source.manifest.format == "onnx":  # an ONNX file given as it is, or `bench --baseline ONNX_DIR`
+            baseline = Candidate(f"{_source_name(plan.source)} onnxruntime (baseline)", plan.source, "onnxruntime")
         # ONNX intermediates of a TensorRT run are measured on ONNX Runtime (the profile's CUDA providers)
         candidates = [Candidate(_label(m), m, "onnxruntime" if m.manifest.format == "onnx" and runtime == "tensorrt"
                                 else runtime) for m in intermediates]

@@ -23,6 +23,7 @@ from slimline.core.outputs import claimed_run_dir, output_lock, sweep_stale_temp
 from slimline.core.progress import reporter
 from slimline.export.onnx import OnnxExportConfig
 from slimline.formats.architecture import refuse_unbuildable
+from slimline.formats.model_files import model_file_checkpoint
 from slimline.pipeline.adapter import merged_checkpoint, open_source
 from slimline.pipeline.plan import EXPORT_STEP, Plan, RunRequest, check_output_location, eval_data_for
 from slimline.pipeline.run import bench_and_report
@@ -145,8 +146,8 @@ def _lineage_source(model: ModelDir) -> Path:
 
 def bench_model(model_path: Path, profile: Profile, out: Path, *, baseline: Path | None = None,
                 eval_data: DatasetSpec | None = None, force: bool = False, base: Path | None = None) -> Report:
-    """Benchmark an existing model directory against its fp32 source checkpoint on `profile`."""
-    model = ModelDir.open(model_path)
+    """Benchmark an existing model directory (or an ONNX / TorchScript file) against its fp32 source on `profile`."""
+    model = model_file_checkpoint(model_path) or ModelDir.open(model_path)
     runtimes = RUNTIMES_FOR_FORMAT.get(model.manifest.format, ())
     if profile.target.runtime not in runtimes:
         raise RecipeError(f"{model_path} is a {model.manifest.format} model; profile {profile.name} runs "
