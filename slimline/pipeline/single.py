@@ -135,6 +135,8 @@ def compress_to(model_path: Path, out: Path, steps: list[RecipeStep], profile: P
 
 
 def _lineage_source(model: ModelDir) -> Path:
+    if [s.kind for s in model.manifest.lineage] == ["source"] and model.manifest.format == "onnx":
+        return model.path  # an ONNX file as it came in: its own fp32 baseline (even if the file has moved since)
     for step in model.manifest.lineage:
         if step.kind == "source" and "path" in step.config:
             return Path(step.config["path"])
