@@ -150,12 +150,26 @@ def _merge_spec(graph_inputs: list[TensorSpec], spec: ModuleInputSpec, source: P
     return merged
 
 
+def _graph_tensors(graph: Any) -> list[Any]:
+    """Every tensor a graph stores: initializers and tensor attributes, in subgraphs (If, Loop) too."""
+    import onnx
+
+    tensors = list(graph.initializer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.TENSOR:
+                tensors.append(attribute.t)
+            tensors += [t for subgraph in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else [])
+                        + list(attribute.graphs) for t in _graph_tensors(subgraph)]
+    return tensors
+
+
 def _external_data_files(model: Any, directory: Path) -> list[Path]:
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+    import onnx
 
     names = set()
-    for tensor in _get_all_tensors(model):
-        if uses_external_data(tensor):
+    for tensor in _graph_tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
             names.add(next(entry.value for entry in tensor.external_data if entry.key == "location"))
     files = []
     for name in sorted(names):
@@ -277,8 +291,8 @@ def _torchscript_model_dir(path: Path, spec: ModuleInputSpec | None, task: str |
                               fix="pass --inputs inputs.yaml (Python: inputs=...): inputs: [{name: x, dtype: float32, "
                                   "shape: [batch, 3, 224, 224]}] (strings in a shape are dynamic axes).")
     named = [s.name for s in spec.inputs]
-    if named != arguments[:len(named)] or any(a not in named for a in arguments[len(named):]
-                                              if not _has_default(module, a)):
+    required = [a.name for a in module.forward.schema.arguments[1:] if not a.has_default_value()]
+    if named != arguments[:len(named)] or not set(required) <= set(named):
         raise CheckpointError(f"the input spec names {named}, but {path}'s forward() takes {arguments}.",
                               fix="list forward()'s arguments in order in the spec.")
     weights_sha256 = sha256_file(path)
@@ -302,8 +316,3 @@ def _torchscript_model_dir(path: Path, spec: ModuleInputSpec | None, task: str |
                       **({"image_preprocess": chosen.image_preprocess.model_dump()} if chosen.image_preprocess
                          else {})}))
     return ModelDir.open(final)
-
-
-def _has_default(module: Any, name: str) -> bool:
-    argument = next(a for a in module.forward.schema.arguments if a.name == name)
-    return argument.default_value is not None or argument.has_default_value()

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from slimline.core.errors import BundleError, shorten
+from slimline.core.errors import BundleError
 from slimline.deploy.manifest import BundleManifest
 
 #: Elements of all inputs of one request together; far beyond any streaming chunk, far below memory trouble.
@@ -57,7 +57,7 @@ class TensorModel:
             raise TensorInputError('expected {"inputs": {"<input name>": [...], ...}}')
         given = payload["inputs"]
         missing = sorted(set(self.inputs) - set(given))
-        extra = [shorten(k, 40) for k in sorted(set(given) - set(self.inputs))[:5]]
+        extra = [k if len(k) <= 40 else k[:37] + "..." for k in sorted(set(given) - set(self.inputs))[:5]]
         if missing or extra:
             raise TensorInputError(f"the model takes inputs {sorted(self.inputs)}" + (f"; missing {missing}" if missing
                                    else "") + (f"; unknown {extra}" if extra else ""))
