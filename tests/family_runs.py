@@ -49,3 +49,24 @@ def default_profile_run(family: str, root: Path, profile: Path = DEFAULT_RECIPE_
     report_path = out / "report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else None
     return CliRun(done.returncode, done.stdout, done.stderr, report)
+
+
+#: The cpu profile's recipe for a model judged by agreement with fp32 (the ONNX-only streaming model: no labels).
+TENSOR_PROFILE = REPO / "tests" / "fixtures" / "fast-cpu-tensor.yaml"
+
+
+def onnx_only_run(root: Path, profile: Path = TENSOR_PROFILE) -> CliRun:
+    """`slimline run --checkpoint stream.onnx` (tests.streaming_model: a recurrent state whose batch axis is not
+    first, a scalar input) with its .npz eval chunks."""
+    from tests.streaming_model import write_eval_chunks, write_streaming_onnx
+
+    graph, chunks = root / "onnx-only" / "stream.onnx", root / "onnx-only" / "chunks.npz"
+    if not graph.is_file():
+        write_streaming_onnx(graph)
+        write_eval_chunks(chunks)
+    out = root / "runs" / "onnx-only"
+    done = run_cli("run", "--checkpoint", str(graph), "--profile", str(profile), "--eval-data", str(chunks), "--out",
+                   str(out), "--force", "--no-history", env={"SLIMLINE_CACHE_DIR": str(root / "cache")})
+    report_path = out / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else None
+    return CliRun(done.returncode, done.stdout, done.stderr, report)
