@@ -50,6 +50,8 @@ class Report(BaseModel):
     side_by_side: dict[str, Any] | None = None
     #: Static quantization's calibration set: source, split, examples, sha256 (compress.calibration).
     calibration: dict[str, Any] | None = None
+    #: Optional recipe steps that did not run, and why: {step, pass, reason, line}
+    skipped_steps: list[dict[str, Any]] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     #: The command that made this report (`slimline run ...`); None through the Python API. run.yaml beside
     #: report.json reproduces the run either way (`slimline run --config run.yaml`).
@@ -168,6 +170,7 @@ def render_markdown(report: Report) -> str:
         f"- command: `{report.command_line}`" if report.command_line else "- command: the Python API",
         *([f"- reproduce: `slimline run --config {report.run_config}` (beside this report)"] if report.run_config
           else []),
+        *[f"- skipped: {skipped['line']}" for skipped in report.skipped_steps],
         "",
         "## Budgets",
         "",

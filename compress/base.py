@@ -144,6 +144,9 @@ class Pass(ABC, Generic[ConfigT]):
     accepts: ClassVar[frozenset[str]]
     produces: ClassVar[str]
     needs: ClassVar[frozenset[Need]] = frozenset()
+    #: How a skipped optional step is announced: "<skip_label>: <reason>; <skip_consequence>".
+    skip_label: ClassVar[str] = ""
+    skip_consequence: ClassVar[str] = "continuing without it"
 
     def __init__(self, config: ConfigT) -> None:
         self.config: ConfigT = config

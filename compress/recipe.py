@@ -1,4 +1,10 @@
-"""Recipes: YAML lists of `{pass: NAME, with: {...}}`, validated against the registry before any work."""
+"""Recipes: YAML lists of `{pass: NAME, with: {...}, optional: BOOL}`, validated against the registry before any work.
+
+A step marked `optional: true` is a pure speed-up (graph fusion): where it cannot apply to the model (its
+`check()` refuses, or `apply()` raises StepNotApplicable: no fusion rules, nothing fused), the pipeline skips
+it with a line on the console and in the report and goes on with the model as it was. A required step (the
+default) refuses or fails as before, so a recipe still says exactly what must happen.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from slimline.compress.base import Pass
+from slimline.compress.base import Pass, Problem
 from slimline.compress.catalogue import pass_class, pass_names
 from slimline.core.errors import RecipeError, shorten
 from slimline.core.yaml_files import load_yaml_file
@@ -20,6 +26,7 @@ from slimline.profiles.schema import Profile, recipe_path
 class RecipeStep:
     index: int
     pass_: Pass
+    optional: bool = False  # skipped, not failed, where it cannot apply to the model
 
     @property
     def name(self) -> str:
@@ -27,6 +34,30 @@ class RecipeStep:
 
     def config_dict(self) -> dict[str, Any]:
         return self.pass_.config.model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class SkippedStep:
+    """An optional step that did not run, and why (for the console, the report and the manifest)."""
+
+    step: RecipeStep
+    reason: str
+
+    @property
+    def line(self) -> str:
+        """e.g. "fusion: not available for deberta-v2; continuing unfused (optional step 1,
+        optimize.ort-transformers)"."""
+        pass_ = self.step.pass_
+        label = pass_.skip_label or self.step.name
+        return (f"{label}: {self.reason}; {pass_.skip_consequence} (optional step {self.step.index + 1}, "
+                f"{self.step.name})")
+
+    def as_data(self) -> dict[str, Any]:
+        return {"step": self.step.index + 1, "pass": self.step.name, "reason": self.reason, "line": self.line}
+
+
+#: Keys a recipe step may have.
+STEP_KEYS = frozenset({"pass", "with", "optional"})
 
 
 def _config_errors(err: ValidationError) -> str:
@@ -42,11 +73,16 @@ def build_step(index: int, raw: Any, source: str) -> RecipeStep:
     if not isinstance(raw, dict):
         raise RecipeError(f"{where} must be a mapping like {{pass: NAME, with: {{...}}}}, got {shorten(raw)}.",
                           fix="see `slimline passes list` for the pass names.")
-    unknown_keys = set(raw) - {"pass", "with"}
+    unknown_keys = set(raw) - STEP_KEYS
     if unknown_keys or "pass" not in raw:
         raise RecipeError(f"{where} has keys {shorten(list(raw))}; a step takes exactly 'pass' and optionally "
-                          "'with'.",
-                          fix="write the step as {pass: NAME, with: {...}}.")
+                          "'with' and 'optional'.",
+                          fix="write the step as {pass: NAME, with: {...}} (optional: true for a pure speed-up "
+                              "that may be skipped).")
+    optional = raw.get("optional", False)
+    if not isinstance(optional, bool):
+        raise RecipeError(f"{where}: 'optional' must be true or false, got {shorten(optional)}.",
+                          fix="write optional: true (skip the step where it cannot apply) or leave it out.")
     name = raw["pass"]
     pass_cls = pass_class(name) if isinstance(name, str) else None
     if pass_cls is None:
@@ -65,7 +101,7 @@ def build_step(index: int, raw: Any, source: str) -> RecipeStep:
         fields = ", ".join(pass_cls.Config.model_fields)
         raise RecipeError(f"{where} ({name}): invalid options: {_config_errors(err)}.",
                           fix=f"{name} takes: {fields}.") from err
-    return RecipeStep(index, pass_cls(config))
+    return RecipeStep(index, pass_cls(config), optional)
 
 
 #: Keys a recipe file may have when it is a mapping rather than a plain list of steps.
@@ -102,8 +138,10 @@ def profile_recipe(profile: Profile) -> list[RecipeStep]:
 
 
 def recipe_as_data(steps: list[RecipeStep]) -> list[dict[str, Any]]:
-    """Steps as plain `{pass, with}` dicts (YAML/JSON, reports, the benchmark scripts)."""
-    return [{"pass": step.name, "with": step.config_dict()} for step in steps]
+    """Steps as plain `{pass, with}` dicts, plus `optional: true` where set (YAML/JSON, reports, the
+    benchmark scripts)."""
+    return [{"pass": step.name, "with": step.config_dict(), **({"optional": True} if step.optional else {})}
+            for step in steps]
 
 
 def order_problems(steps: list[RecipeStep]) -> list[str]:
@@ -120,3 +158,17 @@ def order_problems(steps: list[RecipeStep]) -> list[str]:
                 "move torch-level passes before ONNX-level ones"
             )
     return problems
+
+
+def optional_skip(step: RecipeStep, problems: list[Problem]) -> SkippedStep | None:
+    """The skip of an optional step whose checks refuse it (else None: the problems stand as they are)."""
+    errors = [p for p in problems if p.severity == "error"]
+    if not step.optional or not errors:
+        return None
+    return SkippedStep(step, errors[0].message)
+
+
+def recipe_with_skipped(steps: list[RecipeStep], skipped: list[SkippedStep]) -> list[RecipeStep]:
+    """The recipe as given: the steps that ran and the ones skipped, in their order."""
+    by_index = {step.index: step for step in [*steps, *(s.step for s in skipped)]}
+    return [by_index[i] for i in sorted(by_index)]

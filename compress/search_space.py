@@ -107,6 +107,7 @@ class PassBlock:
     pass_name: str
     options: dict[str, Any]  # plain values and Param leaves, nested like the pass config
     prefix: str
+    optional: bool = False  # the recipe step's `optional: true` (skipped where it cannot apply), not a parameter
 
     def params(self) -> dict[str, Param]:
         return dict(_leaves(self.options, f"{self.prefix}{self.pass_name}:"))
@@ -219,15 +220,19 @@ def parse_steps(raw: Any, where: str, prefix: str) -> tuple[Block, ...]:
             blocks.append(_parse_optional(step["optional"], at, prefix))
         elif isinstance(step, dict) and set(step) == {"one_of"}:
             blocks.append(_parse_one_of(step["one_of"], at, prefix))
-        elif isinstance(step, dict) and "pass" in step and set(step) <= {"pass", "with"}:
+        elif isinstance(step, dict) and "pass" in step and set(step) <= {"pass", "with", "optional"}:
             if not isinstance(step["pass"], str):
                 raise RecipeError(f"{at}: `pass` must be a pass name, got {shorten(step['pass'])}.",
                                   fix="see `slimline passes list`.")
+            if not isinstance(step.get("optional", False), bool):
+                raise RecipeError(f"{at}: `optional` must be true or false, got {shorten(step['optional'])}.",
+                                  fix="optional: true marks a pure speed-up that is skipped where it cannot apply.")
             options = step.get("with") or {}
             if not isinstance(options, dict):
                 raise RecipeError(f"{at}: `with` must be a mapping, got {shorten(options)}.",
                                   fix="write with: {option: value or {choice: [...]}}.")
-            blocks.append(PassBlock(step["pass"], _parse_options(options, f"{at} ({step['pass']})"), prefix))
+            blocks.append(PassBlock(step["pass"], _parse_options(options, f"{at} ({step['pass']})"), prefix,
+                                    step.get("optional", False)))
         else:
             raise RecipeError(f"{at} must be {{pass, with}}, {{optional: ...}} or {{one_of: ...}}; got keys "
                               f"{shorten(sorted(map(str, step)) if isinstance(step, dict) else step)}.",
@@ -329,7 +334,8 @@ def sample_blocks(blocks: Sequence[Block], suggest: Suggest, cpu_flags: Sequence
         if isinstance(block, PassBlock):
             values = {name: param.sample(name, suggest) for name, param in block.params().items()}
             steps.append({"pass": block.pass_name,
-                          "with": _concrete(block.options, values, f"{block.prefix}{block.pass_name}:")})
+                          "with": _concrete(block.options, values, f"{block.prefix}{block.pass_name}:"),
+                          **({"optional": True} if block.optional else {})})
         elif isinstance(block, OptionalBlock):
             if suggest.suggest_categorical(block.key, [False, True]):
                 steps += sample_blocks(block.steps, suggest, cpu_flags)

@@ -108,7 +108,9 @@ def export_torch_module(model: ModelDir, out_dir: Path, exporter: str, opset: in
     feeds = synthetic_feeds(specs, Shape(batch_size=2, sequence_length=16), {}, seed=0)
     args = tuple(torch.from_numpy(feeds[s.name]) for s in specs)
     path = out_dir / ONNX_MODEL_FILE
-    attempts = [("dynamo", True), ("torchscript", False)] if exporter == "auto" else [("torchscript", False)]
+    scripted = bool(model.manifest.metadata.get("torchscript"))  # a ScriptModule: only the TorchScript exporter
+    attempts = [("dynamo", True), ("torchscript", False)] if exporter == "auto" and not scripted \
+        else [("torchscript", False)]
     failures, used = [], None
     for name, dynamo in attempts:
         try:

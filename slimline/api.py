@@ -55,7 +55,7 @@ def as_recipe(recipe: RecipeLike) -> list[RecipeStep]:
     steps = []
     for index, item in enumerate(recipe):
         if isinstance(item, RecipeStep):
-            steps.append(RecipeStep(index, item.pass_))
+            steps.append(RecipeStep(index, item.pass_, item.optional))
         elif isinstance(item, PassConfig):
             steps.append(_step_for_config(index, item))
         else:
@@ -98,6 +98,9 @@ def run(checkpoint: PathLike | None = None, *, out: PathLike, profile: ProfileLi
 
     A plain PyTorch model instead of `checkpoint`: `model` (an nn.Module) with `example_inputs` (or an input
     spec `inputs`), or `model_factory` ("pkg.module:callable") + `weights` + `inputs` (a YAML path or dict).
+    `checkpoint` may also be an ONNX file (or a directory holding one: its fp32 baseline is the graph on ONNX
+    Runtime, read from the graph's declared inputs, which `inputs` may rename) or a TorchScript archive
+    (torch.jit.save; `inputs` then gives the dtypes and shapes TorchScript does not record).
     `eval` is `eval_data` or a callable returning {input name: array}, split like any eval data (the verdict on
     its seeded test split, static INT8 calibrated on its train split). `evaluator` names how quality is scored
     (text-classification, image-top1, agreement, embedding, perplexity) instead of the choice by task and data.
@@ -105,7 +108,7 @@ def run(checkpoint: PathLike | None = None, *, out: PathLike, profile: ProfileLi
     read = input_paths(checkpoint, base, weights, inputs, eval_data, eval if not callable(eval) else None, profile,
                        recipe if isinstance(recipe, (str, Path)) else None)
     with claimed_output(out, "run", force=force, inputs=read):  # the output rule and the lock, before torch
-        from slimline.pipeline.module_source import eval_from_callable, module_checkpoint
+        from slimline.pipeline.module_source import eval_from_callable, file_checkpoint, module_checkpoint
         from slimline.pipeline.plan import RunRequest
         from slimline.pipeline.run import run as run_pipeline
 
@@ -114,6 +117,10 @@ def run(checkpoint: PathLike | None = None, *, out: PathLike, profile: ProfileLi
         if model is not None or model_factory is not None:
             checkpoint = module_checkpoint(model, example_inputs, model_factory, weights, inputs, task).path
             task = None
+        elif checkpoint is not None and base is None:
+            from_file = file_checkpoint(checkpoint, inputs, task)  # ONNX / TorchScript: their model directory
+            if from_file is not None:
+                checkpoint, task = from_file.path, None
         if checkpoint is None:
             raise RecipeError("run needs a checkpoint, a model (nn.Module) or a model_factory.",
                               fix="pass checkpoint=DIR, model=module with example_inputs, or model_factory + "

@@ -22,6 +22,7 @@ from slimline.bench.evaluators.base import (
     Evaluator,
     Forward,
     as_output_list,
+    batch_axes,
     batches,
     model_inputs,
     prediction_agreement,
@@ -91,12 +92,13 @@ class OutputsEvaluator(Evaluator):
     #: Names of the labelled top-1 metric this evaluator reports (image: top1_pct; text: accuracy_pct).
     top1_metric: ClassVar[str] = "top1_pct"
 
-    def batched(self, arrays: dict[str, np.ndarray], batch_size: int) -> Iterable[dict[str, np.ndarray]]:
-        return batches(arrays, batch_size)
+    def batched(self, arrays: dict[str, np.ndarray], batch_size: int,
+                axes: dict[str, int | None]) -> Iterable[dict[str, np.ndarray]]:
+        return batches(arrays, batch_size, axes)
 
     def score(self, forward: Forward, npz: Path, batch_size: int, outputs_path: Path | None) -> EvalScore:
         arrays, labels = model_inputs(npz)
-        outputs = run_over(forward, self.batched(arrays, batch_size))
+        outputs = run_over(forward, self.batched(arrays, batch_size, batch_axes(npz)))
         if outputs_path is not None:
             save_outputs(outputs_path, outputs)
         index = class_output_index(outputs_of(npz))

@@ -27,5 +27,6 @@ class TextClassification(OutputsEvaluator):
         return {**build_eval_npz(data, context.model.path, context.shape.sequence_length, out_npz,
                                  extra=output_meta(context)), **facts_of(context)}
 
-    def batched(self, arrays: dict[str, np.ndarray], batch_size: int) -> Iterable[dict[str, np.ndarray]]:
+    def batched(self, arrays: dict[str, np.ndarray], batch_size: int,
+                axes: dict[str, int | None]) -> Iterable[dict[str, np.ndarray]]:
         return trimmed_batches(arrays, batch_size)  # padding cut per batch: the logits are per example

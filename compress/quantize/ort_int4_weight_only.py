@@ -27,6 +27,8 @@ from slimline.compress.base import (
     copy_side_files,
     register,
 )
+from slimline.compress.quantize.effect import check_quantization_effect
+from slimline.compress.quantize.ort_common import weight_op_coverage
 from slimline.core.artifact import ModelDir
 from slimline.core.deps import require
 from slimline.core.errors import PassError
@@ -69,6 +71,7 @@ class OrtInt4WeightOnly(Pass[Int4WeightOnlyConfig]):
     stage = "onnx"
     accepts = frozenset({"onnx"})
     produces = "onnx"
+    skip_consequence = "continuing unquantized"
 
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
         problems = super().check(model, target)
@@ -101,13 +104,12 @@ class OrtInt4WeightOnly(Pass[Int4WeightOnlyConfig]):
                             fix="try op_types: [MatMul] or another block_size.") from err
         ops = Counter(node.op_type for node in onnx.load(str(out_dir / INT4_MODEL_FILE)).graph.node)
         quantized = {op: ops[op] for op in ("MatMulNBits", "GatherBlockQuantized") if ops[op]}
-        if not quantized:
-            raise PassError(f"{self.name}: no MatMul or Gather weights were quantized in {source}.",
-                            fix="check op_types and exclude_nodes; the weights must be constant initializers.")
+        effect = check_quantization_effect(self.name, model.path, source.name, out_dir, INT4_MODEL_FILE,
+                                           weight_op_coverage(source, list(config.op_types)), list(config.op_types))
         copy_side_files(model.path, out_dir, skip={source.name, INT4_MODEL_FILE})
         return PassResult(model_file=INT4_MODEL_FILE, metadata={"quantization": {
             "scheme": f"int{config.bits}-weight-only", **config.model_dump(mode="json"), "quantized_ops": quantized,
-            "materialized_transposed_weights": materialized}})
+            "materialized_transposed_weights": materialized, "effect": effect}})
 
 
 def materialize_transposed_weights(model: Any) -> list[str]:

@@ -23,6 +23,7 @@ from slimline.compress.base import (
     copy_side_files,
     register,
 )
+from slimline.compress.quantize.effect import check_quantization_effect
 from slimline.compress.quantize.fallback import (
     FallbackConfig,
     Quantize,
@@ -72,6 +73,7 @@ class OrtInt8Dynamic(Pass[Int8DynamicConfig]):
     stage = "onnx"
     accepts = frozenset({"onnx"})
     produces = "onnx"
+    skip_consequence = "continuing unquantized"
 
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
         problems = super().check(model, target)
@@ -119,10 +121,12 @@ class OrtInt8Dynamic(Pass[Int8DynamicConfig]):
                                  lambda settings: quantizer(bool(settings["per_channel"])))
             fallback = quantize_with_fallback(space, float_model.path, out_dir / QUANTIZED_MODEL_FILE, model,
                                               config.op_types, config.exclude_nodes, context, config.fallback)
+        effect = check_quantization_effect(self.name, model.path, source.name, out_dir, QUANTIZED_MODEL_FILE,
+                                           coverage, config.op_types)
         effective = config.model_copy(update=chosen_overrides(space, fallback))
         copy_side_files(model.path, out_dir, skip={source.name, QUANTIZED_MODEL_FILE})
         return PassResult(model_file=QUANTIZED_MODEL_FILE, metadata={
             "quantization": {"scheme": "dynamic-int8", **effective.model_dump(mode="json", exclude={"fallback"}),
                              "reduce_range_resolved": resolve_reduce_range(effective), **float_model.notes,
-                             "coverage": coverage},
+                             "coverage": coverage, "effect": effect},
             "accuracy_fallback": fallback})

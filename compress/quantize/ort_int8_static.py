@@ -34,6 +34,7 @@ from slimline.compress.calibration import (
     is_array_source,
     stride_for,
 )
+from slimline.compress.quantize.effect import check_quantization_effect
 from slimline.compress.quantize.fallback import (
     FallbackConfig,
     Quantize,
@@ -97,6 +98,7 @@ class OrtInt8Static(Pass[Int8StaticConfig]):
     stage = "onnx"
     accepts = frozenset({"onnx"})
     produces = "onnx"
+    skip_consequence = "continuing unquantized"
     needs = frozenset({"calibration_data"})
 
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
@@ -191,6 +193,8 @@ class OrtInt8Static(Pass[Int8StaticConfig]):
             space = static_space(config, make)
             fallback = quantize_with_fallback(space, float_model.path, out_dir / STATIC_MODEL_FILE, model,
                                               config.op_types, config.exclude_nodes, context, config.fallback)
+        effect = check_quantization_effect(self.name, model.path, source.name, out_dir, STATIC_MODEL_FILE, coverage,
+                                           config.op_types)  # nothing quantized, or bigger: StepNotApplicable
         copy_side_files(model.path, out_dir, skip={source.name, STATIC_MODEL_FILE})
         return PassResult(
             model_file=STATIC_MODEL_FILE,
@@ -198,7 +202,7 @@ class OrtInt8Static(Pass[Int8StaticConfig]):
                                        **config.model_copy(update=chosen_overrides(space, fallback)).model_dump(
                                            mode="json", exclude={"calibration", "fallback"}),
                                        "calibration": calibration.facts(reader.count, reader.sha256),
-                                       **float_model.notes, "coverage": coverage},
+                                       **float_model.notes, "coverage": coverage, "effect": effect},
                       "accuracy_fallback": fallback},
             data_sha256={"calibration": reader.sha256},
         )

@@ -64,6 +64,8 @@ def print_report(report: Any) -> None:
         budgets.add_row(b.name, f"{b.kind} {b.limit:g}", measured, interval, (b.measurement or "-").replace("_", " "),
                         f"[{STATUS_COLOURS.get(b.status, 'white')}]{b.status}[/]")
     out.print(budgets)
+    for skipped in getattr(report, "skipped_steps", []):
+        out.print(f"[yellow]skipped:[/] {skipped['line']}")
     out.print(timing_sentence(report))
     for b in report.budgets:
         if b.status == "inconclusive":

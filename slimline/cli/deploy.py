@@ -128,7 +128,8 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
                         help="writes PREFIX.key (private, mode 0600) and PREFIX.pub; never overwrites")
     keygen.set_defaults(handler=cmd_keygen)
 
-    serve = sub.add_parser("serve", help="serve a bundle over HTTP: /v1/predict, /health, /metrics")
+    serve = sub.add_parser("serve", help="serve a bundle over HTTP: /v1/predict (text classifiers), /v1/generate "
+                           "(causal LMs) or /v1/infer (raw tensors), /health, /metrics")
     serve.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar.gz")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: localhost only)")
     serve.add_argument("--port", type=bounded_int(0, 65535), default=8000,

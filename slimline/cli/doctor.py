@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from slimline.cli.console import console as _console
-from slimline.core.errors import EXIT_OK
+from slimline.core.errors import EXIT_BAD_INPUT, EXIT_OK
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -16,9 +16,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from slimline.core.doctor import diagnose
 
     report = diagnose()
+    exit_code = EXIT_BAD_INPUT if report.broken else EXIT_OK  # the export stack cannot import: CI must stop
     if args.json:  # plain text: rich would wrap long strings and break the JSON
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
-        return EXIT_OK
+        return exit_code
     console = _console()
     console.print(f"python {report.python} on {report.platform}", markup=False)
     console.print(f"CPU: {report.cpu_model} ({', '.join(report.cpu_flags) or 'no relevant instruction sets'})",
@@ -32,7 +33,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         status = "[green]yes[/]" if check.ok else "[red]no[/]"
         table.add_row(escape(check.name), status, escape(check.detail), escape(check.fix or ""))  # fixes hold [extras]
     console.print(table)
-    return EXIT_OK
+    for check in report.broken:
+        console.print(f"[bold red]broken:[/] {escape(check.name)}: {escape(check.detail)}\n"
+                      f"  fix: {escape(check.fix or '')}")
+    return exit_code
 
 
 def add_doctor_command(sub: argparse._SubParsersAction) -> None:

@@ -96,10 +96,13 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
                         "(with --weights and --inputs)")
     run.add_argument("--weights", help="the module's state dict: .safetensors, or a .pt/.pth read with "
                      "torch.load(weights_only=True)")
-    run.add_argument("--inputs", help="input spec YAML for --model-factory: inputs (name, dtype, shape; strings "
-                     "are dynamic axes), outputs, task, label_names, image_preprocess")
-    source.add_argument("--checkpoint", help="Hugging Face checkpoint directory, or a PEFT adapter "
-                     "directory (adapter_config.json + weights) to merge into --base")
+    run.add_argument("--inputs", help="input spec YAML for --model-factory or a TorchScript --checkpoint (for an "
+                     "ONNX one: optional, renames the graph's axes): inputs (name, dtype, shape; strings are dynamic "
+                     "axes, `batch` the batch wherever it is, shape [] a scalar), outputs, task, label_names, "
+                     "image_preprocess")
+    source.add_argument("--checkpoint", help="Hugging Face checkpoint directory, a PEFT adapter directory "
+                        "(adapter_config.json + weights) to merge into --base, an ONNX file (or a directory holding "
+                        "one) or a TorchScript file (torch.jit.save, with --inputs)")
     source.add_argument("--config", help="a run.yaml written beside a report: run exactly that again (with --out to "
                         "write elsewhere)")
     run.add_argument("--base", help=BASE_HELP)
@@ -134,7 +137,8 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
     export.set_defaults(handler=cmd_export)
 
     compress = sub.add_parser("compress", help="apply a recipe's passes to a model directory")
-    compress.add_argument("--model", required=True, help="input model directory (HF checkpoint, slimline dir, or "
+    compress.add_argument("--model", required=True, help="input model (HF checkpoint, slimline dir, an ONNX file or "
+                          "a directory holding one, or "
                           "a PEFT adapter directory with --base)")
     compress.add_argument("--base", help=BASE_HELP)
     compress.add_argument("--recipe", required=True, help="recipe name or YAML")
@@ -145,7 +149,7 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
     compress.set_defaults(handler=cmd_compress)
 
     bench = sub.add_parser("bench", help="benchmark a model directory against its fp32 source on a profile")
-    bench.add_argument("--model", required=True)
+    bench.add_argument("--model", required=True, help="model directory, or an ONNX / TorchScript file")
     bench.add_argument("--profile", default="cpu")
     bench.add_argument("--out", required=True)
     bench.add_argument("--baseline", help="the fp32 original: an HF checkpoint, a PEFT adapter directory (with "

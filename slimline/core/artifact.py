@@ -130,7 +130,7 @@ class ModelDir:
 
     def size_mb(self) -> float:
         """Size on disk of the model's weights/engine files (not tokenizer or manifest)."""
-        weight_suffixes = (".onnx", ".onnx_data", ".data", ".safetensors", ".bin", ".plan", ".engine")
+        weight_suffixes = (".onnx", ".onnx_data", ".data", ".safetensors", ".bin", ".plan", ".engine", ".pt")
         total = sum(
             (self.path / rel).stat().st_size for rel in self.manifest.files if rel.endswith(weight_suffixes)
         )

@@ -28,6 +28,8 @@ class Check(BaseModel):
     ok: bool
     detail: str
     fix: str | None = None
+    #: What slimline cannot work without (the export stack): `doctor` exits 2 when such a check fails.
+    required: bool = False
 
 
 class DoctorReport(BaseModel):
@@ -43,11 +45,16 @@ class DoctorReport(BaseModel):
     tensorrt: str | None = None
     checks: list[Check]
 
+    @property
+    def broken(self) -> list[Check]:
+        """Required checks that fail: export and run cannot work on this machine until they are fixed."""
+        return [check for check in self.checks if check.required and not check.ok]
+
 
 def _onnxruntime_checks(providers: list[str], error: str | None) -> list[Check]:
     if error is not None:
-        return [Check(name="onnxruntime", ok=False, detail=error, fix="pip install slimline")]
-    checks = [Check(name="onnxruntime", ok=True, detail="providers: " + ", ".join(providers))]
+        return [Check(name="onnxruntime", ok=False, detail=error, fix="pip install slimline", required=True)]
+    checks = [Check(name="onnxruntime", ok=True, detail="providers: " + ", ".join(providers), required=True)]
     for provider, needs in (("CUDAExecutionProvider", "profiles with device cuda (gpu-t4)"),
                             ("TensorrtExecutionProvider", "target.execution_providers [TensorrtExecutionProvider]")):
         found = provider in providers
@@ -118,14 +125,18 @@ def _export_imports_check() -> Check:
     failures = probe_export_imports()
     if isinstance(failures, str):
         return Check(name=name, ok=False, detail=failures, fix="run `python -c 'import optimum.exporters.onnx'` "
-                     "to see the failure, then reinstall what it names")
+                     "to see the failure, then reinstall what it names", required=True)
     if not failures:
-        return Check(name=name, ok=True, detail=f"all {len(IMPORT_PROBES)} import groups load")
+        return Check(name=name, ok=True, detail=f"all {len(IMPORT_PROBES)} import groups load", required=True)
     first = failures[0]
-    where = f"{first.culprit} ({first.file})" if first.culprit else "an unknown module"
-    detail = (f"{', '.join(f.probe for f in failures)} cannot be imported: {first.error}, raised in {where}; "
-              "`slimline export` and `run` fail until this is fixed")
-    return Check(name=name, ok=False, detail=detail, fix=first.fix(library_versions().get("torch")))
+    package = first.distribution or first.culprit
+    where = (f"importing {package} ({first.file})" if package else "an unknown module")
+    if first.raised_in:  # e.g. raised in torch/library.py while torchvision registered its ops
+        where += f"; raised in {first.raised_in}"
+    detail = (f"{', '.join(f.probe for f in failures)} cannot be imported: {first.error}, while {where}; "
+              f"the package that breaks it is {package or 'unknown'}; `slimline export` and `run` fail until this "
+              "is fixed")
+    return Check(name=name, ok=False, detail=detail, fix=first.fix(library_versions().get("torch")), required=True)
 
 
 def diagnose() -> DoctorReport:

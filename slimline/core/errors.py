@@ -74,6 +74,16 @@ class PassError(SlimlineError):
     """A compression pass failed while running."""
 
 
+class StepNotApplicable(PassError):
+    """A pass found that its work does not apply to this model (no fusion rules, nothing fused, no weight op
+    quantized, a bigger model). A recipe step marked `optional: true` is then skipped and the run goes on; a
+    required step fails with this error (exit 3)."""
+
+    def __init__(self, message: str, *, reason: str, fix: str | None = None) -> None:
+        self.reason = reason  # short, for the skip line: "not available for deberta-v2"
+        super().__init__(message, fix=fix)
+
+
 class ExportError(SlimlineError):
     """Export failed or the exported model does not match the source (parity)."""
 

@@ -5,7 +5,12 @@ slimline at all: a torchvision built for another torch fails with "operator torc
 exist" deep inside `from optimum.exporters.onnx import main_export`, which transformers then reports as
 "Could not import module 'main_export'". The probe runs in a fresh interpreter (a broken extension can
 abort the process, and a half-imported module must not linger in the doctor's), follows the exception
-chain to the frame that really failed, and names the package that file belongs to.
+chain to the exception that really failed, and names the package whose import it broke: the innermost
+frame that runs a module's top-level code (`<module>`) outside the standard library. The frame that raised
+is not the culprit: a torchvision wheel built for CUDA beside the CPU torch fails inside torch's own
+`torch/library.py` ("operator torchvision::nms does not exist") while torchvision's
+`_meta_registrations.py` is being imported, and blaming torch sent users to reinstall the one package that
+was fine (issue 20).
 """
 
 from __future__ import annotations
@@ -27,10 +32,18 @@ IMPORT_PROBES: tuple[tuple[str, str], ...] = (
 PROBE_TIMEOUT_S = 240
 
 _PROBE_SCRIPT = r"""
-import json, os, sys, traceback
+import json, os, sys, sysconfig, traceback
 from importlib import metadata
 
+STDLIB = tuple(os.path.join(os.path.abspath(sysconfig.get_paths()[key]), "") for key in ("stdlib", "platstdlib"))
+
+def in_stdlib(filename):
+    parts = filename.split(os.sep)
+    return filename.startswith(STDLIB) and "site-packages" not in parts and "dist-packages" not in parts
+
 def top_package(filename):
+    if in_stdlib(filename):
+        return None
     for entry in sorted((p for p in sys.path if p), key=len, reverse=True):
         prefix = os.path.join(os.path.abspath(entry), "")
         if filename.startswith(prefix):
@@ -54,16 +67,15 @@ for label, statements in json.loads(sys.argv[1]):
         results.append({"probe": label, "ok": True})
     except BaseException as err:
         root = root_cause(err)
-        frames = traceback.extract_tb(root.__traceback__)
-        culprit, file = None, None
-        for frame in reversed(frames):
-            culprit = top_package(os.path.abspath(frame.filename))
-            if culprit:
-                file = frame.filename
-                break
+        frames = [(f, top_package(os.path.abspath(f.filename))) for f in traceback.extract_tb(root.__traceback__)]
+        raised_in = next(((f, pkg) for f, pkg in reversed(frames) if pkg), (None, None))
+        importing = next(((f, pkg) for f, pkg in reversed(frames) if pkg and f.name == "<module>"), raised_in)
+        frame, culprit = importing
         dists = metadata.packages_distributions().get(culprit or "", [])
         results.append({"probe": label, "ok": False, "error": f"{type(root).__name__}: {root}"[:400],
-                        "raised": f"{type(err).__name__}: {err}"[:300], "culprit": culprit, "file": file,
+                        "raised": f"{type(err).__name__}: {err}"[:300], "culprit": culprit,
+                        "file": frame.filename if frame else None,
+                        "raised_in": raised_in[0].filename if raised_in[0] and raised_in[0] is not frame else None,
                         "distribution": dists[0] if dists else culprit})
 print("SLIMLINE-PROBE " + json.dumps(results))
 """
@@ -73,9 +85,10 @@ print("SLIMLINE-PROBE " + json.dumps(results))
 class ImportFailure:
     probe: str
     error: str
-    culprit: str | None  # the top-level package whose file raised
+    culprit: str | None  # the top-level package whose import failed
     distribution: str | None
-    file: str | None
+    file: str | None  # that package's file being imported when it failed
+    raised_in: str | None = None  # the file that raised, when it belongs to another package (torch for torchvision)
 
     def fix(self, torch_version: str | None) -> str:
         dist = self.distribution or self.culprit
@@ -103,5 +116,5 @@ def probe_export_imports(timeout_s: float = PROBE_TIMEOUT_S) -> list[ImportFailu
         tail = (completed.stderr or "").strip().splitlines()[-3:]
         return f"the import probe exited with code {completed.returncode}: {' | '.join(tail) or 'no output'}"
     return [ImportFailure(probe=r["probe"], error=r["error"], culprit=r.get("culprit"),
-                          distribution=r.get("distribution"), file=r.get("file"))
+                          distribution=r.get("distribution"), file=r.get("file"), raised_in=r.get("raised_in"))
             for r in json.loads(line.removeprefix("SLIMLINE-PROBE ")) if not r["ok"]]

@@ -21,6 +21,10 @@ class Step(Protocol):
 class Reporter(Protocol):
     def step(self, description: str, total: float | None = None) -> contextlib.AbstractContextManager[Step]: ...
 
+    def note(self, message: str) -> None:
+        """One line the user should see as it happens (a skipped optional step), not only in the report."""
+        ...
+
 
 class _SilentStep:
     def advance(self, amount: float = 1) -> None:
@@ -32,6 +36,9 @@ class SilentReporter:
     def step(self, description: str, total: float | None = None) -> Iterator[Step]:
         log.info("%s", description)
         yield _SilentStep()
+
+    def note(self, message: str) -> None:
+        log.warning("%s", message)
 
 
 class RichReporter:
@@ -66,6 +73,11 @@ class RichReporter:
                     progress.advance(task_id, amount)
 
             yield _RichStep()
+
+    def note(self, message: str) -> None:
+        from rich.text import Text
+
+        self.console.print(Text("note: ", style="bold yellow") + Text(message))
 
 
 _current: Reporter = SilentReporter()

@@ -88,7 +88,13 @@ def _measured_model_dir(source: Path, report: Report) -> Path:
 
 
 def resolve_source(source: Path) -> tuple[ModelDir, Report | None]:
-    """A run directory (its final model and report.json) or a model directory (no report)."""
+    """A run directory (its final model and report.json), a model directory (no report), or an ONNX file (or a
+    directory holding one without a manifest), whose model directory slimline.formats builds."""
+    from slimline.formats.model_files import model_file_checkpoint
+
+    from_file = None if (source / "report.json").is_file() else model_file_checkpoint(source)
+    if from_file is not None:
+        return _engine_model(from_file), None
     if not source.is_dir():
         raise BundleError(f"{source} is not a directory.", fix="pass a run directory (with report.json) or a "
                           "slimline model directory (with manifest.json).")
@@ -107,14 +113,21 @@ def resolve_source(source: Path) -> tuple[ModelDir, Report | None]:
         if expected is not None and expected != model.manifest_sha256:
             raise BundleError(f"{source}/report.json measured a different {model.path.name} than the one on disk "
                               "(manifest hash differs).", fix="rerun `slimline run` so the report matches.")
+    return _engine_model(model), report
+
+
+def _engine_model(model: ModelDir) -> ModelDir:
     if model.manifest.format not in ENGINE_FILE_NAMES:
         raise BundleError(f"{model.path} is a {model.manifest.format} model; a bundle holds a deployable engine "
                           f"({' or '.join(ENGINE_FILE_NAMES)}).",
                           fix="package a run on an onnxruntime/tensorrt profile, or `slimline export` it first.")
-    return model, report
+    return model
 
 
 def _default_name(model: ModelDir, report: Report | None) -> str:
+    source = next((s for s in model.manifest.lineage if s.kind == "source"), None)
+    if source is not None and source.name in ("onnx-file", "torchscript") and "path" in source.config:
+        return _sanitise_name(Path(str(source.config["path"])).stem)  # its cached directory is named by a hash
     if report is not None:
         return _sanitise_name(Path(report.checkpoint).name)
     for step in model.manifest.lineage:

@@ -1,4 +1,5 @@
-"""Open an input checkpoint: a slimline model directory, or a plain Hugging Face directory.
+"""Open an input checkpoint: a slimline model directory, a plain Hugging Face directory, or an ONNX / TorchScript
+file (slimline.formats.model_files builds its model directory).
 
 A plain HF directory gets an in-memory manifest (we never write into the user's checkpoint).
 Weights are validated before any heavy work: safetensors headers must parse, and a pickle
@@ -80,8 +81,14 @@ def _validate_pickle(path: Path) -> None:
             f"{path} could not be loaded safely with torch.load(weights_only=True): {err}.",
             fix="convert the checkpoint to safetensors (save_pretrained(safe_serialization=True)).",
         ) from err
-    if not isinstance(state, dict) or not state:
-        raise CheckpointError(f"{path} is not a state dict of tensors.", fix="re-save the checkpoint.")
+    from slimline.formats.state_dict import unwrap_state_dict
+
+    unwrapped = unwrap_state_dict(state, str(path))  # refuses naming the keys it found
+    if unwrapped.steps:  # transformers reads the file itself and takes no wrapper: say where the weights are
+        raise CheckpointError(f"{path} is a training checkpoint, not a state dict: {unwrapped.note}; transformers "
+                              "cannot load it as it is.",
+                              fix="load your model, load_state_dict() the entry named above, and save_pretrained() "
+                                  "it; or pass the file to --weights with --model-factory, which unwraps it.")
 
 
 def validate_hf_weights(path: Path) -> list[Path]:
@@ -106,9 +113,15 @@ def open_checkpoint(path: Path | str, task: str | None = None) -> ModelDir:
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist.", fix="check the --checkpoint path.")
+    from slimline.formats.model_files import model_file_checkpoint
+
+    from_file = model_file_checkpoint(path, task=task)  # an ONNX graph or a TorchScript archive: its model dir
+    if from_file is not None:
+        return from_file
     if not path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a file, not a directory.",
-                              fix="pass the directory that holds config.json and the weights.")
+        raise CheckpointError(f"checkpoint {path} is a file, not a directory, an ONNX file or a TorchScript archive.",
+                              fix="pass the directory that holds config.json and the weights, a .onnx file, or a "
+                                  "torch.jit.save archive (with --inputs).")
     if (path / MANIFEST_NAME).is_file():
         model_dir = ModelDir.open(path)
         if task and task != model_dir.manifest.task:

@@ -16,12 +16,22 @@ from slimline.formats.causal_lm import empty_past, is_past_input
 from slimline.profiles.schema import Shape
 
 DEFAULT_IMAGE_SIZE = 224
-#: Axis names that mean the batch.
-BATCH_AXES = ("batch", "batch_size", "N", "n")
+#: Input dtypes slimline can feed (an ONNX graph's inputs, a module's input spec).
+FEEDABLE_DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+#: Axis names that mean "the batch": its size is the profile's batch size, and eval data is split along it.
+BATCH_AXIS_NAMES = ("batch", "batch_size", "N", "n")
 
 
 def _numpy_dtype(dtype: str) -> Any:
-    return {"int64": np.int64, "int32": np.int32, "float32": np.float32, "float16": np.float16}[dtype]
+    if dtype not in FEEDABLE_DTYPES:
+        raise BenchError(f"model input dtype {dtype!r} cannot be fed.", fix=f"use one of {', '.join(FEEDABLE_DTYPES)}.")
+    return np.dtype(dtype).type
+
+
+def batch_axis(spec: TensorSpec) -> int | None:
+    """Where the batch is in this input: its axis named batch (not always the first: a recurrent state is often
+    [layers, batch, hidden]); None for an input the whole batch shares (a scalar, a fixed-size tensor)."""
+    return next((i for i, axis in enumerate(spec.shape) if axis in BATCH_AXIS_NAMES), None)
 
 
 def image_size(config: dict[str, Any], shape: Shape) -> int:
@@ -66,7 +76,7 @@ def _generic_dims(spec: TensorSpec, shape: Shape, config: dict[str, Any]) -> lis
     for axis in spec.shape:
         if isinstance(axis, int) and axis > 0:
             dims.append(axis)
-        elif axis in BATCH_AXES:
+        elif axis in BATCH_AXIS_NAMES:
             dims.append(shape.batch_size)
         elif axis in ("height", "width", "H", "W"):
             dims.append(image_size(config, shape))
@@ -83,9 +93,11 @@ def _generic_feed(spec: TensorSpec, shape: Shape, config: dict[str, Any], rng: n
     standard normal, integers draw from [0, vocab_size or 2)."""
     dims = _generic_dims(spec, shape, config)
     dtype = _numpy_dtype(spec.dtype)
+    if dtype is np.bool_:
+        return rng.integers(0, 2, size=dims).astype(dtype)
     if np.issubdtype(dtype, np.integer):
-        return rng.integers(0, int(config.get("vocab_size", 2)), size=dims).astype(dtype)
-    return rng.standard_normal(dims).astype(dtype)
+        return np.asarray(rng.integers(0, int(config.get("vocab_size", 2)), size=dims)).astype(dtype)
+    return np.asarray(rng.standard_normal(dims)).astype(dtype)  # a scalar input (shape []) is a 0-d array
 
 
 def shape_label(specs: list[TensorSpec], shape: Shape, config: dict[str, Any]) -> str:
@@ -102,7 +114,7 @@ def shape_label(specs: list[TensorSpec], shape: Shape, config: dict[str, Any]) -
         size = image_size(config, shape)
         return f"{batch}_{int(config.get('num_channels', 3))}x{size}x{size}"
     dims = _generic_dims(primary, shape, config)
-    if primary.shape and (primary.shape[0] in BATCH_AXES or primary.shape[0] == shape.batch_size):
+    if primary.shape and (primary.shape[0] in BATCH_AXIS_NAMES or primary.shape[0] == shape.batch_size):
         dims = dims[1:]
     joined = "x".join(str(d) for d in dims) or "1"
     image_like = len(dims) == 3 and primary.dtype.startswith("float") and dims[0] in (1, 3, 4)

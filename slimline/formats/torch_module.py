@@ -32,16 +32,23 @@ from slimline.core.errors import CheckpointError, shorten
 from slimline.core.image_data import ImagePreprocess
 from slimline.core.output_kinds import OutputKind
 from slimline.core.paths import cache_root
+from slimline.core.progress import reporter
 from slimline.core.yaml_files import load_yaml_file
+from slimline.formats.inputs import FEEDABLE_DTYPES
+from slimline.formats.state_dict import UnwrappedState, match_module_keys, unwrap_state_dict
 
 TORCH_MODULE_FORMAT = "torch-module"
 WEIGHTS_FILE = "model.safetensors"
-DTYPES = ("float32", "float16", "int64", "int32")
+DTYPES = FEEDABLE_DTYPES
 
 
 class ModuleInputSpec(BaseModel):
-    """The small YAML beside `--model-factory`: the inputs (names, dtypes, shapes with named dynamic axes),
-    the output names, the task, and for images how pixels are prepared."""
+    """The small YAML beside `--model-factory` (or an ONNX / TorchScript `--checkpoint`): the inputs (names, dtypes,
+    shapes with named dynamic axes), the output names, the task, and for images how pixels are prepared.
+
+    The axis named `batch` is the batch wherever it sits (a recurrent state `[layers, batch, hidden]`); an input
+    without one (a scalar `shape: []`, a fixed-size tensor) is shared by the whole batch, in benchmarks and eval
+    data alike. Other named axes are dynamic and take the profile's sequence length."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     inputs: list[TensorSpec] = Field(min_length=1)
@@ -106,8 +113,9 @@ def import_factory(reference: str, import_root: str | None = None) -> Any:
     return target
 
 
-def load_state_dict(path: Path) -> dict[str, Any]:
-    """safetensors, or a pickle through torch.load(weights_only=True) (never full unpickling)."""
+def read_weights(path: Path) -> UnwrappedState:
+    """safetensors, or a pickle through torch.load(weights_only=True) (never full unpickling); the model's tensors
+    unwrapped from a training checkpoint (`model_state`, `state_dict`, `module.` prefixes ...) with a note."""
     import torch
 
     if not path.is_file():
@@ -116,22 +124,23 @@ def load_state_dict(path: Path) -> dict[str, Any]:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(path))
+            loaded = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"{path} could not be read as a state dict safely: {err}.",
                               fix="save it with torch.save(model.state_dict()) or safetensors' save_file.") from err
-    for key in ("state_dict", "model_state_dict", "model"):  # common training-checkpoint wrappers
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} is not a state dict of tensors.",
-                              fix="save model.state_dict(), not the whole model or an optimizer state.")
-    return state
+    return unwrap_state_dict(loaded, str(path))
 
 
-def build_module(factory: Any, state: dict[str, Any], reference: str) -> Any:
+def load_state_dict(path: Path) -> dict[str, Any]:
+    """The model's tensors in `path` (see read_weights)."""
+    return read_weights(path).tensors
+
+
+def build_module(factory: Any, state: dict[str, Any], reference: str, notes: list[str] | None = None) -> Any:
+    """The factory's module with `state` loaded strictly; a prefix every key shares that keeps the keys from matching
+    the module's own (a Lightning module's `model.`) is stripped, and said in `notes`."""
     import torch
 
     try:
@@ -142,6 +151,9 @@ def build_module(factory: Any, state: dict[str, Any], reference: str) -> Any:
     if not isinstance(module, torch.nn.Module):
         raise CheckpointError(f"model factory {shorten(reference)} returned {type(module).__name__}, not an nn.Module.",
                               fix="return the nn.Module itself.")
+    state, stripped = match_module_keys(state, set(module.state_dict()))
+    if stripped and notes is not None:
+        notes.append(stripped)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -151,8 +163,13 @@ def build_module(factory: Any, state: dict[str, Any], reference: str) -> Any:
 
 
 def load_module(model: ModelDir) -> Any:
-    """The user's module, rebuilt from a torch-module directory (fp32, eval mode)."""
+    """The user's module, rebuilt from a torch-module directory (fp32, eval mode): from its factory and weights,
+    or the TorchScript archive it holds (slimline.formats.model_files)."""
     meta = model.manifest.metadata
+    if meta.get("torchscript"):
+        from slimline.formats.model_files import load_torchscript
+
+        return load_torchscript(model.model_path)
     factory = import_factory(meta["factory"], meta.get("import_root"))
     return build_module(factory, load_state_dict(model.path / WEIGHTS_FILE), meta["factory"])
 
@@ -167,13 +184,14 @@ def module_dir_for(factory: str, weights: Path, spec: ModuleInputSpec, cache: Pa
     key = sha256_json({"factory": factory, "weights": weights_sha256, "spec": spec.model_dump(mode="json")})[:16]
     final = (cache or cache_root() / "torch-modules") / key
     if (final / "manifest.json").is_file():
-        return ModelDir.open(final)
+        return _announced(ModelDir.open(final))
     import torch
     from safetensors.torch import save_file
 
     import_root = str(Path.cwd())
-    state = load_state_dict(weights)
-    module = build_module(import_factory(factory, import_root), state, factory)
+    weights_read = read_weights(weights)
+    notes = list(weights_read.steps)
+    module = build_module(import_factory(factory, import_root), weights_read.tensors, factory, notes)
     tensors = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()
                if isinstance(v, torch.Tensor)}
     with atomic_directory(final, replace=True) as tmp:
@@ -187,11 +205,20 @@ def module_dir_for(factory: str, weights: Path, spec: ModuleInputSpec, cache: Pa
             provenance=new_provenance(),
             metadata={"factory": factory, "import_root": import_root, "weights_sha256": weights_sha256,
                       "weights_file": str(weights), "parameters": int(sum(t.numel() for t in tensors.values())),
+                      **({"weights_unwrapped": "weights taken from " + "; ".join(notes)} if notes else {}),
                       **({"label_names": spec.label_names} if spec.label_names else {}),
                       **({"output_kinds": dict(spec.output_kinds)} if spec.output_kinds else {}),
                       **({"image_preprocess": spec.image_preprocess.model_dump()} if spec.image_preprocess else {})},
         ))
-    return ModelDir.open(final)
+    return _announced(ModelDir.open(final))
+
+
+def _announced(model: ModelDir) -> ModelDir:
+    """Say how the weights were unwrapped from a training checkpoint, each time the directory is used."""
+    note = model.manifest.metadata.get("weights_unwrapped")
+    if note:
+        reporter().note(f"{model.manifest.metadata.get('weights_file')}: {note}")
+    return model
 
 
 def spec_from_example(module: Any, example_inputs: Any, task: str = "tensor") -> ModuleInputSpec:

@@ -12,6 +12,7 @@ from slimline.bench.evaluators.base import EvalSource
 from slimline.core.artifact import ModelDir, atomic_write_bytes
 from slimline.core.errors import CheckpointError, DataError
 from slimline.core.paths import cache_root
+from slimline.formats.model_files import model_file_checkpoint
 from slimline.formats.torch_module import load_input_spec, module_dir_for, module_dir_from_object
 
 
@@ -30,6 +31,19 @@ def module_checkpoint(model: Any, example_inputs: Any, factory: str | None, weig
     if task:
         spec = spec.model_copy(update={"task": task})
     return module_dir_for(factory or "", Path(weights), spec)
+
+
+def file_checkpoint(checkpoint: Any, inputs: Any, task: str | None) -> ModelDir | None:
+    """The model directory of an ONNX file (or a directory holding one) or a TorchScript archive, with `inputs`
+    (an input spec: YAML path, dict or ModuleInputSpec) renaming the graph's axes or, for TorchScript, giving the
+    dtypes and shapes; None for any other checkpoint, which must then come without `inputs`."""
+    spec = load_input_spec(inputs) if inputs is not None else None
+    model = model_file_checkpoint(Path(checkpoint), spec, task)
+    if model is None and spec is not None:
+        raise CheckpointError(f"--inputs was given, but {checkpoint} is neither an ONNX file nor a TorchScript "
+                              "archive; a Hugging Face checkpoint declares its own inputs.",
+                              fix="drop --inputs, or use it with --model-factory, a .onnx file or a TorchScript file.")
+    return model
 
 
 def eval_from_callable(function: Any, split: str = "test") -> EvalSource:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from slimline.bench.evaluators.base import EvalSource, check_eval_source
 from slimline.compress.base import ModelInfo, Problem
-from slimline.compress.recipe import RecipeStep, order_problems, profile_recipe
+from slimline.compress.recipe import RecipeStep, SkippedStep, optional_skip, order_problems, profile_recipe
 from slimline.core.artifact import (
     ModelDir,
 )
@@ -15,6 +15,7 @@ from slimline.core.data import DatasetSpec, check_dataset_available, validate_da
 from slimline.core.errors import CheckpointError, MissingDependency, RecipeError
 from slimline.core.output_kinds import ModelOutput
 from slimline.core.outputs import OutputKind, check_output, check_writable, input_paths
+from slimline.core.progress import reporter
 from slimline.export.onnx import OnnxExportConfig
 from slimline.export.tensorrt import TensorRTExportConfig
 from slimline.formats.adapter import Adapter
@@ -59,6 +60,8 @@ class Plan:
     #: How quality is measured (pipeline.quality_plan): the evaluator, and each output with its kind.
     evaluator: str | None = None
     outputs: list[ModelOutput] = field(default_factory=list)
+    #: Optional steps that do not run: refused by their checks here, or found not to apply by run_stages.
+    skipped: list[SkippedStep] = field(default_factory=list)
 
     @property
     def steps(self) -> list[RecipeStep]:
@@ -142,29 +145,42 @@ def plan_run(request: RunRequest) -> Plan:
     source, adapter = open_source(request.checkpoint, request.base, request.task)
     if source.manifest.format == "hf":
         refuse_unbuildable(source.path, source.manifest.task)
-    if source.manifest.format not in ("hf", "torch-module"):
+    onnx_source = source.manifest.format == "onnx"  # an ONNX file given as it is: no export, ONNX-level passes
+    if source.manifest.format not in ("hf", "torch-module", "onnx"):
         raise CheckpointError(f"{request.checkpoint} is a {source.manifest.format} model; `run` starts from a "
-                              "Hugging Face checkpoint or a plain PyTorch module (--model-factory).",
-                              fix="use `slimline bench` to measure an exported model.")
+                              "Hugging Face checkpoint, a plain PyTorch module (--model-factory), an ONNX file or a "
+                              "TorchScript file.", fix="use `slimline bench` to measure an exported model.")
+    if onnx_source and profile.target.runtime == "torch":
+        raise RecipeError(f"{request.checkpoint} is an ONNX model; profile {profile.name} runs PyTorch, which cannot "
+                          "load it.", fix="use an onnxruntime profile (cpu) or a TensorRT one.")
     ordering = order_problems(steps)
     if ordering:
         raise RecipeError("the recipe's passes cannot follow each other:\n  " + "\n  ".join(ordering),
                           fix="reorder the steps.")
-    needs_export = profile.target.runtime != "torch"
+    needs_export = profile.target.runtime != "torch" and not onnx_source
     problems: list[Problem] = []
     model_type = source.manifest.metadata.get("model_type")
     current = ModelInfo(source.manifest.format, source.manifest.task, model_type)
-    exported = False
+    exported, skipped = onnx_source, []
     for step in steps:
-        if step.pass_.stage == "onnx" and not exported:
-            if needs_export:
-                problems += _export_problems(current, steps)
-            else:
-                problems.append(step.pass_.error("works on ONNX models, but the target runtime is torch (no export)",
-                                                 fix="drop the step, or use an onnxruntime profile"))
-            current, exported = ModelInfo("onnx", current.task, model_type), True
-        problems += step.pass_.check(current, profile.target)
+        first_onnx = step.pass_.stage == "onnx" and not exported
+        step_problems = step.pass_.check(ModelInfo("onnx", current.task, model_type) if first_onnx else current,
+                                         profile.target)
+        if first_onnx and not needs_export:
+            step_problems.append(step.pass_.error("works on ONNX models, but the target runtime is torch (no "
+                                                  "export)", fix="drop the step, or use an onnxruntime profile"))
+        skip = optional_skip(step, step_problems)
+        if skip is not None:  # an optional step that cannot apply here: announced, and the run goes on
+            skipped.append(skip)
+            reporter().note(skip.line)
+            continue
+        if first_onnx:
+            problems += _export_problems(current, steps) if needs_export else []
+            exported = True
+        problems += step_problems
         current = ModelInfo(step.pass_.produces, current.task, model_type)
+    skipped_indexes = {s.step.index for s in skipped}
+    steps = [step for step in steps if step.index not in skipped_indexes]
     if needs_export and not exported:
         problems += _export_problems(current, steps)
     if source.manifest.format == "torch-module":  # say why, not only "accepts ['hf']"
@@ -184,6 +200,11 @@ def plan_run(request: RunRequest) -> Plan:
                           fix="each step's fix line above says what to change (the recipe, or a profile whose "
                               "target suits it)" + (VISION_HINT if source.manifest.task == "image-classification"
                                                     or source.manifest.format == "torch-module" else "."))
+    if source.manifest.task == "image-classification" and profile.target.runtime == "onnxruntime" and not any(
+            "static" in step.name for step in steps):
+        problems.append(Problem("warning", "an image classifier on a recipe without static INT8: --profile "
+                                "cpu-vision (static INT8 calibrated on --eval-data images) usually runs it faster",
+                                "recipe"))
     _check_runtime_available(profile)
     eval_data = eval_data_for(source, request.eval_data)
     quality = plan_quality(source, profile, eval_data, request.evaluator)
@@ -193,4 +214,4 @@ def plan_run(request: RunRequest) -> Plan:
     return Plan(source=source, torch_steps=[s for s in steps if s.pass_.stage == "torch"],
                 onnx_steps=[s for s in steps if s.pass_.stage == "onnx"], needs_export=needs_export,
                 eval_data=eval_data, warnings=[str(p) for p in problems if p.severity == "warning"] + quality.warnings,
-                adapter=adapter, evaluator=quality.evaluator, outputs=quality.outputs)
+                adapter=adapter, evaluator=quality.evaluator, outputs=quality.outputs, skipped=skipped)

@@ -18,7 +18,7 @@ from slimline.bench.budgets import evaluate_budgets
 from slimline.bench.evaluators.base import EvalContext, evaluator_name_for, get_evaluator
 from slimline.bench.report import Report, StageRecord, write_report
 from slimline.bench.runners.base import torch_baseline_precision
-from slimline.compress.recipe import recipe_as_data
+from slimline.compress.recipe import recipe_as_data, recipe_with_skipped
 from slimline.core.artifact import (
     ModelDir,
 )
@@ -60,6 +60,13 @@ def _label(model: ModelDir) -> str:
     return f"{steps[-1]} (fp32)" if steps[-1].startswith("export.") else steps[-1]
 
 
+def _source_name(model: ModelDir) -> str:
+    """The file a model arrived as (an ONNX file's cached directory is named by a hash), else its directory."""
+    source = next((s for s in model.manifest.lineage if s.kind == "source"), None)
+    path = source.config.get("path") if source is not None and source.name == "onnx-file" else None
+    return Path(str(path)).name if path else model.path.name
+
+
 def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermediates: list[ModelDir],
                      records: list[StageRecord]) -> Report:
     profile = request.profile
@@ -77,8 +84,8 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
                 eval_facts = {**get_evaluator(evaluator).prepare(spec, context, eval_npz), "evaluator": evaluator}
         baseline_precision = torch_baseline_precision(profile.target.device, profile.target.precision)
         baseline = Candidate(f"torch {baseline_precision} eager (baseline)", plan.source, "torch")
-        if plan.source.manifest.format == "onnx":  # `bench --baseline ONNX_DIR`: a model with no PyTorch original
-            baseline = Candidate(f"{plan.source.path.name} onnxruntime (baseline)", plan.source, "onnxruntime")
+        if plan.source.manifest.format == "onnx":  # an ONNX file given as it is, or `bench --baseline ONNX_DIR`
+            baseline = Candidate(f"{_source_name(plan.source)} onnxruntime (baseline)", plan.source, "onnxruntime")
         # ONNX intermediates of a TensorRT run are measured on ONNX Runtime (the profile's CUDA providers)
         candidates = [Candidate(_label(m), m, "onnxruntime" if m.manifest.format == "onnx" and runtime == "tensorrt"
                                 else runtime) for m in intermediates]
@@ -104,7 +111,8 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
     return Report(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), machine=machine_info(),
         versions=library_versions(), profile=profile.model_dump(mode="json"),
-        recipe=recipe_as_data(plan.steps), checkpoint=str(plan.source.path),
+        recipe=recipe_as_data(recipe_with_skipped(plan.steps, plan.skipped)), checkpoint=str(plan.source.path),
+        skipped_steps=[skipped.as_data() for skipped in plan.skipped],
         stages=records, eval_data=eval_facts, baseline=baseline_result, measurements=final_result,
         intermediates=results[:-1], speedup_vs_baseline=final_result.speedup_vs_baseline,
         accuracy_drop_pt=final_result.accuracy_drop_pt, budgets=budgets, verdict=verdict, warnings=warnings,

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from slimline.bench.report import Report, write_report
 from slimline.compress.base import ModelInfo
-from slimline.compress.recipe import RecipeStep, order_problems
-from slimline.core.artifact import ModelDir, atomic_directory, describe_os_error, full_disk_cause
+from slimline.compress.recipe import RecipeStep, SkippedStep, optional_skip, order_problems
+from slimline.core.artifact import ModelDir, atomic_directory, describe_os_error, full_disk_cause, write_manifest
 from slimline.core.data import DatasetSpec, validate_dataset
-from slimline.core.errors import CheckpointError, RecipeError
+from slimline.core.errors import CheckpointError, PassError, RecipeError, StepNotApplicable
 from slimline.core.outputs import (
     claimed_output,
     claimed_run_dir,
@@ -26,13 +26,15 @@ from slimline.core.outputs import (
     normalised_path,
     temporary_path,
 )
+from slimline.core.progress import reporter
 from slimline.export.onnx import OnnxExportConfig
 from slimline.formats.architecture import refuse_unbuildable
+from slimline.formats.model_files import model_file_checkpoint
 from slimline.pipeline.adapter import merged_checkpoint, open_source
 from slimline.pipeline.plan import EXPORT_STEP, Plan, RunRequest, check_output_location, eval_data_for
 from slimline.pipeline.quality_plan import plan_quality
 from slimline.pipeline.run import bench_and_report
-from slimline.pipeline.stages import context_key, export_producer, pass_context, pass_producer, run_stage
+from slimline.pipeline.stages import context_key, export_producer, pass_context, pass_producer, run_stage, skip_step
 from slimline.profiles.schema import Profile
 
 #: What a baseline can be: the PyTorch original (measured eager) or an fp32 ONNX model (on ONNX Runtime).
@@ -62,9 +64,13 @@ def _work_dir(out: Path) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _publish(stage: ModelDir, out: Path) -> ModelDir:
+def _publish(stage: ModelDir, out: Path, skipped: list[SkippedStep] | None = None) -> ModelDir:
+    """Copy the last stage to `out`; skipped optional steps are recorded in its manifest's metadata."""
     with atomic_directory(out, replace=True) as tmp:
         shutil.copytree(stage.path, tmp, dirs_exist_ok=True)
+        if skipped:
+            metadata = {**stage.manifest.metadata, "skipped_steps": [s.as_data() for s in skipped]}
+            write_manifest(tmp, stage.manifest.model_copy(update={"metadata": metadata}))
     return ModelDir.open(out)
 
 
@@ -102,10 +108,19 @@ def compress_to(model_path: Path, out: Path, steps: list[RecipeStep], profile: P
             raise RecipeError("the recipe's passes cannot follow each other:\n  " + "\n  ".join(ordering),
                               fix="reorder the steps.")
         info = ModelInfo(model.manifest.format, model.manifest.task, model.manifest.metadata.get("model_type"))
-        problems = []
+        problems, skipped = [], []
         for step in steps:
-            problems += [p for p in step.pass_.check(info, profile.target) if p.severity == "error"]
+            step_problems = step.pass_.check(info, profile.target)
+            skip = optional_skip(step, step_problems)
+            if skip is not None:
+                skipped.append(skip)
+                continue
+            problems += [p for p in step_problems if p.severity == "error"]
             info = ModelInfo(step.pass_.produces, info.task, info.model_type)
+        if len(skipped) == len(steps):
+            raise RecipeError("every step of the recipe is optional and none applies to this model:\n  "
+                              + "\n  ".join(s.line for s in skipped),
+                              fix="nothing would be written; use a recipe with a step that applies to this model.")
         if problems:
             raise RecipeError("the recipe cannot run on this model and target:\n  " + "\n  ".join(map(str, problems)),
                               fix="each step's fix line above says what to change (the recipe, the --profile, or "
@@ -115,15 +130,32 @@ def compress_to(model_path: Path, out: Path, steps: list[RecipeStep], profile: P
         check_output_location(out, "model", force, inputs + ([adapter.base.path] if adapter else []))
         if adapter is not None:
             model = merged_checkpoint(adapter)
+        for skip in skipped:
+            reporter().note(skip.line)
+        skipped_indexes = {s.step.index for s in skipped}
         context = pass_context(profile, tuning_data, seed=0, teacher=model)
+        source = model
         with _work_dir(out) as work:
             for index, step in enumerate(steps, start=1):
-                model, _ = run_stage(work, index, "pass", step.name, step.config_dict(), model,
-                                     pass_producer(step, model, context), context=context_key(context))
-            return _publish(model, out)
+                if step.index in skipped_indexes:
+                    continue
+                try:
+                    model, _ = run_stage(work, index, "pass", step.name, step.config_dict(), model,
+                                         pass_producer(step, model, context), context=context_key(context))
+                except StepNotApplicable as err:
+                    if not step.optional:
+                        raise
+                    skipped.append(skip_step(step, err))
+            if model is source:  # never publish the input as if a recipe had made it
+                raise PassError("no step of the recipe applied to this model:\n  "
+                                + "\n  ".join(s.line for s in skipped),
+                                fix="nothing was written; use a recipe with a step that applies to this model.")
+            return _publish(model, out, sorted(skipped, key=lambda s: s.step.index))
 
 
 def _lineage_source(model: ModelDir) -> Path:
+    if [s.kind for s in model.manifest.lineage] == ["source"] and model.manifest.format == "onnx":
+        return model.path  # an ONNX file as it came in: its own fp32 baseline (even if the file has moved since)
     for step in model.manifest.lineage:
         if step.kind == "source" and "path" in step.config:
             return Path(step.config["path"])
@@ -136,10 +168,10 @@ def _lineage_source(model: ModelDir) -> Path:
 def bench_model(model_path: Path, profile: Profile, out: Path, *, baseline: Path | None = None,
                 eval_data: DatasetSpec | None = None, force: bool = False, base: Path | None = None,
                 evaluator: str | None = None) -> Report:
-    """Benchmark an existing model directory against its fp32 source checkpoint on `profile`."""
+    """Benchmark an existing model directory (or an ONNX / TorchScript file) against its fp32 source on `profile`."""
     inputs = input_paths(model_path, baseline, base, getattr(eval_data, "source", None))
     with claimed_output(out, "run", force=force, inputs=inputs):  # before anything heavy; re-entrant
-        model = ModelDir.open(model_path)
+        model = model_file_checkpoint(model_path) or ModelDir.open(model_path)
         runtimes = RUNTIMES_FOR_FORMAT.get(model.manifest.format, ())
         if profile.target.runtime not in runtimes:
             raise RecipeError(f"{model_path} is a {model.manifest.format} model; profile {profile.name} runs "

@@ -11,7 +11,7 @@ from typing import Any
 
 from slimline.bench.report import StageRecord
 from slimline.compress.base import PassContext
-from slimline.compress.recipe import RecipeStep
+from slimline.compress.recipe import RecipeStep, SkippedStep
 from slimline.core.artifact import (
     LineageStep,
     Manifest,
@@ -23,7 +23,7 @@ from slimline.core.artifact import (
     write_manifest,
 )
 from slimline.core.data import DatasetSpec
-from slimline.core.errors import CheckpointError
+from slimline.core.errors import CheckpointError, StepNotApplicable
 from slimline.core.machine import cpu_flags
 from slimline.core.output_kinds import QUALITY_METRICS, ModelOutput, split_metric
 from slimline.core.progress import reporter
@@ -167,6 +167,13 @@ def context_key(context: PassContext) -> dict[str, Any]:
             "teacher_manifest_sha256": context.teacher.manifest_sha256 if context.teacher else None}
 
 
+def skip_step(step: RecipeStep, err: StepNotApplicable) -> SkippedStep:
+    """An optional step whose pass found nothing to do here: said on the console now, and in the report."""
+    skipped = SkippedStep(step, err.reason)
+    reporter().note(skipped.line)
+    return skipped
+
+
 @dataclass
 class StagesDone:
     final: ModelDir
@@ -198,7 +205,14 @@ def run_stages(request: RunRequest, plan: Plan) -> StagesDone:
         else:
             kind, name, config, key = "pass", step.name, step.config_dict(), context_key(context)
             produce = pass_producer(step, current, context)
-        current, record = run_stage(request.out_dir, index, kind, name, config, current, produce, request.seed, key)
+        try:
+            current, record = run_stage(request.out_dir, index, kind, name, config, current, produce, request.seed,
+                                        key)
+        except StepNotApplicable as err:
+            if not isinstance(step, RecipeStep) or not step.optional:
+                raise
+            plan.skipped.append(skip_step(step, err))  # nothing was written; the next step gets `current`
+            continue
         records.append(record)
         if current.manifest.format == "onnx":
             onnx_stages.append(current)

@@ -1,4 +1,5 @@
-"""The ASGI app: POST /v1/predict (classifiers) or /v1/generate (causal LMs), GET /health, GET /metrics.
+"""The ASGI app: POST /v1/predict (classifiers), /v1/generate (causal LMs) or /v1/infer (raw tensors: any other
+ONNX bundle, e.g. a model that arrived as an ONNX or TorchScript file), GET /health, GET /metrics.
 
 Requests are validated by hand rather than by FastAPI's body parsing so every rejection has one JSON
 shape, `{"error": {"code", "message"}}`, a status that says who is at fault, and a metric: 400 bad JSON
@@ -32,9 +33,10 @@ from slimline.serve.batching import MicroBatcher
 from slimline.serve.generator import Generator
 from slimline.serve.metrics import ServeMetrics
 from slimline.serve.predictor import Prediction, Predictor
+from slimline.serve.tensors import TensorInputError, TensorModel
 
 log = logging.getLogger(__name__)
-ENDPOINTS = ("/v1/predict", "/v1/generate", "/health", "/metrics")
+ENDPOINTS = ("/v1/predict", "/v1/generate", "/v1/infer", "/health", "/metrics")
 OPEN_ENDPOINTS = ("/health",)  # answered without a token: load balancers probe it
 JSON_ESCAPE_FACTOR = 6  # worst case bytes per character in a JSON string ("\u0001")
 MAX_JSON_DEPTH = 32  # a request needs 2 ({"texts": [...]}); json.loads recurses per level, RecursionError at ~1000
@@ -204,7 +206,7 @@ def _authorized(request: Request, token: SecretStr) -> bool:
     return hmac.compare_digest(credentials.strip().encode("latin-1"), token.get_secret_value().encode("utf-8"))
 
 
-def create_app(predictor: Predictor | Generator, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(predictor: Predictor | Generator | TensorModel, settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
     manifest = predictor.manifest
     metrics = ServeMetrics(model_name=manifest.name, model_version=manifest.model_version,
@@ -277,10 +279,35 @@ def create_app(predictor: Predictor | Generator, settings: ServeSettings | None 
         """Starlette's 404 and 405 in the server's one error shape (FastAPI's would be `{"detail": ...}`)."""
         return _error_response(request, err.status_code, f"http_{err.status_code}", str(err.detail), err.headers)
 
+    def endpoint_of(model: object) -> str:
+        return "/v1/generate" if hasattr(model, "generate") else "/v1/infer" if hasattr(model, "infer") \
+            else "/v1/predict"
+
+    @app.post("/v1/infer")
+    async def infer(request: Request) -> JSONResponse:
+        if not isinstance(predictor, TensorModel):
+            raise ApiError(404, "not_a_tensor_model", f"{manifest.name} is a {manifest.task} model: POST "
+                           f"{endpoint_of(predictor)}")
+        started = time.perf_counter()
+        body = await _read_body(request, settings.max_body_bytes, settings.read_timeout_s)
+        payload = parse_json_body(body, '{"inputs": {"<input name>": [...], ...}}')
+        try:
+            feeds = predictor.feeds(payload)
+            outputs = await asyncio.get_running_loop().run_in_executor(executor, predictor.infer, feeds)
+        except TensorInputError as err:
+            raise ApiError(422, "invalid_request", str(err)) from err
+        except Exception as err:  # a failed run answers 500 for this request; the server keeps serving
+            log.error("inference failed: %s: %s", type(err).__name__, err, exc_info=log.isEnabledFor(logging.DEBUG))
+            raise ApiError(500, "inference_failed", f"the model run failed ({type(err).__name__}); the server's "
+                           "log says why") from err
+        return JSONResponse({"outputs": outputs, "model": manifest.name, "model_version": manifest.model_version,
+                             "latency_ms": round((time.perf_counter() - started) * 1000, 3)})
+
     @app.post("/v1/generate")
     async def generate(request: Request) -> JSONResponse:
         if not hasattr(predictor, "generate"):
-            raise ApiError(404, "not_a_generator", f"{manifest.name} is a {manifest.task} model: POST /v1/predict")
+            raise ApiError(404, "not_a_generator", f"{manifest.name} is a {manifest.task} model: POST "
+                           f"{endpoint_of(predictor)}")
         body = await _read_body(request, settings.max_body_bytes, settings.read_timeout_s)
         payload = parse_generate_request(body)
         if len(payload.prompt) > settings.max_text_chars:
@@ -302,7 +329,8 @@ def create_app(predictor: Predictor | Generator, settings: ServeSettings | None 
     @app.post("/v1/predict")
     async def predict(request: Request) -> JSONResponse:
         if not hasattr(predictor, "predict"):
-            raise ApiError(404, "not_a_classifier", f"{manifest.name} is a {manifest.task} model: POST /v1/generate")
+            raise ApiError(404, "not_a_classifier", f"{manifest.name} is a {manifest.task} model: POST "
+                           f"{endpoint_of(predictor)}")
         started = time.perf_counter()
         body = await _read_body(request, settings.max_body_bytes, settings.read_timeout_s)
         texts = parse_predict_request(body, settings)

@@ -152,11 +152,12 @@ def serve(request: ServeRequest, on_ready: Callable[[str, dict[str, Any]], None]
     require("fastapi", purpose="`slimline serve`")
     from slimline.serve.generator import Generator
     from slimline.serve.predictor import Predictor
+    from slimline.serve.tensors import TensorModel
 
     with bundle_directory(request.bundle, key=request.public_key) as root:
         verified, manifest = verified_manifest(root, key=request.public_key)
-        predictor = (Generator(root, manifest, threads=request.threads) if manifest.task == "text-generation"
-                     else Predictor(root, manifest, threads=request.threads))
+        kind = {"text-generation": Generator, "text-classification": Predictor}.get(manifest.task, TensorModel)
+        predictor = kind(root, manifest, threads=request.threads)
         app = create_app(predictor, request.settings)
         sock = bind(request.host, request.port)
         host, port = sock.getsockname()[:2]
@@ -166,7 +167,7 @@ def serve(request: ServeRequest, on_ready: Callable[[str, dict[str, Any]], None]
         if on_ready is not None:
             on_ready(url, {"name": verified.name, "model_version": verified.model_version,
                            "providers": predictor.providers, "threads": predictor.threads,
-                           "endpoint": "/v1/generate" if isinstance(predictor, Generator) else "/v1/predict",
+                           "endpoint": {Generator: "/v1/generate", Predictor: "/v1/predict"}.get(kind, "/v1/infer"),
                            "warnings": [*verified.warnings, *batching_warnings(manifest, request.settings),
                                         *exposure_warnings(host, request.settings)]})
         try:

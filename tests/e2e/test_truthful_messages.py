@@ -50,24 +50,58 @@ def test_run_refuses_an_unknown_architecture_before_any_stage(unknown_architectu
     assert not (tmp_path / "run").exists()
 
 
-def test_doctor_names_a_broken_torchvision_that_would_break_export(tmp_path: Path) -> None:
-    """A torchvision built for another torch, faked: installed (it has metadata, so transformers imports it)
-    and failing at import the way a mismatched build does."""
-    fake = tmp_path / "site"
-    (fake / "torchvision").mkdir(parents=True)
-    (fake / "torchvision" / "__init__.py").write_text(
-        'raise RuntimeError("operator torchvision::nms does not exist")\n')
-    (fake / "torchvision-0.99.0.dist-info").mkdir()
-    (fake / "torchvision-0.99.0.dist-info" / "METADATA").write_text(
+def _fake_torchvision(site: Path, init: str, files: dict[str, str] | None = None) -> Path:
+    """An installed torchvision (it has metadata, so transformers imports it) whose import fails."""
+    (site / "torchvision").mkdir(parents=True)
+    (site / "torchvision" / "__init__.py").write_text(init)
+    for name, text in (files or {}).items():
+        (site / "torchvision" / name).write_text(text)
+    (site / "torchvision-0.99.0.dist-info").mkdir()
+    (site / "torchvision-0.99.0.dist-info" / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: torchvision\nVersion: 0.99.0\n")
-    completed = run_cli("doctor", "--json", env={"PYTHONPATH": str(fake)})
-    assert completed.returncode == 0, completed.stderr
+    return site
+
+
+def _export_check(completed) -> dict:
     checks = {c["name"]: c for c in json.loads(completed.stdout)["checks"]}
     [check] = [c for name, c in checks.items() if name.startswith("export imports")]
-    assert not check["ok"]
+    return check
+
+
+def test_doctor_names_a_broken_torchvision_that_would_break_export_and_exits_2(tmp_path: Path) -> None:
+    """A torchvision built for another torch, faked: failing at import the way a mismatched build does."""
+    fake = _fake_torchvision(tmp_path / "site", 'raise RuntimeError("operator torchvision::nms does not exist")\n')
+    completed = run_cli("doctor", "--json", env={"PYTHONPATH": str(fake)})
+    assert completed.returncode == 2, completed.stderr  # the export stack cannot import: not a healthy machine
+    check = _export_check(completed)
+    assert not check["ok"] and check["required"]
     assert "operator torchvision::nms does not exist" in check["detail"]
     assert str(fake / "torchvision" / "__init__.py") in check["detail"] and "optimum-onnx exporter" in check["detail"]
-    assert check["fix"].startswith("pip uninstall -y torchvision")
+    assert check["fix"].startswith("pip uninstall -y torchvision") and "raised in" not in check["detail"]
+
+
+def test_doctor_blames_torchvision_not_torch_when_a_cuda_torchvision_fails_inside_torch(tmp_path: Path) -> None:
+    """The real failure of a torchvision wheel built for CUDA beside the CPU torch: its _meta_registrations
+    registers a fake kernel for an op its missing extension never defined, and torch/library.py raises. The
+    innermost frame is torch's; the package whose import broke is torchvision (issue 20: doctor blamed torch
+    and exited 0)."""
+    fake = _fake_torchvision(tmp_path / "site", "from torchvision import _meta_registrations\n", {
+        "_meta_registrations.py": "import torch\n\n\n@torch.library.register_fake('torchvision::nms')\n"
+                                  "def meta_nms(dets, scores, iou_threshold):\n    return dets\n"})
+    completed = run_cli("doctor", env={"PYTHONPATH": str(fake)})
+    assert completed.returncode == 2, completed.stdout[-2000:]
+    text = " ".join(completed.stdout.split())
+    assert "broken:" in text and "the package that breaks it is torchvision" in text
+    assert "pip uninstall -y torchvision" in text and "pip install --force-reinstall torch" not in text
+    assert "operator torchvision::nms does not exist" in text
+    assert str(fake / "torchvision" / "_meta_registrations.py") in text
+    assert "torch/library.py" in text  # where it was raised, named apart from the culprit
+
+
+def test_doctor_exits_0_on_a_healthy_export_stack() -> None:
+    completed = run_cli("doctor", "--json")
+    assert completed.returncode == 0, completed.stdout[-2000:]
+    assert _export_check(completed)["ok"]
 
 
 def _hand_made_onnx(path: Path) -> Path:

@@ -16,7 +16,7 @@ from slimline.compress.quantize.ort_int8_dynamic import gemm_aware_exclusions
 from slimline.compress.recipe import parse_recipe
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec
-from slimline.core.errors import RecipeError
+from slimline.core.errors import RecipeError, StepNotApplicable
 from slimline.pipeline.single import compress_to, export_to
 from slimline.profiles.schema import Target, load_profile
 
@@ -106,9 +106,13 @@ def test_dynamic_int8_writes_integer_ops_and_records_options(tiny_onnx: ModelDir
 def test_dynamic_int8_excluded_nodes_stay_float(tiny_onnx: ModelDir, tmp_path: Path) -> None:
     # ORT turns every Gemm into a MatMul before quantizing, so Gemm nodes must be excluded too.
     names = [n.name for n in onnx.load(str(tiny_onnx.model_path)).graph.node if n.op_type in ("MatMul", "Gemm")]
-    all_float = compress(tiny_onnx, tmp_path / "q", [{"pass": "quantize.ort-int8-dynamic",
-                                                      "with": {"exclude_nodes": names, "op_types": ["MatMul"]}}])
-    assert op_counts(all_float)["MatMulInteger"] == 0
+    one_left = compress(tiny_onnx, tmp_path / "q", [{"pass": "quantize.ort-int8-dynamic",
+                                                     "with": {"exclude_nodes": names[1:], "op_types": ["MatMul"]}}])
+    assert op_counts(one_left)["MatMulInteger"] == 1
+    # excluding every node quantizes nothing: that is a failed pass, not a result (issue 20)
+    with pytest.raises(StepNotApplicable, match=r"quantized 0 of \d+ weight ops"):
+        compress(tiny_onnx, tmp_path / "q0", [{"pass": "quantize.ort-int8-dynamic",
+                                               "with": {"exclude_nodes": names, "op_types": ["MatMul"]}}])
 
 
 def test_gemm_exclusion_also_names_the_rewritten_matmul() -> None:
