@@ -18,9 +18,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from slimline.core.artifact import ModelDir
+from slimline.core.batch_axes import batches, example_count
 from slimline.core.data import DatasetSpec, check_dataset_available, load_texts
 from slimline.core.errors import DataError, PassError
 from slimline.core.image_data import load_images, preprocess_for
+from slimline.formats.inputs import batch_axis
 
 #: calibration.source value meaning "the run's --eval-data" (text, an image folder / .npz), its `split` (train) part.
 EVAL_DATA_SOURCE = "eval-data"
@@ -169,19 +171,21 @@ class ArrayCalibrationReader(ExamplesReader):
 
     def __init__(self, spec: CalibrationSpec, model: ModelDir, input_names: set[str]) -> None:
         floats = [s.name for s in model.manifest.inputs if s.dtype.startswith("float")]
+        axes = {s.name: batch_axis(s) for s in model.manifest.inputs}  # a state input's batch need not be first
         images = load_images(spec.source, preprocess_for(model.path, model.manifest.metadata),
                              floats[0] if floats else "pixel_values", split=spec.split,  # type: ignore[arg-type]
-                             max_samples=spec.num_samples, seed=spec.seed)
+                             max_samples=spec.num_samples, seed=spec.seed, batch_axes=axes)
         missing = input_names - set(images.arrays)
         if missing:
             raise DataError(f"calibration data {spec.source} lack model input(s) {sorted(missing)}.",
                             fix=f"name the .npz arrays after the model's inputs {sorted(input_names)}.")
-        self.count = len(next(iter(images.arrays.values())))
+        self.count = example_count(images.arrays, axes)
         if self.count < spec.min_samples:
             raise DataError(f"calibration set {spec.source}/{spec.split} has {self.count} examples; at least "
                             f"{spec.min_samples} are needed for stable activation ranges.",
                             fix="use more images, or lower calibration.min_samples knowingly.")
         self.sha256 = images.sha256
-        self._examples = [{name: np.ascontiguousarray(images.arrays[name][row : row + 1]) for name in input_names}
-                          for row in range(self.count)]
+        wanted = {name: images.arrays[name] for name in input_names}
+        self._examples = [{name: np.ascontiguousarray(values) for name, values in example.items()}
+                          for example in batches(wanted, 1, axes)]
         self._position = 0

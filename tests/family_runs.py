@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO, run_cli
-from tests.model_zoo import build
+from conftest import REPO, run_cli
+from model_zoo import build
 
 #: The `cpu` profile's own recipe (cpu-int8-dynamic: optional fusion, dynamic INT8) with a short measurement.
 DEFAULT_RECIPE_PROFILE = REPO / "tests" / "fixtures" / "fast-cpu-default-recipe.yaml"
@@ -58,7 +58,7 @@ TENSOR_PROFILE = REPO / "tests" / "fixtures" / "fast-cpu-tensor.yaml"
 def onnx_only_run(root: Path, profile: Path = TENSOR_PROFILE) -> CliRun:
     """`slimline run --checkpoint stream.onnx` (tests.streaming_model: a recurrent state whose batch axis is not
     first, a scalar input) with its .npz eval chunks."""
-    from tests.streaming_model import write_eval_chunks, write_streaming_onnx
+    from streaming_model import write_eval_chunks, write_streaming_onnx
 
     graph, chunks = root / "onnx-only" / "stream.onnx", root / "onnx-only" / "chunks.npz"
     if not graph.is_file():

@@ -25,6 +25,7 @@ from slimline.bench.evaluators.base import BATCH_AXES_KEY, EvalContext, EvalSour
 from slimline.bench.evaluators.image_top1 import write_image_npz
 from slimline.bench.evaluators.outputs import OutputsEvaluator, facts_of, write_arrays
 from slimline.core.artifact import TensorSpec
+from slimline.core.batch_axes import take_rows
 from slimline.core.data import split_indices
 from slimline.core.errors import DataError, shorten
 from slimline.formats.inputs import batch_axis
@@ -86,11 +87,6 @@ def _check_names(arrays: dict[str, np.ndarray], context: EvalContext, source: st
     return {name: np.asarray(arrays[name]) for name in wanted}, next(iter(counts.values()), 1)
 
 
-def _take(arrays: dict[str, np.ndarray], axes: dict[str, int | None], rows: np.ndarray) -> dict[str, np.ndarray]:
-    return {name: values if axes[name] is None else np.take(values, rows, axis=axes[name])
-            for name, values in arrays.items()}
-
-
 @register_evaluator("agreement")
 class Agreement(OutputsEvaluator):
     """Every output against fp32's by its kind (see outputs.py); no labels needed (used when there are)."""
@@ -115,7 +111,7 @@ class Agreement(OutputsEvaluator):
             if len(rows) == 0:
                 raise DataError(f"split {data.split!r} of {shorten(data.source)} is empty ({count} examples in all).",
                                 fix="use more examples, or split 'all'.")
-            arrays = _take(arrays, axes, rows)
+            arrays = take_rows(arrays, axes, rows)
             labels = None if labels is None else labels[rows]
         else:
             raise DataError(f"eval inputs {shorten(data.source)} are not an .npz file, an image folder or "
@@ -123,7 +119,7 @@ class Agreement(OutputsEvaluator):
         limit = context.max_samples or data.max_samples
         examples = len(rows)
         if limit and limit < examples:
-            arrays, examples = _take(arrays, axes, np.arange(limit)), limit
+            arrays, examples = take_rows(arrays, axes, np.arange(limit)), limit
             labels = None if labels is None else labels[:limit]
         for spec in context.inputs:  # the dtypes the model declares (an npz of float64 would not run in ORT)
             arrays[spec.name] = np.array(arrays[spec.name], dtype=np.dtype(spec.dtype), order="C")  # a scalar stays 0-d

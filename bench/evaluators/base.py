@@ -222,20 +222,6 @@ def as_output_list(produced: Any) -> list[np.ndarray]:
     return [np.asarray(produced)]
 
 
-def batches(arrays: dict[str, np.ndarray], batch_size: int,
-            axes: dict[str, int | None] | None = None) -> list[dict[str, np.ndarray]]:
-    """Batches of examples. `axes` says where each input's batch axis is (default: the first); an input with
-    none (None: a scalar, a tensor the batch shares) goes whole into every batch."""
-    axes = axes or {}
-    batched = {k: axes.get(k, 0) for k in arrays if axes.get(k, 0) is not None}
-    if not batched:  # nothing to split: the arrays are one call
-        return [dict(arrays)]
-    first = next(iter(batched))
-    count = arrays[first].shape[batched[first]]
-    return [{k: v if k not in batched else np.take(v, np.arange(i, min(i + batch_size, count)), axis=batched[k])
-             for k, v in arrays.items()} for i in range(0, count, batch_size)]
-
-
 #: An npz entry of the prepared eval arrays: {input: batch axis or null}, for inputs whose batch is not first.
 BATCH_AXES_KEY = "meta_batch_axes"
 

@@ -23,10 +23,10 @@ from slimline.bench.evaluators.base import (
     Forward,
     as_output_list,
     batch_axes,
-    batches,
     model_inputs,
     prediction_agreement,
 )
+from slimline.core.batch_axes import batches
 from slimline.core.errors import DataError
 from slimline.core.output_kinds import ModelOutput, resolve_outputs
 from slimline.core.quality import TOP_K, compare_outputs, drop_bound

@@ -23,10 +23,10 @@ from slimline.bench.evaluators.base import (
     EvalSource,
     Evaluator,
     Forward,
-    batches,
     model_inputs,
     register_evaluator,
 )
+from slimline.core.batch_axes import batches
 from slimline.core.data import ROTTEN_TOMATOES, DatasetSpec, load_texts
 from slimline.core.errors import DataError
 from slimline.core.pooling import pool, pooling_of

@@ -25,6 +25,7 @@ import numpy as np
 from slimline.compress.base import PassContext
 from slimline.compress.calibration import is_array_source
 from slimline.core.artifact import ModelDir
+from slimline.core.batch_axes import BatchAxes, batches, example_count, take_rows
 from slimline.core.data import DatasetSpec, encode_labelled, load_texts, trimmed_batches
 from slimline.core.errors import PassError
 from slimline.core.output_kinds import HIGHER_IS_BETTER, QUALITY_METRICS, ModelOutput, resolve_outputs, split_metric
@@ -32,7 +33,7 @@ from slimline.core.quality import compare_outputs, drop_bound, token_nll, token_
 from slimline.core.stats import paired_drop_pt
 from slimline.core.timing import round_robin_ms
 from slimline.formats.causal_lm import empty_past, is_past_input, positions_from_mask
-from slimline.formats.inputs import synthetic_feeds
+from slimline.formats.inputs import batch_axis, synthetic_feeds
 from slimline.profiles.schema import Budget
 
 #: Judged by the benchmark only (a greedy generation per candidate would cost more than the search).
@@ -138,18 +139,19 @@ class FallbackData:
         self.windows: np.ndarray | None = None
         self.trim = False
         names = {s.name for s in self.specs if not is_past_input(s.name)}
+        self.axes = {s.name: batch_axis(s) for s in self.specs}  # a state input's batch need not be first
         if manifest.task == "text-generation":
             self.windows = _lm_windows(data, model.path, context.shape.sequence_length, eval_samples)
             self.arrays = {"input_ids": self.windows}
         elif is_array_source(str(data.source)):
-            self.arrays, self.labels = _array_data(data, model, names, eval_samples)
+            self.arrays, self.labels = _array_data(data, model, names, eval_samples, self.axes)
         elif manifest.task == "feature-extraction":  # an embedding model: its texts, labels never read
             self.arrays = _text_arrays(data, model.path, context.shape.sequence_length, names, eval_samples)
         else:
             spec = DatasetSpec.model_validate({**data.model_dump(), "split": "validation", "max_samples": eval_samples})
             arrays, texts = encode_labelled(spec, model.path, context.shape.sequence_length)
             self.arrays, self.labels, self.trim = {n: arrays[n] for n in names if n in arrays}, texts.labels, True
-        self.examples = len(next(iter(self.arrays.values())))
+        self.examples = example_count(self.arrays, self.axes)
         self.latency_feeds = synthetic_feeds(self.specs, context.shape, self.config)
 
     def session(self, path: Path, spinning: bool = True) -> Any:
@@ -177,8 +179,8 @@ class FallbackData:
     def _batches(self, rows: np.ndarray | None, batch: int) -> Any:
         if self.trim:
             return trimmed_batches(self.arrays, batch, rows)
-        indices = np.arange(self.examples) if rows is None else rows
-        return ({k: v[indices[i:i + batch]] for k, v in self.arrays.items()} for i in range(0, len(indices), batch))
+        arrays = self.arrays if rows is None else take_rows(self.arrays, self.axes, rows)
+        return batches(arrays, batch, self.axes)
 
     def run(self, path: Path, rows: np.ndarray | None = None, batch: int = 32) -> Reference:
         session = self.session(path)
@@ -244,15 +246,15 @@ class FallbackData:
         return [float(np.median(times)) for times in samples]
 
 
-def _array_data(data: Any, model: ModelDir, names: set[str],
-                eval_samples: int | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+def _array_data(data: Any, model: ModelDir, names: set[str], eval_samples: int | None,
+                axes: BatchAxes) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     from slimline.core.image_data import load_images, preprocess_for
 
     floats = [s.name for s in model.manifest.inputs if s.dtype.startswith("float")]
     label_names = model.manifest.metadata.get("label_names")
     images = load_images(str(data.source), preprocess_for(model.path, model.manifest.metadata),
                          floats[0] if floats else "pixel_values", split="validation", max_samples=eval_samples,
-                         seed=getattr(data, "seed", 0), model_label_names=label_names)
+                         seed=getattr(data, "seed", 0), model_label_names=label_names, batch_axes=axes)
     missing = names - set(images.arrays)
     if missing:
         raise PassError(f"the eval data {data.source} lack model input(s) {sorted(missing)}.",

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from slimline.core.batch_axes import BatchAxes, example_count, take_rows
 from slimline.core.data import SplitName, split_indices
 from slimline.core.deps import require
 from slimline.core.errors import DataError, shorten
@@ -154,8 +155,9 @@ def map_labels(names: list[str], model_names: list[str] | None, source: str) -> 
 
 def load_images(source: str | Path, preprocess: ImagePreprocess, input_name: str = "pixel_values", *,
                 split: SplitName = "all", max_samples: int | None = None, seed: int = 0,
-                model_label_names: list[str] | None = None) -> LabelledImages:
-    """An ImageFolder tree or an .npz as model-ready arrays, one seeded split of it."""
+                model_label_names: list[str] | None = None, batch_axes: BatchAxes | None = None) -> LabelledImages:
+    """An ImageFolder tree or an .npz as model-ready arrays, one seeded split of it (model-ready arrays split
+    along each input's batch axis, `batch_axes`: slimline.core.batch_axes)."""
     path = Path(source).expanduser()
     if path.is_dir():
         Image = require("PIL.Image", purpose="reading an image folder")
@@ -174,12 +176,12 @@ def load_images(source: str | Path, preprocess: ImagePreprocess, input_name: str
             stored = {key: data[key] for key in data.files}
         labels_all = stored.pop("labels", None)
         label_names = [str(n) for n in stored.pop("label_names", [])]
-        count = len(next(iter(stored.values()))) if stored else 0
-        rows = _rows(count, split, max_samples, seed, str(path))
         if "images" in stored:
+            rows = _rows(len(stored["images"]), split, max_samples, seed, str(path))
             arrays = {input_name: preprocess_images(stored["images"][rows], preprocess)}
         else:
-            arrays = {name: values[rows] for name, values in stored.items()}
+            rows = _rows(example_count(stored, batch_axes) if stored else 0, split, max_samples, seed, str(path))
+            arrays = take_rows(stored, batch_axes, rows)
         labels = None if labels_all is None else np.asarray(labels_all, dtype=np.int64)[rows]
         return LabelledImages(arrays, labels, label_names, _digest(arrays, labels))
     raise DataError(f"image source {path} is neither a directory (ImageFolder layout) nor an existing .npz file.",

@@ -16,9 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from tests.family_runs import FUSED_FAMILIES, default_profile_run
-from tests.model_zoo import TEXT_CLASSIFIERS
+from family_runs import FUSED_FAMILIES, default_profile_run
+from model_zoo import TEXT_CLASSIFIERS
 
 FAMILIES = (*TEXT_CLASSIFIERS, "vit")
 REPRESENTATIVES = ("deberta-v2", "albert", "vit")

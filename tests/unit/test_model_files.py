@@ -157,7 +157,8 @@ def test_eval_chunks_with_a_state_whose_batch_is_second_and_a_scalar_are_split_a
         files: Path, tmp_path: Path) -> None:
     """Issue 20: an .npz carrying the state input crashed with IndexError."""
     from slimline.bench.evaluators.agreement import Agreement
-    from slimline.bench.evaluators.base import EvalContext, EvalSource, batch_axes, batches, model_inputs
+    from slimline.bench.evaluators.base import EvalContext, EvalSource, batch_axes, model_inputs
+    from slimline.core.batch_axes import batches
 
     model = open_checkpoint(files / "stream.onnx")
     chunks = write_eval_chunks(tmp_path / "chunks.npz", count=20)
