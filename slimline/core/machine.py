@@ -24,6 +24,7 @@ RELEVANT_CPU_FLAGS = (
 TRACKED_DISTRIBUTIONS = (
     "slimline", "torch", "transformers", "tokenizers", "safetensors", "optimum", "optimum-onnx",
     "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "tensorrt", "bitsandbytes", "torch-pruning", "peft",
+    "openvino", "nncf",
 )
 
 
