@@ -178,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     speed = interleaved_generation(runners, config, profile, args.rounds)
     parameters = sum(p.numel() for p in runners["torch fp32 eager (baseline)"].model.parameters())
     del runners
-    baseline, results = measure([c for label, c in models.items() if c.runtime != "torch"],
-                                models["torch fp32 eager (baseline)"], profile, inputs, None)
+    torch_baseline = models["torch fp32 eager (baseline)"]
+    baseline, results = measure([c for c in models.values() if c is not torch_baseline], torch_baseline, profile,
+                                inputs, None)
     workers = {r.label: r.model_dump(include={"size_mb", "peak_rss_mb", "decode", "latency"})
                for r in [baseline, *results]}
     target_label = next(iter(RECIPES))

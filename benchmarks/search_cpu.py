@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = timing.latency[label]
         row: dict[str, Any] = {"label": label, "runtime": runtime, "model_dir": str(model.path),
                                "size_mb": round(model.size_mb(), 2), "latency": stats.model_dump()}
-        if runtime == "onnxruntime":
+        if model.manifest.format == "onnx":  # the validation screen scores ONNX graphs
             correct = screen.logits(model.model_path).argmax(-1) == screen.labels
             drop, se = paired_drop_pt(reference_correct, correct)
             row.update(accuracy_pct=100.0 * float(np.mean(correct)), drop_pt=drop, drop_se_pt=se)

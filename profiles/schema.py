@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slimline.core.errors import ProfileError, RecipeError, shorten
+from slimline.core.runtime_names import device_problem, runtime_entry
 from slimline.core.yaml_files import load_yaml_file
 
 PROFILE_SCHEMA_VERSION = 1
@@ -77,15 +78,26 @@ class Budget(BaseModel):
 class Target(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     device: Literal["cpu", "cuda"] = "cpu"
-    runtime: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
+    #: A name in slimline.core.runtime_names (onnxruntime, openvino, tensorrt, torch).
+    runtime: str = "onnxruntime"
     threads: int = Field(default=2, ge=1, le=512)
     precision: Literal["fp32", "fp16", "int8", "int4", "mixed"] = "int8"
     execution_providers: list[str] = Field(default_factory=list)
+    #: The runtime's own settings, validated by its folder's Config when a run is planned (e.g. openvino's
+    #: performance_hint); kept as data here because the profile schema sits below the runtimes.
+    runtime_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, name: str) -> str:
+        runtime_entry(name)
+        return name
 
     @model_validator(mode="after")
     def _consistent(self) -> Target:
-        if self.runtime == "tensorrt" and self.device != "cuda":
-            raise ValueError("runtime 'tensorrt' needs device 'cuda'")
+        problem = device_problem(self.runtime, self.device)
+        if problem:
+            raise ValueError(problem)
         return self
 
     def providers(self) -> list[str]:

@@ -25,6 +25,7 @@ from slimline.core.artifact import ModelDir
 from slimline.core.errors import PassError
 from slimline.formats.hf import load_hf_model
 from slimline.formats.inputs import torch_feeds_for
+from slimline.runtimes import get_runtime
 
 log = logging.getLogger(__name__)
 Runner = Callable[[], object]
@@ -46,13 +47,14 @@ def run_preflight(pruned: Any, before: dict[str, Any], after: dict[str, Any], mo
     target = context.target
     original = load_hf_model(model.path, model.manifest.task)
     feeds = torch_feeds_for(original, model, context.shape, seed=context.seed)
-    if target.device == "cpu" and target.runtime == "onnxruntime":
+    timer = get_runtime(target.runtime).pruning_timer if target.device == "cpu" else None
+    if timer == "onnx":
         method = f"onnxruntime CPU, {target.threads} threads, unfused graph"
         with tempfile.TemporaryDirectory(prefix="slimline-preflight-") as scratch:
             runners = [_ort_runner(m, feeds, Path(scratch) / f"{name}.onnx", target.threads)
                        for name, m in (("original", original), ("pruned", pruned))]
             times = _interleaved(runners, config.iters)
-    elif target.device == "cpu" and target.runtime == "torch":
+    elif timer == "torch":
         method = f"PyTorch eager CPU, {target.threads} threads"
         times = _interleaved([_torch_runner(m, feeds, target.threads) for m in (original, pruned)], config.iters)
     else:

@@ -20,6 +20,7 @@ from slimline.formats.adapter import Adapter
 from slimline.formats.architecture import refuse_unbuildable
 from slimline.pipeline.adapter import open_source
 from slimline.profiles.schema import Profile
+from slimline.runtimes import get_runtime
 
 EXPORT_STEP = "export.onnx"
 #: Model formats the ONNX exporter reads.
@@ -53,6 +54,7 @@ class Plan:
     eval_data: DatasetSpec | EvalSource | None
     warnings: list[str]
     adapter: Adapter | None = None  # merged into `source` by the first stage (source is its base until then)
+    engine_step: str | None = None  # the runtime's engine build after the ONNX-level passes (export.tensorrt ...)
 
     @property
     def steps(self) -> list[RecipeStep]:
@@ -65,17 +67,13 @@ def check_output_location(out: Path, kind: OutputKind, force: bool) -> None:
     check_writable(out)
 
 
-def _check_runtime_available(profile: Profile) -> None:
+def _check_runtime_available(profile: Profile, engine_step: str | None = None) -> None:
     target = profile.target
-    if target.runtime == "tensorrt":
-        from slimline.core.gpu import require_tensorrt
-
-        TensorRTExportConfig.for_target_precision(target.precision)  # e.g. int4 has no TensorRT build: exit 2
-        require_tensorrt(f"profile {profile.name}")  # names every missing piece (module, CUDA torch, device)
-    if target.runtime == "onnxruntime":
-        from slimline.bench.runners.ort_runner import check_providers
-
-        check_providers(target.providers())
+    runtime = get_runtime(target.runtime)
+    runtime.config(target)  # target.runtime_options against the runtime's own Config: exit 2 on a typo
+    if engine_step:
+        runtime.exporter().config(target)  # e.g. int4 has no TensorRT build: exit 2
+    runtime.check_available(target, f"profile {profile.name}")  # names every missing piece, with the install line
     if target.device == "cuda":
         import torch
 
@@ -132,7 +130,8 @@ def plan_run(request: RunRequest) -> Plan:
     if ordering:
         raise RecipeError("the recipe's passes cannot follow each other:\n  " + "\n  ".join(ordering),
                           fix="reorder the steps.")
-    needs_export = profile.target.runtime != "torch"
+    runtime = get_runtime(profile.target.runtime)
+    needs_export = runtime.needs_onnx_export
     problems: list[Problem] = []
     model_type = source.manifest.metadata.get("model_type")
     current = ModelInfo(source.manifest.format, source.manifest.task, model_type)
@@ -149,6 +148,8 @@ def plan_run(request: RunRequest) -> Plan:
         current = ModelInfo(step.pass_.produces, current.task, model_type)
     if needs_export and not exported:
         problems += _export_problems(current, steps)
+        current = ModelInfo("onnx", current.task, model_type)
+    engine_step = runtime.engine_step if needs_export and current.format != runtime.engine_format else None
     if source.manifest.format == "torch-module":  # say why, not only "accepts ['hf']"
         problems += [step.pass_.error("works on transformers models (config.json + an Auto class); a plain PyTorch "
                                       "module has none - drop the step and use ONNX-level passes (e.g. "
@@ -165,10 +166,10 @@ def plan_run(request: RunRequest) -> Plan:
                           fix="each step's fix line above says what to change (the recipe, or a profile whose "
                               "target suits it)" + (VISION_HINT if source.manifest.task == "image-classification"
                                                     or source.manifest.format == "torch-module" else "."))
-    _check_runtime_available(profile)
+    _check_runtime_available(profile, engine_step)
     eval_data = eval_data_for(source, request.eval_data)
     check_output_location(request.out_dir, "run", request.force)  # last: nothing is created before this
     return Plan(source=source, torch_steps=[s for s in steps if s.pass_.stage == "torch"],
                 onnx_steps=[s for s in steps if s.pass_.stage == "onnx"], needs_export=needs_export,
                 eval_data=eval_data, warnings=[str(p) for p in problems if p.severity == "warning"],
-                adapter=adapter)
+                adapter=adapter, engine_step=engine_step)

@@ -19,7 +19,8 @@ from slimline.core.artifact import ModelDir
 from slimline.core.errors import BenchError
 from slimline.core.progress import reporter
 from slimline.formats.inputs import default_input_specs
-from slimline.profiles.schema import Profile
+from slimline.profiles.schema import Profile, Target
+from slimline.runtimes import get_runtime
 
 log = logging.getLogger(__name__)
 #: Tasks whose runners take synthetic feeds at a fixed shape (a generation benchmark times decoding instead).
@@ -33,14 +34,19 @@ def runner_spec(label: str, model: ModelDir, runtime: str, profile: Profile) -> 
     return RunnerSpec(label=label, runtime=runtime, model_path=str(model.model_path), model_dir=str(model.path),
                       model_format=model.manifest.format, task=model.manifest.task, device=target.device,
                       precision=target.precision, threads=target.threads,
-                      providers=target.providers() if runtime == "onnxruntime" else [],
+                      providers=get_runtime(runtime).providers(target), runtime_options=_options(runtime, target),
                       inputs=model.manifest.inputs or default_input_specs(model.manifest.task),
                       shapes=profile.shapes[:1], measurement=profile.measurement, allow_spinning=False)
 
 
+def _options(runtime: str, target: Target) -> dict[str, Any]:
+    """The target's runtime options go to its own runtime's runners only (the baseline is torch eager)."""
+    return dict(target.runtime_options) if runtime == target.runtime else {}
+
+
 def applies(profile: Profile, models: list[Candidate]) -> bool:
     return profile.target.device == "cpu" and len(models) > 1 and all(
-        m.runtime in ("onnxruntime", "torch") and m.model.manifest.task in TIMED_TASKS for m in models)
+        get_runtime(m.runtime).times_side_by_side and m.model.manifest.task in TIMED_TASKS for m in models)
 
 
 def time_side_by_side(profile: Profile, baseline: Candidate, candidates: list[Candidate]) -> dict[str, Any] | None:

@@ -27,11 +27,10 @@ from slimline.pipeline.plan import EXPORT_STEP, Plan, RunRequest, check_output_l
 from slimline.pipeline.run import bench_and_report
 from slimline.pipeline.stages import context_key, export_producer, pass_context, pass_producer, run_stage
 from slimline.profiles.schema import Profile
+from slimline.runtimes import get_runtime, runtimes_loading
 
 #: What a baseline can be: the PyTorch original (measured eager) or an fp32 ONNX model (on ONNX Runtime).
 BASELINE_FORMATS = ("hf", "torch-module", "onnx")
-RUNTIMES_FOR_FORMAT = {"onnx": ("onnxruntime",), "hf": ("torch",), "torch-quantized": ("torch",),
-                       "tensorrt": ("tensorrt",)}
 
 
 def _work_dir(out: Path) -> Path:
@@ -119,8 +118,8 @@ def bench_model(model_path: Path, profile: Profile, out: Path, *, baseline: Path
                 eval_data: DatasetSpec | None = None, force: bool = False, base: Path | None = None) -> Report:
     """Benchmark an existing model directory against its fp32 source checkpoint on `profile`."""
     model = ModelDir.open(model_path)
-    runtimes = RUNTIMES_FOR_FORMAT.get(model.manifest.format, ())
-    if profile.target.runtime not in runtimes:
+    runtimes = runtimes_loading(model.manifest.format)
+    if model.manifest.format not in get_runtime(profile.target.runtime).loads:
         raise RecipeError(f"{model_path} is a {model.manifest.format} model; profile {profile.name} runs "
                           f"{profile.target.runtime}, which cannot load it.",
                           fix=f"use a profile whose runtime is one of {list(runtimes)}.")

@@ -46,6 +46,7 @@ from slimline.pipeline.search.trial import TrialArgs, TrialOutcome, quick_timing
 from slimline.pipeline.side_by_side import runner_spec
 from slimline.pipeline.stages import run_stages
 from slimline.profiles.schema import Profile
+from slimline.runtimes import get_runtime
 
 log = logging.getLogger(__name__)
 DEFAULT_TIME_BUDGET_S = 20 * 60
@@ -106,7 +107,7 @@ class Prepared:
 def prepare(request: SearchRequest) -> Prepared:
     """Every cheap check before anything is written (exit 2 on bad input)."""
     profile = request.profile
-    if profile.target.runtime != "onnxruntime":
+    if not get_runtime(profile.target.runtime).screens_search_trials:
         raise RecipeError(f"slimline search screens ONNX Runtime artifacts; profile {profile.name} runs "
                           f"{profile.target.runtime}.",
                           fix="search with an ONNX Runtime profile (cpu, gpu-t4), or run a fixed recipe with "
