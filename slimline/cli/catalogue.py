@@ -77,7 +77,7 @@ def cmd_passes(args: argparse.Namespace) -> int:
         options = ", ".join(f"{key}={field.get_default(call_default_factory=True)!r}"
                             for key, field in cls.Config.model_fields.items())
         extra = entries[name].extra if name in entries else None
-        needs = f", pip install 'slimline[{extra}]'" if extra else ""
+        needs = f", pip install 'slimline\\[{extra}]'" if extra else ""  # escaped: rich would take [extra] for markup
         out.print(f"[bold]{name}[/] ({cls.stage}-level, {'/'.join(sorted(cls.accepts))} -> {cls.produces}{needs})")
         out.print(f"    {((cls.__module__ and sys.modules[cls.__module__].__doc__) or '').strip().splitlines()[0]}")
         out.print(f"    options: {options}", markup=False)

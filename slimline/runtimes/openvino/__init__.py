@@ -57,6 +57,13 @@ class OpenVINO(Runtime):
             raise MissingDependency(f"{purpose} runs on OpenVINO's CPU plugin, but OpenVINO finds only {devices}.",
                                     fix=f"reinstall OpenVINO: pip install --force-reinstall {INSTALL[12:]}")
 
+    def installed_version(self) -> str:
+        """The release ("2026.4.1"), not ov.__version__'s build string ("2026.4.1-22982-e213a147257-releases/...")."""
+        import importlib.metadata
+
+        self.check_available(Target(runtime=self.name), "loading an OpenVINO bundle")
+        return importlib.metadata.version("openvino")
+
     def make_runner(self, spec: RunnerSpec) -> Runner:
         from slimline.runtimes.openvino.runner import OpenVINORunner
 

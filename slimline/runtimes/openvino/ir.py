@@ -5,9 +5,10 @@ looks for. Shared by the IR exporter (slimline.export.openvino) and the OpenVINO
 compression, the inference precision), which all read the ONNX stage or an IR and write an IR.
 
 Settings that belong to the compiled model rather than the graph (the inference precision chosen by
-convert.openvino-precision) are kept in the IR's rt_info under `runtime_options`, which OpenVINO applies
-when the model is compiled (the way optimum-intel stores KV-cache precision), so Triton's backend and
-`slimline serve` get what the benchmark measured; the manifest's metadata records them as well.
+convert.openvino-precision) are kept in the IR's rt_info under `runtime_options` (where optimum-intel keeps
+KV-cache precision); slimline's OpenVINOSession applies them when it compiles the IR (the runner, `verify`,
+`serve`), because OpenVINO 2026.4 does not apply that precision by itself. The manifest's metadata records
+them as well.
 """
 
 from __future__ import annotations

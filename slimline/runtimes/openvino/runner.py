@@ -39,10 +39,10 @@ class OpenVINORunner:
         return None  # infer() is synchronous and returns host tensors
 
     def describe(self) -> dict[str, object]:
-        import openvino as ov
+        import importlib.metadata
 
         effective = self.session.effective()
-        return {"runtime": "openvino", "version": ov.__version__, "device": self.session.device,
+        return {"runtime": "openvino", "version": importlib.metadata.version("openvino"), "device": self.session.device,
                 "threads": self.threads, "inference_precision": effective.get("INFERENCE_PRECISION_HINT"),
                 "performance_hint": effective.get("PERFORMANCE_HINT"), "streams": effective.get("NUM_STREAMS"),
                 "requested": self.session.requested}

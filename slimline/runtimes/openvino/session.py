@@ -7,8 +7,8 @@ OpenVINO engine plugs into each without a branch of its own.
 Compile properties: the thread count (INFERENCE_NUM_THREADS), the performance hint (LATENCY: one stream,
 every thread on one request; THROUGHPUT: several streams), and the inference precision (bf16 / f32 / f16):
 the runtime option when given, else the IR's own rt_info (set by convert.openvino-precision), else
-OpenVINO's default for the CPU (bf16 on AMX and, in 2026.x, on AVX-512-BF16 CPUs). What the compiled model
-actually uses is read back and reported, never assumed.
+OpenVINO's default for the CPU (bf16 on AMX and, in 2026.4, on AVX-512-BF16 CPUs too). What the compiled
+model actually uses is read back and reported, never assumed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from slimline.runtimes.openvino.ir import openvino
+from slimline.runtimes.openvino.ir import openvino, runtime_options_of
 
 #: OpenVINO element type -> numpy dtype name; ORT's type strings call float32 "float" and float64 "double".
 DTYPES = {"i64": "int64", "i32": "int32", "f32": "float32", "f16": "float16", "bf16": "bfloat16", "u8": "uint8",
@@ -69,6 +69,9 @@ class OpenVINOSession:
         ov = openvino("an OpenVINO runner")
         self.core = ov.Core()
         self.model = self.core.read_model(str(model_path))
+        # The IR's own options (convert.openvino-precision) are applied here: OpenVINO 2026.4 does not apply
+        # rt_info's runtime_options to INFERENCE_PRECISION_HINT by itself. Explicit properties win.
+        properties = {**runtime_options_of(self.model), **properties}
         self.compiled = self.core.compile_model(self.model, device, properties)
         self.request = self.compiled.create_infer_request()
         self.device = device
@@ -102,7 +105,8 @@ class OpenVINOSession:
         for key in ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
                     "EXECUTION_MODE_HINT"):
             try:
-                facts[key] = str(self.compiled.get_property(key))
+                value = self.compiled.get_property(key)
+                facts[key] = value.get_type_name() if hasattr(value, "get_type_name") else str(value)  # ov.Type
             except Exception:  # a property this plugin does not report
                 continue
         return facts
