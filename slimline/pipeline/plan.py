@@ -13,6 +13,7 @@ from slimline.core.artifact import (
 )
 from slimline.core.data import DatasetSpec, validate_dataset
 from slimline.core.errors import CheckpointError, MissingDependency, RecipeError
+from slimline.core.machine import cpu_capabilities
 from slimline.core.outputs import OutputKind, check_output, check_writable
 from slimline.export.onnx import OnnxExportConfig
 from slimline.export.tensorrt import TensorRTExportConfig
@@ -70,7 +71,6 @@ def check_output_location(out: Path, kind: OutputKind, force: bool) -> None:
 def _check_runtime_available(profile: Profile, engine_step: str | None = None) -> None:
     target = profile.target
     runtime = get_runtime(target.runtime)
-    runtime.config(target)  # target.runtime_options against the runtime's own Config: exit 2 on a typo
     if engine_step:
         runtime.exporter().config(target)  # e.g. int4 has no TensorRT build: exit 2
     runtime.check_available(target, f"profile {profile.name}")  # names every missing piece, with the install line
@@ -131,6 +131,7 @@ def plan_run(request: RunRequest) -> Plan:
         raise RecipeError("the recipe's passes cannot follow each other:\n  " + "\n  ".join(ordering),
                           fix="reorder the steps.")
     runtime = get_runtime(profile.target.runtime)
+    runtime.config(profile.target)  # target.runtime_options against the runtime's own Config: exit 2 on a typo
     needs_export = runtime.needs_onnx_export
     problems: list[Problem] = []
     model_type = source.manifest.metadata.get("model_type")
@@ -167,6 +168,8 @@ def plan_run(request: RunRequest) -> Plan:
                               "target suits it)" + (VISION_HINT if source.manifest.task == "image-classification"
                                                     or source.manifest.format == "torch-module" else "."))
     _check_runtime_available(profile, engine_step)
+    problems += [Problem("warning", note, f"runtime {runtime.name}")
+                 for note in runtime.preflight_notes(profile.target, cpu_capabilities())]
     eval_data = eval_data_for(source, request.eval_data)
     check_output_location(request.out_dir, "run", request.force)  # last: nothing is created before this
     return Plan(source=source, torch_steps=[s for s in steps if s.pass_.stage == "torch"],

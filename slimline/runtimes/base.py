@@ -168,6 +168,10 @@ class Runtime:
 
         require(self.module_name, purpose=purpose)
 
+    def preflight_notes(self, target: Target, capabilities: dict[str, Any]) -> list[str]:
+        """Warnings for the plan about this CPU and this runtime (e.g. AMX left unused)."""
+        return []
+
     def providers(self, target: Target) -> list[str]:
         """ONNX Runtime execution providers for a runner spec; other runtimes have none."""
         return []
