@@ -45,6 +45,8 @@ class Report(BaseModel):
     search: dict[str, Any] | None = None  # `slimline search`: the trials, the front, the choice and why
     #: CPU targets: the baseline and candidates timed again round-robin in one process (slimline.pipeline.side_by_side)
     side_by_side: dict[str, Any] | None = None
+    #: `target.runtime: auto`: every candidate runtime timed side by side, scored, and why one was chosen
+    runtime_choice: dict[str, Any] | None = None
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -124,6 +126,10 @@ def render_markdown(report: Report) -> str:
         parts += ["", "## Side by side (round-robin in one process)", "", side_by_side_markdown(report.side_by_side)]
     if report.search:
         parts += ["", "## Search", "", search_markdown(report.search)]
+    if report.runtime_choice:
+        from slimline.bench.reporting.runtime_choice import runtime_choice_markdown
+
+        parts += ["", "## Runtime choice", "", runtime_choice_markdown(report.runtime_choice)]
     if report.warnings:
         parts += ["", "## Warnings", "", *[f"- {w}" for w in report.warnings]]
     return "\n".join(parts) + "\n"

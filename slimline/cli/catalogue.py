@@ -14,6 +14,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     import yaml
 
     from slimline.compress.recipe import profile_recipe
+    from slimline.pipeline.runtime_choice import candidate_recipes
     from slimline.profiles.schema import PROFILES_DIR, list_profiles, load_profile
 
     out = console()
@@ -28,8 +29,10 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     else:
         profile = load_profile(Path(args.name))
         steps = profile_recipe(profile)  # an unknown pass or option in the profile's recipe is exit 2 too
+        candidates = candidate_recipes(profile)  # target.runtime auto: each candidate's recipe, likewise
+        choice = f", {len(candidates)} runtime candidates" if candidates else ""
         out.print(f"{args.name}: valid profile '{profile.name}' ({len(profile.budgets)} budgets, "
-                  f"{len(steps)} recipe steps)", markup=False)
+                  f"{len(steps)} recipe steps{choice})", markup=False)
     return EXIT_OK
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from slimline.bench.evaluators.base import EvalSource, check_eval_source
 from slimline.compress.base import ModelInfo, Problem
@@ -56,6 +57,7 @@ class Plan:
     warnings: list[str]
     adapter: Adapter | None = None  # merged into `source` by the first stage (source is its base until then)
     engine_step: str | None = None  # the runtime's engine build after the ONNX-level passes (export.tensorrt ...)
+    choice: Any = None  # target.runtime auto: slimline.pipeline.runtime_choice.Choice (every viable candidate)
 
     @property
     def steps(self) -> list[RecipeStep]:
@@ -118,6 +120,10 @@ def eval_data_for(source: ModelDir, requested: DatasetSpec | EvalSource | None) 
 def plan_run(request: RunRequest) -> Plan:
     """Every cheap check, in order; raises a BadInputError subclass (exit 2) on the first problem."""
     profile = request.profile
+    if profile.target.candidates:  # target.runtime auto: each candidate planned as a run of its own
+        from slimline.pipeline.runtime_choice import plan_choice
+
+        return plan_choice(request)
     steps = request.recipe if request.recipe is not None else profile_recipe(profile)
     source, adapter = open_source(request.checkpoint, request.base, request.task)
     if source.manifest.format == "hf":
@@ -156,7 +162,7 @@ def plan_run(request: RunRequest) -> Plan:
                                       "module has none - drop the step and use ONNX-level passes (e.g. "
                                       "quantize.ort-int8-static, profile cpu-vision)")
                      for step in steps if step.pass_.stage == "torch"]
-    if request.eval_data is None:  # calibration on "the run's --eval-data" needs some
+    if request.eval_data is None and not source.manifest.metadata.get("eval_data"):  # none given nor hinted
         problems += [step.pass_.error("calibrates on the run's eval data (calibration.source: eval-data), and none "
                                       "was given: pass --eval-data (an image folder or .npz) or name the source")
                      for step in steps if getattr(getattr(step.pass_.config, "calibration", None), "source", None)

@@ -36,6 +36,10 @@ from slimline.runtimes import runtime_for_format
 
 
 def execute(request: RunRequest, plan: Plan) -> Report:
+    if plan.choice is not None:  # target.runtime auto: every candidate built and timed, the chosen one benched
+        from slimline.pipeline.runtime_choice import execute_choice
+
+        return execute_choice(request, plan)
     done = run_stages(request, plan)
     intermediates = done.onnx_stages[:1] if request.bench_export and len(done.onnx_stages) > 1 else []
     return bench_and_report(request, plan, done.final, intermediates, done.records)

@@ -54,3 +54,25 @@ def test_an_openvino_profile_on_a_cuda_device_is_invalid(tmp_path: Path) -> None
     path.write_text(yaml.safe_dump(profile))
     completed = run_cli("profiles", "validate", str(path))
     assert completed.returncode == EXIT_BAD_INPUT and "runtime 'openvino' needs device 'cpu'" in completed.stderr
+
+
+@pytest.mark.slow  # three candidates built, timed side by side and scored, then the chosen one benched: ~90 s
+def test_runtime_auto_times_every_candidate_and_continues_with_the_fastest_within_budget(
+        tiny_bert: Path, labelled_csv: Path, tmp_path: Path) -> None:
+    profile = REPO / "tests" / "fixtures" / "fast-cpu-auto.yaml"
+    completed = run_cli("run", "--checkpoint", str(tiny_bert), "--profile", str(profile), "--out", "out",
+                        "--eval-data", str(labelled_csv), cwd=tmp_path)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    choice = report["runtime_choice"]
+    rows = {row["label"]: row for row in choice["candidates"]}
+    assert set(rows) == {"onnxruntime dynamic int8", "openvino nncf int8", "openvino float"}
+    assert all(row["p50_ms"] > 0 and "drop_pt" in row and row["validation_examples"] > 0 for row in rows.values())
+    within = [label for label, row in rows.items() if not row["budget_failures"]]
+    assert choice["chosen"] == min(within, key=lambda label: rows[label]["p50_ms"])
+    assert report["measurements"]["runtime"] == rows[choice["chosen"]]["runtime"] == choice["runtime"]
+    assert report["profile"]["target"]["runtime"] == choice["runtime"]
+    assert [s["label"] for s in choice["skipped"]] == ["openvino on amx only"] or report["machine"][
+        "cpu_capabilities"]["amx"]
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "## Runtime choice" in markdown and f"Chosen: **{choice['chosen']}**" in markdown
