@@ -154,6 +154,17 @@ def plan_choice(request: RunRequest) -> Plan:
 def execute_choice(request: RunRequest, plan: Plan) -> Report:
     """Build every viable candidate, time them side by side, score them, continue with the chosen one."""
     from slimline.pipeline.run import bench_and_report
+
+    item, done, summary = build_and_choose(plan)
+    intermediates = done.onnx_stages[:1] if item.request.bench_export and len(done.onnx_stages) > 1 else []
+    report = bench_and_report(item.request, item.plan, done.final, intermediates, done.records)
+    request.profile, request.recipe = item.request.profile, item.request.recipe
+    return report.model_copy(update={"runtime_choice": summary})
+
+
+def build_and_choose(plan: Plan) -> tuple[CandidatePlan, Any, dict[str, Any]]:
+    """Every viable candidate built (a failing one is dropped with why), timed, scored; the chosen one's plan,
+    its stages (StagesDone) and the summary the report keeps."""
     from slimline.pipeline.stages import run_stages
 
     choice: Choice = plan.choice
@@ -173,13 +184,10 @@ def execute_choice(request: RunRequest, plan: Plan) -> Report:
     rows, timing = _measure(built) if len(built) > 1 else ([], None)
     chosen_index, reason = _choose(rows, built[0][0].request.profile) if rows else (0, _single_reason(choice))
     item, done = built[chosen_index]
-    intermediates = done.onnx_stages[:1] if item.request.bench_export and len(done.onnx_stages) > 1 else []
-    report = bench_and_report(item.request, item.plan, done.final, intermediates, done.records)
     summary = {"chosen": item.candidate.name(), "runtime": item.candidate.runtime, "reason": reason,
                "candidates": rows, "skipped": choice.skipped, "explicit_recipe": choice.explicit_recipe,
                "cpu_capabilities": cpu_capabilities(), "timing": timing}
-    request.profile, request.recipe = item.request.profile, item.request.recipe
-    return report.model_copy(update={"runtime_choice": summary})
+    return item, done, summary
 
 
 def _single_reason(choice: Choice) -> str:
