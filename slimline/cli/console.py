@@ -41,6 +41,11 @@ def print_report(report: Any) -> None:
         measured = "-" if b.measured is None else f"{b.measured:.3f}"
         budgets.add_row(b.name, f"{b.kind} {b.limit:g}", measured, f"[{colour[b.status]}]{b.status}[/]")
     out.print(budgets)
+    choice = getattr(report, "runtime_choice", None)
+    if choice:  # target.runtime auto: which candidate was kept and why
+        timed = ", ".join(f"{r['label']} {r['p50_ms']:.2f} ms" for r in choice.get("candidates", []) if "p50_ms" in r)
+        out.print(f"runtime choice: {choice['chosen']} ({choice['reason']})" + (f"; side by side p50: {timed}"
+                                                                               if timed else ""), markup=False)
     for warning in report.warnings:
         out.print(f"[yellow]warning:[/] {warning}")
     style = {"pass": "bold green", "fail": "bold red", "incomplete": "bold yellow"}[report.verdict]

@@ -85,6 +85,18 @@ def _candidate_steps(candidate: RuntimeCandidate) -> list[RecipeStep]:
     return steps
 
 
+def profile_for_format(profile: Profile, model_format: str) -> Profile:
+    """For measuring an existing model: the profile's runtime when it loads the format, else the first candidate
+    runtime that does (`slimline bench` of an OpenVINO IR with the cpu profile), else the profile as it is."""
+    if model_format in get_runtime(profile.target.runtime).loads:
+        return profile
+    for candidate in profile.target.candidates:
+        if model_format in get_runtime(candidate.runtime).loads:
+            return profile.model_copy(update={"target": profile.target.model_copy(update={
+                "runtime": candidate.runtime, "candidates": [], "runtime_options": dict(candidate.runtime_options)})})
+    return profile
+
+
 def candidate_recipes(profile: Profile) -> dict[str, list[RecipeStep]]:
     """Each candidate's steps by label (RecipeError, exit 2, on an unknown pass or option)."""
     return {candidate.name(): _candidate_steps(candidate) for candidate in profile.target.candidates}

@@ -25,6 +25,7 @@ from slimline.formats.architecture import refuse_unbuildable
 from slimline.pipeline.adapter import merged_checkpoint, open_source
 from slimline.pipeline.plan import EXPORT_STEP, Plan, RunRequest, check_output_location, eval_data_for
 from slimline.pipeline.run import bench_and_report
+from slimline.pipeline.runtime_choice import profile_for_format
 from slimline.pipeline.stages import context_key, export_producer, pass_context, pass_producer, run_stage
 from slimline.profiles.schema import Profile
 from slimline.runtimes import get_runtime, runtimes_loading
@@ -118,6 +119,7 @@ def bench_model(model_path: Path, profile: Profile, out: Path, *, baseline: Path
                 eval_data: DatasetSpec | None = None, force: bool = False, base: Path | None = None) -> Report:
     """Benchmark an existing model directory against its fp32 source checkpoint on `profile`."""
     model = ModelDir.open(model_path)
+    profile = profile_for_format(profile, model.manifest.format)  # runtime auto: the candidate that loads it
     runtimes = runtimes_loading(model.manifest.format)
     if model.manifest.format not in get_runtime(profile.target.runtime).loads:
         raise RecipeError(f"{model_path} is a {model.manifest.format} model; profile {profile.name} runs "

@@ -130,3 +130,14 @@ def test_onnx_level_steps_in_a_choosing_profiles_recipe_are_refused(tiny_bert: P
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(RecipeError, match="ONNX-level steps"):
         plan_run(RunRequest(checkpoint=tiny_bert, profile=load_profile(path), out_dir=tmp_path / "out"))
+
+
+def test_measuring_an_existing_model_takes_the_candidate_runtime_that_loads_it() -> None:
+    from slimline.pipeline.runtime_choice import profile_for_format
+
+    profile = load_profile("cpu")
+    assert profile_for_format(profile, "onnx") is profile
+    on_openvino = profile_for_format(profile, "openvino").target
+    assert on_openvino.runtime == "openvino" and not on_openvino.candidates
+    assert on_openvino.runtime_options == {"performance_hint": "latency"}
+    assert profile_for_format(profile, "tensorrt") is profile  # nothing loads it: bench says so with the fix
