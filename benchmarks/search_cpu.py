@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "search_report": {"verdict": report.verdict, "budgets": [b.model_dump() for b in report.budgets],
                           "search": report.search},
     }
+    args.results_dir.mkdir(parents=True, exist_ok=True)  # the plot is written before write_results makes it
     plotted = front_png(payload, args.results_dir / f"{args.name}.png")
     markdown = render(payload, args.name, plotted)
     write_results(args.results_dir, args.name, json.dumps(payload, indent=2, default=str) + "\n", markdown)
