@@ -27,6 +27,9 @@ class WeightCompressionConfig(PassConfig):
     group_size: int = Field(default=128, ge=-1, description="int4 only: weights per scale (-1: per channel)")
     ratio: float = Field(default=1.0, gt=0, le=1, description="int4 only: share of layers in int4 (rest int8)")
     all_layers: bool = Field(default=False, description="int4: also the embeddings and the last layer in int4")
+    #: A layer whose input width group_size does not divide (SmolLM2's 576 with 128): adjust: the largest
+    #: dividing group down to 32; ignore: leave it in int8; error: refuse.
+    group_size_fallback: Literal["adjust", "ignore", "error"] = "adjust"
 
 
 @register("quantize.nncf-weight-compression", extra="openvino")
@@ -49,12 +52,17 @@ class NncfWeightCompression(Pass[WeightCompressionConfig]):
         ov_model = read_model(model, self.name)
         options: dict = {"mode": getattr(nncf.CompressWeightsMode, config.mode.upper())}
         if config.mode.startswith("int4"):
-            options.update(group_size=config.group_size, ratio=config.ratio, all_layers=config.all_layers)
+            from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
+
+            fallback = getattr(GroupSizeFallbackMode, config.group_size_fallback.upper())
+            options.update(group_size=config.group_size, ratio=config.ratio, all_layers=config.all_layers,
+                           advanced_parameters=AdvancedCompressionParameters(group_size_fallback_mode=fallback))
         try:
             compressed = nncf.compress_weights(ov_model, **options)
         except Exception as err:  # nncf.ValidationError, InternalError ...
             raise PassError(f"{self.name}: nncf.compress_weights failed on {model.model_path}: {err}",
-                            fix="try mode int8_asym, or group_size -1 for layers narrower than the group.") from err
+                            fix="try mode int8_asym, group_size -1 (per channel), or group_size_fallback: adjust."
+                            ) from err
         facts = save_ir(compressed, model, out_dir, compress_to_fp16=False)
         return PassResult(model_file=IR_XML, metadata={
             "quantization": {"scheme": f"nncf-weights-{config.mode}", **config.model_dump(mode="json")},

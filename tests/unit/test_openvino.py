@@ -214,3 +214,20 @@ def test_the_preflight_says_what_amx_offers_and_warns_when_f32_leaves_it_unused(
     warned = make("convert.openvino-precision", precision="f32").check(info, OPENVINO)
     assert any(p.severity == "warning" and "AMX" in p.message for p in warned)
     assert not make("convert.openvino-precision").check(info, OPENVINO)
+
+
+def test_int4_weight_compression_adjusts_a_group_the_layer_width_does_not_divide(tiny_onnx: ModelDir,
+                                                                                 tmp_path: Path) -> None:
+    """The tiny BERT's layers are 32 wide: a group of 128 cannot divide them (SmolLM2's 576 cannot take 128)."""
+    from slimline.core.errors import PassError
+
+    def compress(fallback: str) -> ModelDir:
+        return compress_to(tiny_onnx.path, tmp_path / fallback, parse_recipe([{
+            "pass": "quantize.nncf-weight-compression",
+            "with": {"mode": "int4_sym", "group_size": 128, "group_size_fallback": fallback}}], "test"),
+            openvino_profile())
+
+    with pytest.raises(PassError, match="group"):
+        compress("error")
+    adjusted = compress("adjust")
+    assert adjusted.manifest.format == "openvino" and runner(adjusted).run(FEEDS).shape == (2, 2)
