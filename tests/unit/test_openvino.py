@@ -231,3 +231,28 @@ def test_int4_weight_compression_adjusts_a_group_the_layer_width_does_not_divide
         compress("error")
     adjusted = compress("adjust")
     assert adjusted.manifest.format == "openvino" and runner(adjusted).run(FEEDS).shape == (2, 2)
+
+
+def test_openvino_and_nncf_telemetry_is_never_sent(tiny_onnx: ModelDir, tmp_path: Path) -> None:
+    """openvino-telemetry sends from a forked process that hangs a run at exit where there is no network."""
+    import subprocess
+    import sys
+
+    code = (
+        "import multiprocessing, sys\n"
+        "started = []\n"
+        "multiprocessing.Process.start = lambda self: started.append(self)\n"
+        "import slimline.runtimes.openvino\n"
+        "import nncf, openvino as ov\n"
+        "from openvino_telemetry import main\n"
+        f"ov.convert_model({str(tiny_onnx.model_path)!r})\n"
+        "main.Telemetry().send_event('c', 'a', 'l', force_send=True)\n"
+        "print(main.Telemetry().consent, len(started))\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                               env={**__import__("os").environ, "HOME": str(home)}, check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split() == ["False", "0"]
+    assert not any(home.rglob("*")), "no client id or consent file is written"

@@ -18,7 +18,9 @@ from slimline.core.artifact import ModelDir, TensorSpec
 from slimline.core.errors import MissingDependency
 from slimline.profiles.schema import Target
 from slimline.runtimes.base import Runner, RunnerSpec, Runtime, RuntimeConfig, Session
+from slimline.runtimes.openvino.telemetry import disable_telemetry
 
+disable_telemetry()  # before anything under this package imports openvino or nncf (see telemetry.py)
 INSTALL = "pip install 'slimline[openvino]'"
 
 
