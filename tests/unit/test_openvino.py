@@ -102,7 +102,6 @@ def test_nncf_int8_writes_fake_quantize_ops_and_records_its_calibration_set(int8
     assert runner(int8_ir).run(FEEDS).shape == (2, 2)
 
 
-@pytest.mark.slow  # NNCF's accuracy-controlled search: about 30 s on 2 cores
 def test_nncf_int8_over_budget_falls_back_to_accuracy_controlled_quantization(
         tiny_onnx: ModelDir, labelled_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Plain INT8 measured 30 points below the reference: the pass must hand over to NNCF's accuracy control."""
@@ -166,7 +165,6 @@ def test_the_precision_pass_records_its_choice_and_the_runner_compiles_with_it(t
     assert overridden["requested"]["INFERENCE_PRECISION_HINT"] == "bf16"
 
 
-@pytest.mark.slow  # a decoder export with its KV cache, then compression: about 40 s on 2 cores
 def test_weight_compression_shrinks_a_decoder_that_still_decodes(tiny_llama: Path, tmp_path: Path) -> None:
     from slimline.bench.decode import decode_results
 
