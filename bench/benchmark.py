@@ -22,6 +22,7 @@ from slimline.core.progress import reporter
 from slimline.core.scratch import scratch_directory
 from slimline.core.stats import paired_drop_pt
 from slimline.profiles.schema import Profile
+from slimline.runtimes import get_runtime
 
 WORKER_GRACE_S = 600.0
 SPREAD_WARNING = "latency spread is high (cv {cv:.2f} > {max_cv:.2f} at {shape}): the verdict may not be reliable"
@@ -33,7 +34,7 @@ GPU_SPREAD_HINT = ("; on a GPU, clock boost and thermal throttling are the usual
 class Candidate:
     label: str
     model: ModelDir
-    runtime: str  # torch | onnxruntime | tensorrt
+    runtime: str  # a name in slimline.core.runtime_names
 
 
 def _spec_for(candidate: Candidate, profile: Profile, inputs: list[TensorSpec], eval_npz: Path | None,
@@ -43,7 +44,8 @@ def _spec_for(candidate: Candidate, profile: Profile, inputs: list[TensorSpec], 
         label=candidate.label, runtime=candidate.runtime, model_path=str(candidate.model.model_path),
         model_dir=str(candidate.model.path), model_format=candidate.model.manifest.format,
         task=candidate.model.manifest.task, device=target.device, precision=target.precision,
-        threads=target.threads, providers=target.providers() if candidate.runtime == "onnxruntime" else [],
+        threads=target.threads, providers=get_runtime(candidate.runtime).providers(target),
+        runtime_options=dict(target.runtime_options) if candidate.runtime == target.runtime else {},
         inputs=inputs, shapes=profile.shapes, measurement=profile.measurement,
         eval_npz=str(eval_npz) if eval_npz else None, evaluator=evaluator,
         eval_outputs_path=str(outputs_path) if outputs_path else None,

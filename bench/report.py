@@ -52,6 +52,8 @@ class Report(BaseModel):
     calibration: dict[str, Any] | None = None
     #: Optional recipe steps that did not run, and why: {step, pass, reason, line}
     skipped_steps: list[dict[str, Any]] = Field(default_factory=list)
+    #: `target.runtime: auto`: every candidate runtime timed side by side, scored, and why one was chosen
+    runtime_choice: dict[str, Any] | None = None
     warnings: list[str] = Field(default_factory=list)
     #: The command that made this report (`slimline run ...`); None through the Python API. run.yaml beside
     #: report.json reproduces the run either way (`slimline run --config run.yaml`).
@@ -207,6 +209,10 @@ def render_markdown(report: Report) -> str:
         parts += ["", "## Quality fallback (validation split)", "", fallback_markdown(report.accuracy_fallback)]
     if report.search:
         parts += ["", "## Search", "", search_markdown(report.search)]
+    if report.runtime_choice:
+        from slimline.bench.reporting.runtime_choice import runtime_choice_markdown
+
+        parts += ["", "## Runtime choice", "", runtime_choice_markdown(report.runtime_choice)]
     if report.warnings:
         parts += ["", "## Warnings", "", *[f"- {w}" for w in report.warnings]]
     return "\n".join(parts) + "\n"

@@ -8,6 +8,7 @@ the class distributions. Only labelled text classification is screened here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,6 +61,10 @@ class ValidationScreen:
         names = {i.name for i in session.get_inputs()}
         arrays = {k: v for k, v in self.arrays.items() if k in names}
         return np.concatenate([session.run(None, feeds)[0] for feeds in trimmed_batches(arrays, batch_size)])
+
+    def run_logits(self, run: Callable[[dict[str, np.ndarray]], np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Logits from any runtime's runner (an OpenVINO IR, ...): `run` takes a batch of named inputs."""
+        return np.concatenate([run(feeds) for feeds in trimmed_batches(self.arrays, batch_size)])
 
     def fidelity(self, logits: np.ndarray, reference_logits: np.ndarray) -> Fidelity:
         predictions, reference = logits.argmax(-1), reference_logits.argmax(-1)

@@ -23,6 +23,7 @@ from slimline.core.data import DatasetSpec
 from slimline.core.errors import SlimlineError
 from slimline.core.output_kinds import ModelOutput
 from slimline.profiles.schema import Budget, Shape, Target
+from slimline.runtimes import get_runtime
 
 Stage = Literal["torch", "onnx"]
 Need = Literal["calibration_data", "teacher", "cuda"]
@@ -209,7 +210,7 @@ class TorchRuntimePass(Pass[ConfigT]):
 
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
         problems = super().check(model, target)
-        if target.runtime != "torch":
+        if self.produces not in get_runtime(target.runtime).loads:
             problems.append(self.error(f"{self.torch_only_reason}, but the target runtime is {target.runtime}",
                                        fix="use a torch-runtime profile (cpu-torch), or quantize.ort-int8-dynamic "
                                            "for ONNX Runtime"))

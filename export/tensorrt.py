@@ -192,3 +192,24 @@ def export_tensorrt(model: ModelDir, out_dir: Path, config: TensorRTExportConfig
             "engine_size_mb": round((out_dir / ENGINE_FILE).stat().st_size / 1e6, 3),
         },
     )
+
+
+class TensorRTEngineExporter:
+    """export.tensorrt as the tensorrt runtime's engine exporter (slimline.runtimes.tensorrt)."""
+
+    step = TENSORRT_EXPORT_STEP
+
+    def config(self, target: Any, override: Any = None) -> TensorRTExportConfig:
+        return override or TensorRTExportConfig.for_target_precision(target.precision)  # int4: no build (exit 2)
+
+    def context_key(self, target: Any, shapes: list[Shape]) -> dict[str, Any]:
+        """An engine depends on the shapes and on the GPU and TensorRT release it was built on: a rerun
+        elsewhere rebuilds instead of reusing an engine this machine cannot load (a driver update does not)."""
+        engine = current_engine_facts().model_dump(include={"tensorrt_version", "compute_capability", "gpu_name"})
+        return {"shapes": [s.model_dump() for s in shapes], "engine": engine}
+
+    def build(self, model: ModelDir, out_dir: Path, config: Any, shapes: list[Shape]) -> ExportResult:
+        return export_tensorrt(model, out_dir, config, shapes)
+
+
+ENGINE_EXPORTER = TensorRTEngineExporter()

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from slimline.core.errors import ProfileError, RecipeError, shorten
 from slimline.core.output_kinds import QUALITY_METRICS, OutputKind
+from slimline.core.runtime_names import AUTO_RUNTIME, device_problem, runtime_entry
 from slimline.core.yaml_files import load_yaml_file
 
 PROFILE_SCHEMA_VERSION = 1
@@ -112,18 +113,86 @@ class Budget(BaseModel):
         return float(getattr(self, self.kind))
 
 
+#: CPU capabilities a runtime candidate may require (slimline.core.machine.cpu_capabilities keys).
+CPU_CAPABILITIES = ("vnni", "bf16", "amx", "amx_int8", "amx_bf16", "avx512_bf16")
+
+
+class RuntimeCandidate(BaseModel):
+    """One way to run the model that `target.runtime: auto` times against the others: a runtime and the
+    ONNX-level recipe that makes its artifact (a shipped recipe's name or the steps), where the CPU has
+    what `requires` names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    runtime: str
+    recipe: str | list[dict[str, Any]] = Field(default_factory=list)
+    label: str | None = Field(default=None, max_length=80)
+    #: e.g. {bf16: true}: only where the CPU computes bf16 in hardware; {bf16: false}: only where it does not.
+    requires: dict[str, bool] = Field(default_factory=dict)
+    #: The runtime's own options for this candidate (target.runtime_options once it is chosen).
+    runtime_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, name: str) -> str:
+        runtime_entry(name)
+        return name
+
+    @field_validator("requires")
+    @classmethod
+    def _known_capabilities(cls, requires: dict[str, bool]) -> dict[str, bool]:
+        unknown = sorted(set(requires) - set(CPU_CAPABILITIES))
+        if unknown:
+            raise ValueError(f"unknown CPU capabilities {unknown}; known: {', '.join(CPU_CAPABILITIES)}")
+        return requires
+
+    def name(self) -> str:
+        recipe = self.recipe if isinstance(self.recipe, str) else "+".join(str(s.get("pass")) for s in self.recipe)
+        return self.label or f"{self.runtime}: {recipe or 'no passes'}"
+
+
 class Target(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     device: Literal["cpu", "cuda"] = "cpu"
-    runtime: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
+    #: A name in slimline.core.runtime_names (onnxruntime, openvino, tensorrt, torch).
+    runtime: str = "onnxruntime"
     threads: int = Field(default=2, ge=1, le=512)
     precision: Literal["fp32", "fp16", "int8", "int4", "mixed"] = "int8"
     execution_providers: list[str] = Field(default_factory=list, max_length=16)
+    #: The runtime's own settings, validated by its folder's Config when a run is planned (e.g. openvino's
+    #: performance_hint); kept as data here because the profile schema sits below the runtimes.
+    runtime_options: dict[str, Any] = Field(default_factory=dict)
+    #: `runtime: auto`: the run builds each candidate's artifact, times them side by side and continues with
+    #: the fastest that meets the budgets (slimline.pipeline.runtime_choice). `runtime` then holds the first
+    #: candidate's: what an explicit --recipe, `compress` or `bench` use without choosing.
+    candidates: list[RuntimeCandidate] = Field(default_factory=list, max_length=16)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("runtime") == AUTO_RUNTIME:
+            candidates = data.get("candidates") or []
+            if not candidates:
+                raise ValueError("runtime 'auto' needs target.candidates: the runtimes and recipes to time")
+            first = candidates[0]
+            runtime = first.runtime if isinstance(first, RuntimeCandidate) else (first or {}).get("runtime")
+            return {**data, "runtime": runtime}
+        return data
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, name: str) -> str:
+        runtime_entry(name)
+        return name
 
     @model_validator(mode="after")
     def _consistent(self) -> Target:
-        if self.runtime == "tensorrt" and self.device != "cuda":
-            raise ValueError("runtime 'tensorrt' needs device 'cuda'")
+        for runtime in dict.fromkeys([self.runtime, *(c.runtime for c in self.candidates)]):
+            problem = device_problem(runtime, self.device)
+            if problem:
+                raise ValueError(problem)
+        labels = [c.name() for c in self.candidates]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"target.candidates need distinct labels, got {labels}")
         return self
 
     def providers(self) -> list[str]:

@@ -39,6 +39,7 @@ from slimline.core.artifact import ModelDir
 from slimline.core.deps import require
 from slimline.core.errors import StepNotApplicable
 from slimline.profiles.schema import Target
+from slimline.runtimes import get_runtime
 
 log = logging.getLogger(__name__)
 OPTIMIZED_MODEL_FILE = "model.onnx"
@@ -76,7 +77,7 @@ class OrtTransformersOptimizer(Pass[OrtTransformersConfig]):
 
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
         problems = super().check(model, target)
-        if target.runtime != "onnxruntime":
+        if not get_runtime(target.runtime).runs_onnx_contrib_ops:
             problems.append(self.error(f"emits ONNX Runtime contrib ops, but the target runtime is {target.runtime}",
                                        fix="drop the step, or use an onnxruntime profile"))
         if self._ort_model_type(model.model_type) is None:

@@ -30,6 +30,7 @@ from slimline.core.stats import median_ci
 from slimline.core.timing import round_robin_ms
 from slimline.formats.hf import load_hf_model
 from slimline.formats.inputs import torch_feeds_for
+from slimline.runtimes import get_runtime
 
 log = logging.getLogger(__name__)
 Runner = Callable[[], object]
@@ -101,7 +102,7 @@ def run_preflight(pruned: Any, model: ModelDir, context: PassContext, config: Pr
 def _measure(original: Any, pruned: Any, feeds: dict[str, Any], task: str, target: Any,
              config: PreflightConfig) -> tuple[str, list[list[float]], int]:
     timing = {"min_rounds": config.iters, "min_time_s": 0.2, "max_time_s": config.max_time_s, "warmup_iters": 2}
-    if target.device == "cpu" and target.runtime == "onnxruntime" and task in ORT_TIMED_TASKS:
+    if target.device == "cpu" and get_runtime(target.runtime).pruning_timer == "onnx" and task in ORT_TIMED_TASKS:
         with tempfile.TemporaryDirectory(prefix="slimline-preflight-") as scratch:
             try:
                 runners = [_ort_runner(m, feeds, Path(scratch) / f"{name}.onnx", target.threads)

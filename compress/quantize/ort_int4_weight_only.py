@@ -33,6 +33,7 @@ from slimline.core.artifact import ModelDir
 from slimline.core.deps import require
 from slimline.core.errors import PassError
 from slimline.profiles.schema import Target
+from slimline.runtimes import get_runtime
 
 INT4_MODEL_FILE = "model.onnx"
 
@@ -75,7 +76,7 @@ class OrtInt4WeightOnly(Pass[Int4WeightOnlyConfig]):
 
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
         problems = super().check(model, target)
-        if target.runtime != "onnxruntime":
+        if not get_runtime(target.runtime).runs_onnx_contrib_ops:
             problems.append(self.error(f"MatMulNBits is an ONNX Runtime contrib op; {target.runtime} has no kernel "
                                        "for it", fix="use an onnxruntime profile (cpu, gpu-t4), or drop the step"))
         providers = target.providers()

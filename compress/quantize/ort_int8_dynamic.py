@@ -37,6 +37,7 @@ from slimline.core.deps import require
 from slimline.core.errors import PassError
 from slimline.core.machine import has_vnni
 from slimline.profiles.schema import Target
+from slimline.runtimes import get_runtime
 
 log = logging.getLogger(__name__)
 QUANTIZED_MODEL_FILE = "model.onnx"
@@ -77,12 +78,13 @@ class OrtInt8Dynamic(Pass[Int8DynamicConfig]):
 
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
         problems = super().check(model, target)
-        if target.device == "cuda" and target.runtime == "onnxruntime":
+        runtime = get_runtime(target.runtime)
+        if runtime.runs_onnx_contrib_ops and target.device not in runtime.onnx_int8_devices:
             problems.append(self.error(
                 "ONNX Runtime's CUDA execution provider has no INT8 kernels (onnxruntime #12229), so a "
                 "dynamically quantized model runs slower than fp32 there",
                 fix="use convert.fp16 or a TensorRT profile for GPUs; keep INT8 for CPU profiles"))
-        if target.runtime not in ("onnxruntime",):
+        if not runtime.runs_onnx_contrib_ops:
             problems.append(self.error(f"produces an ONNX Runtime QOperator model, but the target runtime is "
                                        f"{target.runtime}",
                                        fix="use an onnxruntime profile (cpu), or quantize.torch-int8-dynamic for the "

@@ -51,6 +51,7 @@ from slimline.core.errors import BadInputError, PassError
 from slimline.core.machine import has_vnni
 from slimline.core.progress import reporter
 from slimline.profiles.schema import Target
+from slimline.runtimes import get_runtime
 
 STATIC_MODEL_FILE = "model.onnx"
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -104,7 +105,8 @@ class OrtInt8Static(Pass[Int8StaticConfig]):
     def check(self, model: ModelInfo, target: Target) -> list[Problem]:
         config = self.config
         problems = super().check(model, target)
-        if target.device == "cuda" and target.runtime == "onnxruntime":
+        runtime = get_runtime(target.runtime)
+        if runtime.runs_onnx_contrib_ops and target.device not in runtime.onnx_int8_devices:
             problems.append(self.error("ONNX Runtime's CUDA EP has no INT8 kernels (onnxruntime #12229): the "
                                        "model would run slower than fp32",
                                        fix="use convert.fp16 or a TensorRT profile for GPUs; keep INT8 for CPU "

@@ -14,6 +14,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     import yaml
 
     from slimline.compress.recipe import profile_recipe
+    from slimline.pipeline.runtime_choice import candidate_recipes
     from slimline.profiles.schema import PROFILES_DIR, list_profiles, load_profile
 
     out = console()
@@ -28,8 +29,10 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     else:
         profile = load_profile(Path(args.name))
         steps = profile_recipe(profile)  # an unknown pass or option in the profile's recipe is exit 2 too
+        candidates = candidate_recipes(profile)  # target.runtime auto: each candidate's recipe, likewise
+        choice = f", {len(candidates)} runtime candidates" if candidates else ""
         out.print(f"{args.name}: valid profile '{profile.name}' ({len(profile.budgets)} budgets, "
-                  f"{len(steps)} recipe steps)", markup=False)
+                  f"{len(steps)} recipe steps{choice})", markup=False)
     return EXIT_OK
 
 
@@ -77,7 +80,7 @@ def cmd_passes(args: argparse.Namespace) -> int:
         options = ", ".join(f"{key}={field.get_default(call_default_factory=True)!r}"
                             for key, field in cls.Config.model_fields.items())
         extra = entries[name].extra if name in entries else None
-        needs = f", pip install 'slimline[{extra}]'" if extra else ""
+        needs = f", pip install 'slimline\\[{extra}]'" if extra else ""  # escaped: rich would take [extra] for markup
         out.print(f"[bold]{name}[/] ({cls.stage}-level, {'/'.join(sorted(cls.accepts))} -> {cls.produces}{needs})")
         out.print(f"    {((cls.__module__ and sys.modules[cls.__module__].__doc__) or '').strip().splitlines()[0]}")
         out.print(f"    options: {options}", markup=False)

@@ -64,6 +64,11 @@ def print_report(report: Any) -> None:
         budgets.add_row(b.name, f"{b.kind} {b.limit:g}", measured, interval, (b.measurement or "-").replace("_", " "),
                         f"[{STATUS_COLOURS.get(b.status, 'white')}]{b.status}[/]")
     out.print(budgets)
+    choice = getattr(report, "runtime_choice", None)
+    if choice:  # target.runtime auto: which candidate was kept and why
+        timed = ", ".join(f"{r['label']} {r['p50_ms']:.2f} ms" for r in choice.get("candidates", []) if "p50_ms" in r)
+        out.print(f"runtime choice: {choice['chosen']} ({choice['reason']})" + (f"; side by side p50: {timed}"
+                                                                               if timed else ""), markup=False)
     for skipped in getattr(report, "skipped_steps", []):
         out.print(f"[yellow]skipped:[/] {skipped['line']}")
     out.print(timing_sentence(report))

@@ -24,6 +24,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     console.print(f"python {report.python} on {report.platform}", markup=False)
     console.print(f"CPU: {report.cpu_model} ({', '.join(report.cpu_flags) or 'no relevant instruction sets'})",
                   markup=False)
+    caps = report.cpu_capabilities
+    console.print(f"CPU class: {caps.get('kind')}; INT8 dot products (VNNI): {'yes' if caps.get('vnni') else 'no'}; "
+                  f"bf16 in hardware: {'yes' if caps.get('bf16') else 'no'}; AMX: {'yes' if caps.get('amx') else 'no'}",
+                  markup=False)
     console.print("versions: " + ", ".join(f"{name} {version}" for name, version in report.versions.items()),
                   markup=False)
     table = Table(title="runtimes, providers and devices")

@@ -29,7 +29,7 @@ from slimline.core.outputs import owned_entries, protected_reason
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 1
 #: torch-module: a plain nn.Module from a factory + a state dict (slimline.formats.torch_module)
-ModelFormat = Literal["hf", "onnx", "tensorrt", "torch-quantized", "torch-module"]
+ModelFormat = Literal["hf", "onnx", "openvino", "tensorrt", "torch-quantized", "torch-module"]
 
 
 class TensorSpec(BaseModel):

@@ -31,6 +31,8 @@ INSTALL_HINTS: dict[str, str] = {
     "PIL": "pip install 'slimline[vision]'",
     "optuna": "pip install 'slimline'  (optuna is a core dependency of `slimline search`; reinstall slimline)",
     "ray": "pip install 'slimline[ray]'",
+    "openvino": "pip install 'slimline[openvino]'",
+    "nncf": "pip install 'slimline[openvino]'",
 }
 
 

@@ -24,6 +24,7 @@ RELEVANT_CPU_FLAGS = (
 TRACKED_DISTRIBUTIONS = (
     "slimline", "torch", "transformers", "tokenizers", "safetensors", "optimum", "optimum-onnx",
     "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "tensorrt", "bitsandbytes", "torch-pruning", "peft",
+    "openvino", "nncf",
 )
 
 
@@ -69,6 +70,35 @@ def has_vnni() -> bool:
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu_flags()))
 
 
+def has_amx() -> bool:
+    """Intel AMX tiles (Sapphire Rapids and later): INT8 and bf16 matrix multiplies far beyond AVX-512."""
+    return bool({"amx_int8", "amx_bf16"} & set(cpu_flags()))
+
+
+def has_bf16() -> bool:
+    """bf16 arithmetic in hardware (AVX-512-BF16 or AMX-BF16): bf16 inference then runs faster than fp32."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
+
+
+def cpu_kind() -> str:
+    """The CPU class INT8 / bf16 speed depends on: amx, avx512-vnni, avx512, avx2, other."""
+    flags = set(cpu_flags())
+    if has_amx():
+        return "amx"
+    if "avx512_vnni" in flags:
+        return "avx512-vnni"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if "avx2" in flags else "other"
+
+
+def cpu_capabilities() -> dict[str, Any]:
+    """What the runtime choice turns on: INT8 dot products, bf16 in hardware, AMX; recorded with every result."""
+    flags = set(cpu_flags())
+    return {"kind": cpu_kind(), "vnni": has_vnni(), "bf16": has_bf16(), "amx": has_amx(),
+            "amx_int8": "amx_int8" in flags, "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags}
+
+
 @functools.cache
 def machine_info() -> dict[str, Any]:
     return {
@@ -78,6 +108,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": _cpu_model_name(),
         "cpu_count": os.cpu_count(),
         "cpu_flags": list(cpu_flags()),
+        "cpu_capabilities": cpu_capabilities(),
         "python": sys.version.split()[0],
         "cuda_devices": cuda_devices(),
     }

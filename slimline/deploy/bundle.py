@@ -38,7 +38,6 @@ from slimline.core.outputs import check_output, claimed_output, input_paths, nor
 from slimline.deploy.archive import is_bundle_archive, write_archive
 from slimline.deploy.manifest import (
     BUNDLE_MANIFEST,
-    ENGINE_SUFFIXES,
     MODEL_REPOSITORY_DIR,
     PREPROCESSING_DIR,
     BundleManifest,
@@ -47,8 +46,8 @@ from slimline.deploy.manifest import (
     verify_directory,
 )
 from slimline.deploy.model_card import render_model_card
-from slimline.deploy.runtime import engine_outputs, runtime_for
-from slimline.deploy.triton import ENGINE_FILE_NAMES, TRITON_VERSION_DIR, config_for, render_config_pbtxt
+from slimline.deploy.runtime import bundle_runtime, engine_outputs, runtime_for
+from slimline.deploy.triton import TRITON_VERSION_DIR, config_for, engine_file_name, render_config_pbtxt
 from slimline.profiles.schema import Profile, load_profile
 
 REPORT_FILES = ("report.json", "report.md", "report.html", "report-tradeoff.svg")
@@ -117,10 +116,12 @@ def resolve_source(source: Path) -> tuple[ModelDir, Report | None]:
 
 
 def _engine_model(model: ModelDir) -> ModelDir:
-    if model.manifest.format not in ENGINE_FILE_NAMES:
-        raise BundleError(f"{model.path} is a {model.manifest.format} model; a bundle holds a deployable engine "
-                          f"({' or '.join(ENGINE_FILE_NAMES)}).",
-                          fix="package a run on an onnxruntime/tensorrt profile, or `slimline export` it first.")
+    """A bundle holds a deployable engine: a format some runtime's bundle layout takes (slimline.runtimes)."""
+    try:
+        bundle_runtime(model.manifest.format)
+    except BundleError as err:
+        raise BundleError(f"{model.path} is a {model.manifest.format} model; {err}".split("\n  fix:")[0],
+                          fix=err.fix) from err
     return model
 
 
@@ -137,7 +138,8 @@ def _default_name(model: ModelDir, report: Report | None) -> str:
 
 
 def _engine_files(model: ModelDir) -> list[str]:
-    return sorted(rel for rel in model.manifest.files if "/" not in rel and rel.endswith(ENGINE_SUFFIXES))
+    suffixes = bundle_runtime(model.manifest.format).engine_suffixes
+    return sorted(rel for rel in model.manifest.files if "/" not in rel and rel.endswith(suffixes))
 
 
 def _labels(model: ModelDir) -> list[str]:
@@ -161,7 +163,7 @@ def _copy_model_files(model: ModelDir, tmp: Path, name: str) -> str:
         raise BundleError(f"{model.path}'s manifest names engine {model_file!r}, which is not among its files.",
                           fix="rerun the stage that wrote the directory.")
     for rel in engine_files:
-        target = ENGINE_FILE_NAMES[fmt] if rel == model_file else rel
+        target = engine_file_name(fmt) if rel == model_file else rel
         shutil.copy2(model.path / rel, version_dir / target)
     preprocessing = tmp / PREPROCESSING_DIR
     for rel in model.manifest.files:
@@ -169,7 +171,7 @@ def _copy_model_files(model: ModelDir, tmp: Path, name: str) -> str:
             (preprocessing / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(model.path / rel, preprocessing / rel)
     preprocessing.mkdir(exist_ok=True)
-    return f"{MODEL_REPOSITORY_DIR}/{name}/{TRITON_VERSION_DIR}/{ENGINE_FILE_NAMES[fmt]}"
+    return f"{MODEL_REPOSITORY_DIR}/{name}/{TRITON_VERSION_DIR}/{engine_file_name(fmt)}"
 
 
 def _write_manifest(root: Path, manifest: BundleManifest) -> BundleManifest:

@@ -29,7 +29,7 @@ from slimline.core.errors import BundleError
 from slimline.core.scratch import scratch_directory
 from slimline.core.small_files import read_small_file
 from slimline.deploy.runtime import RuntimeRequirement, check_runtime, load_check
-from slimline.deploy.triton import ENGINE_FILE_NAMES, EngineFormat, config_for
+from slimline.deploy.triton import EngineFormat, config_for, engine_file_name
 from slimline.profiles.schema import Profile
 
 BUNDLE_MANIFEST = "manifest.json"
@@ -41,8 +41,6 @@ MAX_SIGNATURE_BYTES = 64 << 10
 BUNDLE_SCHEMA_VERSION = 1
 PREPROCESSING_DIR = "preprocessing"
 MODEL_REPOSITORY_DIR = "model_repository"
-#: Files that belong with the engine in Triton's version directory (external weights), not in preprocessing/.
-ENGINE_SUFFIXES = (".onnx", ".onnx_data", ".data", ".plan", ".engine")
 
 
 class BundleManifest(BaseModel):
@@ -198,17 +196,18 @@ def _check_files(root: Path, manifest: BundleManifest) -> None:
 
 
 def _check_format(root: Path, manifest: BundleManifest) -> None:
-    expected_engine = ENGINE_FILE_NAMES[manifest.format]
+    expected_engine = engine_file_name(manifest.format)
     problems = []
     if manifest.engine not in manifest.files or Path(manifest.engine).name != expected_engine:
         problems.append(f"engine {manifest.engine!r} is not a recorded {expected_engine}")
     if manifest.triton_config not in manifest.files:
         problems.append(f"Triton config {manifest.triton_config!r} is not a recorded file")
     else:
-        platform = config_for(manifest.name, manifest.format, manifest.inputs, manifest.outputs,
-                              manifest.profile).platform
-        if f'platform: "{platform}"' not in (root / manifest.triton_config).read_text(encoding="utf-8"):
-            problems.append(f"{manifest.triton_config} does not declare platform {platform}")
+        triton = config_for(manifest.name, manifest.format, manifest.inputs, manifest.outputs, manifest.profile)
+        declared = (root / manifest.triton_config).read_text(encoding="utf-8")
+        kind, expected = ("platform", triton.platform) if triton.platform else ("backend", triton.backend)
+        if f'{kind}: "{expected}"' not in declared:
+            problems.append(f"{manifest.triton_config} does not declare {kind} {expected}")
     if not manifest.inputs:
         problems.append("no model inputs recorded")
     if problems:

@@ -12,13 +12,13 @@ import math
 from typing import TYPE_CHECKING
 
 from slimline.bench.report import Report, markdown_table
+from slimline.deploy.runtime import bundle_runtime
 from slimline.formats.inputs import shape_label
 
 if TYPE_CHECKING:
     from slimline.deploy.manifest import BundleManifest
 
 Z_95 = 1.959964
-ENGINE_NAMES = {"onnx": "an ONNX model", "tensorrt": "a TensorRT plan"}
 
 
 def wilson_interval_pct(accuracy_pct: float, examples: int) -> tuple[float, float]:
@@ -99,7 +99,8 @@ def render_model_card(manifest: BundleManifest, report: Report | None, figure_fi
     parts = [
         f"# {manifest.name}",
         "",
-        f"A slimline deployment bundle: a {manifest.task} model as {ENGINE_NAMES[manifest.format]} for "
+        f"A slimline deployment bundle: a {manifest.task} model as "
+        f"{bundle_runtime(manifest.format).engine_description} for "
         f"{manifest.runtime.name} {manifest.runtime.version}.",
         "",
         markdown_table(["", ""], [

@@ -1,8 +1,10 @@
 """Triton Inference Server model configuration (config.pbtxt) for a bundle's engine.
 
 A bundle's `model_repository/` is a Triton model repository as it stands:
-`model_repository/<name>/config.pbtxt` + `model_repository/<name>/1/model.onnx` (or `model.plan`),
-so `tritonserver --model-repository BUNDLE/model_repository` serves it unchanged.
+`model_repository/<name>/config.pbtxt` + `model_repository/<name>/1/model.onnx` (or `model.plan`, or
+`model.xml` + `model.bin`), so `tritonserver --model-repository BUNDLE/model_repository` serves it
+unchanged. The platform, backend, file name and backend parameters are the engine's runtime's
+(slimline.runtimes.<name>: triton_platform, triton_backend, engine_file_name, triton_parameters).
 
 Surprises the rendering handles:
 - with `max_batch_size > 0` Triton adds the batch axis itself, so `dims` leave it out; that is only
@@ -17,20 +19,15 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from slimline.core.artifact import TensorSpec
 from slimline.core.errors import BundleError
 from slimline.profiles.schema import Profile
+from slimline.runtimes import engine_runtime
 
-EngineFormat = Literal["onnx", "tensorrt"]
-#: format -> (platform, backend); Triton accepts either, and both when they agree.
-TRITON_PLATFORMS: dict[str, tuple[str, str]] = {
-    "onnx": ("onnxruntime_onnx", "onnxruntime"),
-    "tensorrt": ("tensorrt_plan", "tensorrt"),
-}
-#: format -> the file name Triton looks for in a version directory.
-ENGINE_FILE_NAMES: dict[str, str] = {"onnx": "model.onnx", "tensorrt": "model.plan"}
+#: A deployable engine's format (manifest.format): one a runtime in slimline.runtimes bundles.
+EngineFormat = str
 TRITON_DTYPES: dict[str, str] = {
     "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "int8": "TYPE_INT8", "int16": "TYPE_INT16", "int32": "TYPE_INT32",
     "int64": "TYPE_INT64", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float32": "TYPE_FP32",
@@ -52,15 +49,37 @@ class TritonModelConfig(BaseModel):
     preferred_batch_sizes: list[int] = Field(default_factory=list)
     max_queue_delay_us: int = Field(default=DEFAULT_MAX_QUEUE_DELAY_US, ge=0)
     instance_kind: Literal["KIND_CPU", "KIND_GPU"] = "KIND_CPU"
-    cpu_threads: int | None = Field(default=None, ge=1)
+    #: Backend parameters (thread pools, hints), from the engine's runtime.
+    parameters: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("format")
+    @classmethod
+    def _deployable(cls, fmt: str) -> str:
+        if engine_runtime(fmt) is None:
+            raise ValueError(f"{fmt!r} is not a deployable engine format")
+        return fmt
 
     @property
-    def platform(self) -> str:
-        return TRITON_PLATFORMS[self.format][0]
+    def platform(self) -> str | None:
+        """Triton's platform name; None where a backend has none (openvino is named by backend alone)."""
+        return engine_runtime(self.format).triton_platform  # type: ignore[union-attr]
 
     @property
     def backend(self) -> str:
-        return TRITON_PLATFORMS[self.format][1]
+        return str(engine_runtime(self.format).triton_backend)  # type: ignore[union-attr]
+
+
+def engine_file_name(fmt: str) -> str:
+    """The file name Triton looks for in a version directory for a `fmt` engine."""
+    runtime = engine_runtime(fmt)
+    if runtime is None or runtime.engine_file_name is None:
+        raise BundleError(f"{fmt!r} is not a deployable engine format.", fix="package an exported engine.")
+    return runtime.engine_file_name
+
+
+def engine_suffixes(fmt: str) -> tuple[str, ...]:
+    runtime = engine_runtime(fmt)
+    return runtime.engine_suffixes if runtime is not None else ()
 
 
 def _is_dynamic(axis: int | str) -> bool:
@@ -97,7 +116,7 @@ def config_for(name: str, format: EngineFormat, inputs: list[TensorSpec], output
         preferred_batch_sizes=[size for size in batch_sizes if size > 1] if max_batch > 1 else [],
         max_queue_delay_us=max_queue_delay_us,
         instance_kind="KIND_GPU" if target.device == "cuda" else "KIND_CPU",
-        cpu_threads=target.threads if target.device == "cpu" and format == "onnx" else None,
+        parameters=engine_runtime(format).triton_parameters(target),  # type: ignore[union-attr]
     )
 
 
@@ -130,7 +149,7 @@ def render_config_pbtxt(config: TritonModelConfig) -> str:
     batched = config.max_batch_size > 0
     lines = [
         f"name: {_quote(config.name)}",
-        f"platform: {_quote(config.platform)}",
+        *([f"platform: {_quote(config.platform)}"] if config.platform else []),
         f"backend: {_quote(config.backend)}",
         f"max_batch_size: {config.max_batch_size}",
         *_tensor_list("input", config.inputs, batched),
@@ -144,7 +163,6 @@ def render_config_pbtxt(config: TritonModelConfig) -> str:
             "}",
         ]
     lines += ["instance_group [", f"  {{ count: 1, kind: {config.instance_kind} }}", "]"]
-    if config.cpu_threads is not None:  # the onnxruntime backend's own thread pool size
-        lines += ["parameters {", '  key: "intra_op_thread_count"',
-                  f"  value: {{ string_value: {_quote(str(config.cpu_threads))} }}", "}"]
+    for key, value in config.parameters.items():  # e.g. the onnxruntime backend's own thread pool size
+        lines += ["parameters {", f"  key: {_quote(key)}", f"  value: {{ string_value: {_quote(value)} }}", "}"]
     return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from slimline.bench.evaluators.base import EvalSource, check_eval_source
 from slimline.compress.base import ModelInfo, Problem
@@ -13,6 +14,7 @@ from slimline.core.artifact import (
 )
 from slimline.core.data import DatasetSpec, check_dataset_available, validate_dataset
 from slimline.core.errors import CheckpointError, MissingDependency, RecipeError
+from slimline.core.machine import cpu_capabilities
 from slimline.core.output_kinds import ModelOutput
 from slimline.core.outputs import OutputKind, check_output, check_writable, input_paths
 from slimline.core.progress import reporter
@@ -23,6 +25,7 @@ from slimline.formats.architecture import refuse_unbuildable
 from slimline.pipeline.adapter import open_source
 from slimline.pipeline.quality_plan import check_calibration_disjoint, hinted_eval_data, plan_quality
 from slimline.profiles.schema import Profile
+from slimline.runtimes import get_runtime
 
 EXPORT_STEP = "export.onnx"
 #: Model formats the ONNX exporter reads.
@@ -62,6 +65,8 @@ class Plan:
     outputs: list[ModelOutput] = field(default_factory=list)
     #: Optional steps that do not run: refused by their checks here, or found not to apply by run_stages.
     skipped: list[SkippedStep] = field(default_factory=list)
+    engine_step: str | None = None  # the runtime's engine build after the ONNX-level passes (export.tensorrt ...)
+    choice: Any = None  # target.runtime auto: slimline.pipeline.runtime_choice.Choice (every viable candidate)
 
     @property
     def steps(self) -> list[RecipeStep]:
@@ -81,17 +86,12 @@ def run_inputs(request: RunRequest) -> list[Path]:
     return input_paths(request.checkpoint, request.base, data)
 
 
-def _check_runtime_available(profile: Profile) -> None:
+def _check_runtime_available(profile: Profile, engine_step: str | None = None) -> None:
     target = profile.target
-    if target.runtime == "tensorrt":
-        from slimline.core.gpu import require_tensorrt
-
-        TensorRTExportConfig.for_target_precision(target.precision)  # e.g. int4 has no TensorRT build: exit 2
-        require_tensorrt(f"profile {profile.name}")  # names every missing piece (module, CUDA torch, device)
-    if target.runtime == "onnxruntime":
-        from slimline.bench.runners.ort_runner import check_providers
-
-        check_providers(target.providers())
+    runtime = get_runtime(target.runtime)
+    if engine_step:
+        runtime.exporter().config(target)  # e.g. int4 has no TensorRT build: exit 2
+    runtime.check_available(target, f"profile {profile.name}")  # names every missing piece, with the install line
     if target.device == "cuda":
         import torch
 
@@ -141,6 +141,10 @@ def eval_data_for(source: ModelDir, requested: DatasetSpec | EvalSource | None) 
 def plan_run(request: RunRequest) -> Plan:
     """Every cheap check, in order; raises a BadInputError subclass (exit 2) on the first problem."""
     profile = request.profile
+    if profile.target.candidates:  # target.runtime auto: each candidate planned as a run of its own
+        from slimline.pipeline.runtime_choice import plan_choice
+
+        return plan_choice(request)
     steps = request.recipe if request.recipe is not None else profile_recipe(profile)
     source, adapter = open_source(request.checkpoint, request.base, request.task)
     if source.manifest.format == "hf":
@@ -150,14 +154,17 @@ def plan_run(request: RunRequest) -> Plan:
         raise CheckpointError(f"{request.checkpoint} is a {source.manifest.format} model; `run` starts from a "
                               "Hugging Face checkpoint, a plain PyTorch module (--model-factory), an ONNX file or a "
                               "TorchScript file.", fix="use `slimline bench` to measure an exported model.")
-    if onnx_source and profile.target.runtime == "torch":
-        raise RecipeError(f"{request.checkpoint} is an ONNX model; profile {profile.name} runs PyTorch, which cannot "
-                          "load it.", fix="use an onnxruntime profile (cpu) or a TensorRT one.")
+    runtime = get_runtime(profile.target.runtime)
+    runtime.config(profile.target)  # target.runtime_options against the runtime's own Config: exit 2 on a typo
+    if onnx_source and not runtime.needs_onnx_export:
+        raise RecipeError(f"{request.checkpoint} is an ONNX model; profile {profile.name} runs {runtime.name}, which "
+                          "cannot load it.", fix="use a profile whose runtime runs ONNX (cpu, cpu-openvino) or a "
+                                                 "TensorRT one.")
     ordering = order_problems(steps)
     if ordering:
         raise RecipeError("the recipe's passes cannot follow each other:\n  " + "\n  ".join(ordering),
                           fix="reorder the steps.")
-    needs_export = profile.target.runtime != "torch" and not onnx_source
+    needs_export = runtime.needs_onnx_export and not onnx_source
     problems: list[Problem] = []
     model_type = source.manifest.metadata.get("model_type")
     current = ModelInfo(source.manifest.format, source.manifest.task, model_type)
@@ -183,6 +190,9 @@ def plan_run(request: RunRequest) -> Plan:
     steps = [step for step in steps if step.index not in skipped_indexes]
     if needs_export and not exported:
         problems += _export_problems(current, steps)
+        current = ModelInfo("onnx", current.task, model_type)
+    engine_step = (runtime.engine_step if runtime.needs_onnx_export and current.format != runtime.engine_format
+                   else None)
     if source.manifest.format == "torch-module":  # say why, not only "accepts ['hf']"
         problems += [step.pass_.error("works on transformers models (config.json + an Auto class); a plain PyTorch "
                                       "module has none - drop the step and use ONNX-level passes (e.g. "
@@ -200,12 +210,15 @@ def plan_run(request: RunRequest) -> Plan:
                           fix="each step's fix line above says what to change (the recipe, or a profile whose "
                               "target suits it)" + (VISION_HINT if source.manifest.task == "image-classification"
                                                     or source.manifest.format == "torch-module" else "."))
-    if source.manifest.task == "image-classification" and profile.target.runtime == "onnxruntime" and not any(
-            "static" in step.name for step in steps):
+    static_int8 = any("static" in step.name for step in steps)
+    if source.manifest.task == "image-classification" and profile.target.device in runtime.onnx_int8_devices \
+            and not static_int8:
         problems.append(Problem("warning", "an image classifier on a recipe without static INT8: --profile "
                                 "cpu-vision (static INT8 calibrated on --eval-data images) usually runs it faster",
                                 "recipe"))
-    _check_runtime_available(profile)
+    _check_runtime_available(profile, engine_step)
+    problems += [Problem("warning", note, f"runtime {runtime.name}")
+                 for note in runtime.preflight_notes(profile.target, cpu_capabilities())]
     eval_data = eval_data_for(source, request.eval_data)
     quality = plan_quality(source, profile, eval_data, request.evaluator)
     check_calibration_disjoint(steps, eval_data)
@@ -214,4 +227,5 @@ def plan_run(request: RunRequest) -> Plan:
     return Plan(source=source, torch_steps=[s for s in steps if s.pass_.stage == "torch"],
                 onnx_steps=[s for s in steps if s.pass_.stage == "onnx"], needs_export=needs_export,
                 eval_data=eval_data, warnings=[str(p) for p in problems if p.severity == "warning"] + quality.warnings,
-                adapter=adapter, evaluator=quality.evaluator, outputs=quality.outputs, skipped=skipped)
+                adapter=adapter, evaluator=quality.evaluator, outputs=quality.outputs, skipped=skipped,
+                engine_step=engine_step)

@@ -28,6 +28,7 @@ from slimline.core.machine import library_versions, machine_info
 from slimline.core.outputs import claimed_output, claimed_run_dir
 from slimline.core.progress import reporter
 from slimline.core.scratch import scratch_directory
+from slimline.export.openvino import OPENVINO_EXPORT_STEP
 from slimline.export.tensorrt import TENSORRT_EXPORT_STEP
 from slimline.formats.inputs import default_input_specs
 from slimline.pipeline.plan import Plan, RunRequest, plan_run, run_inputs
@@ -42,9 +43,14 @@ from slimline.pipeline.side_by_side import (
     time_side_by_side,
 )
 from slimline.pipeline.stages import run_stages
+from slimline.runtimes import runtime_for_format
 
 
 def execute(request: RunRequest, plan: Plan) -> Report:
+    if plan.choice is not None:  # target.runtime auto: every candidate built and timed, the chosen one benched
+        from slimline.pipeline.runtime_choice import execute_choice
+
+        return execute_choice(request, plan)
     done = run_stages(request, plan)
     intermediates = done.onnx_stages[:1] if request.bench_export and len(done.onnx_stages) > 1 else []
     return bench_and_report(request, plan, done.final, intermediates, done.records)
@@ -57,6 +63,8 @@ def _label(model: ModelDir) -> str:
         return "source"
     if steps[-1] == TENSORRT_EXPORT_STEP:
         return f"{steps[-1]} ({model.manifest.metadata.get('tensorrt', {}).get('precision', '?')})"
+    if steps[-1] == OPENVINO_EXPORT_STEP and len(steps) > 2:  # the IR of the passes before it
+        return f"{steps[-2]} ({steps[-1]})"
     return f"{steps[-1]} (fp32)" if steps[-1].startswith("export.") else steps[-1]
 
 
@@ -85,10 +93,11 @@ def bench_and_report(request: RunRequest, plan: Plan, final: ModelDir, intermedi
         baseline_precision = torch_baseline_precision(profile.target.device, profile.target.precision)
         baseline = Candidate(f"torch {baseline_precision} eager (baseline)", plan.source, "torch")
         if plan.source.manifest.format == "onnx":  # an ONNX file given as it is, or `bench --baseline ONNX_DIR`
-            baseline = Candidate(f"{_source_name(plan.source)} onnxruntime (baseline)", plan.source, "onnxruntime")
+            baseline = Candidate(f"{_source_name(plan.source)} onnxruntime (baseline)", plan.source,
+                                 runtime_for_format("onnx").name)
         # ONNX intermediates of a TensorRT run are measured on ONNX Runtime (the profile's CUDA providers)
-        candidates = [Candidate(_label(m), m, "onnxruntime" if m.manifest.format == "onnx" and runtime == "tensorrt"
-                                else runtime) for m in intermediates]
+        candidates = [Candidate(_label(m), m, runtime_for_format(m.manifest.format, runtime).name)
+                      for m in intermediates]
         candidates.append(Candidate(_label(final), final, runtime))
         load_before = load_average()
         baseline_result, results = measure(candidates, baseline, profile, inputs, eval_npz, evaluator)

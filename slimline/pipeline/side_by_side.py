@@ -26,11 +26,11 @@ from slimline.core.artifact import ModelDir
 from slimline.core.errors import BenchError
 from slimline.core.progress import reporter
 from slimline.formats.inputs import default_input_specs, shape_label
-from slimline.profiles.schema import Profile
+from slimline.profiles.schema import Profile, Target
+from slimline.runtimes import get_runtime
 
 log = logging.getLogger(__name__)
 #: Runtimes the interleaved worker can hold side by side in one process.
-INTERLEAVED_RUNTIMES = frozenset({"onnxruntime", "torch"})
 #: Side-by-side and alone may differ by this much (relative) before the report warns.
 DISAGREEMENT = 0.15
 GPU_NOTE = ("GPU target: each model was timed alone (one model owns the device at a time); every timing budget "
@@ -42,9 +42,14 @@ def runner_spec(label: str, model: ModelDir, runtime: str, profile: Profile) -> 
     return RunnerSpec(label=label, runtime=runtime, model_path=str(model.model_path), model_dir=str(model.path),
                       model_format=model.manifest.format, task=model.manifest.task, device=target.device,
                       precision=target.precision, threads=target.threads,
-                      providers=target.providers() if runtime == "onnxruntime" else [],
+                      providers=get_runtime(runtime).providers(target), runtime_options=_options(runtime, target),
                       inputs=model.manifest.inputs or default_input_specs(model.manifest.task),
                       shapes=profile.shapes[:1], measurement=profile.measurement)
+
+
+def _options(runtime: str, target: Target) -> dict[str, Any]:
+    """The target's runtime options go to its own runtime's runners only (the baseline is torch eager)."""
+    return dict(target.runtime_options) if runtime == target.runtime else {}
 
 
 def not_applicable(profile: Profile, models: list[Candidate]) -> str | None:
@@ -53,7 +58,7 @@ def not_applicable(profile: Profile, models: list[Candidate]) -> str | None:
         return GPU_NOTE
     if len(models) < 2:
         return "a single model: nothing to time side by side; its budgets are judged on its own timing"
-    odd = sorted({m.runtime for m in models} - INTERLEAVED_RUNTIMES)
+    odd = sorted({m.runtime for m in models if not get_runtime(m.runtime).times_side_by_side})
     if odd:
         return f"runtime(s) {odd} cannot share a process with the others; timing budgets use the alone timing"
     return None

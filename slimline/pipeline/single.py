@@ -34,13 +34,13 @@ from slimline.pipeline.adapter import merged_checkpoint, open_source
 from slimline.pipeline.plan import EXPORT_STEP, Plan, RunRequest, check_output_location, eval_data_for
 from slimline.pipeline.quality_plan import plan_quality
 from slimline.pipeline.run import bench_and_report
+from slimline.pipeline.runtime_choice import profile_for_format
 from slimline.pipeline.stages import context_key, export_producer, pass_context, pass_producer, run_stage, skip_step
 from slimline.profiles.schema import Profile
+from slimline.runtimes import get_runtime, runtimes_loading
 
 #: What a baseline can be: the PyTorch original (measured eager) or an fp32 ONNX model (on ONNX Runtime).
 BASELINE_FORMATS = ("hf", "torch-module", "onnx")
-RUNTIMES_FOR_FORMAT = {"onnx": ("onnxruntime",), "hf": ("torch",), "torch-quantized": ("torch",),
-                       "tensorrt": ("tensorrt",)}
 
 
 @contextlib.contextmanager
@@ -172,8 +172,9 @@ def bench_model(model_path: Path, profile: Profile, out: Path, *, baseline: Path
     inputs = input_paths(model_path, baseline, base, getattr(eval_data, "source", None))
     with claimed_output(out, "run", force=force, inputs=inputs):  # before anything heavy; re-entrant
         model = model_file_checkpoint(model_path) or ModelDir.open(model_path)
-        runtimes = RUNTIMES_FOR_FORMAT.get(model.manifest.format, ())
-        if profile.target.runtime not in runtimes:
+        profile = profile_for_format(profile, model.manifest.format)  # runtime auto: the candidate that loads it
+        runtimes = runtimes_loading(model.manifest.format)
+        if model.manifest.format not in get_runtime(profile.target.runtime).loads:
             raise RecipeError(f"{model_path} is a {model.manifest.format} model; profile {profile.name} runs "
                               f"{profile.target.runtime}, which cannot load it.",
                               fix=f"use a profile whose runtime is one of {list(runtimes)}.")

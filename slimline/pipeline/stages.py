@@ -28,10 +28,12 @@ from slimline.core.machine import cpu_flags
 from slimline.core.output_kinds import QUALITY_METRICS, ModelOutput, split_metric
 from slimline.core.progress import reporter
 from slimline.export.onnx import OnnxExportConfig, export_onnx
-from slimline.export.tensorrt import TENSORRT_EXPORT_STEP, TensorRTExportConfig, current_engine_facts, export_tensorrt
+from slimline.export.tensorrt import TensorRTExportConfig, export_tensorrt
 from slimline.pipeline.adapter import merge_stage, merged_dir
 from slimline.pipeline.plan import EXPORT_STEP, Plan, RunRequest
 from slimline.profiles.schema import Profile, Shape
+from slimline.runtimes import get_runtime
+from slimline.runtimes.base import EngineExporter
 
 #: Facts about the source that every stage carries forward (the eval-data hint, class names, an adapter merge's
 #: check).
@@ -111,22 +113,20 @@ def export_producer(model: ModelDir, config: OnnxExportConfig) -> Callable[[Path
     return produce
 
 
-def tensorrt_config(request: RunRequest) -> TensorRTExportConfig:
-    return request.tensorrt or TensorRTExportConfig.for_target_precision(request.profile.target.precision)
-
-
-def tensorrt_context_key(request: RunRequest) -> dict[str, Any]:
-    """An engine depends on the shapes and on the GPU and TensorRT release it was built on: a rerun
-    elsewhere rebuilds instead of reusing an engine this machine cannot load (a driver update does not)."""
-    engine = current_engine_facts().model_dump(include={"tensorrt_version", "compute_capability", "gpu_name"})
-    return {"shapes": [s.model_dump() for s in request.profile.shapes], "engine": engine}
-
-
 def tensorrt_producer(model: ModelDir, config: TensorRTExportConfig,
                       shapes: list[Shape]) -> Callable[[Path], StageOutput]:
     def produce(tmp: Path) -> StageOutput:
         result = export_tensorrt(model, tmp, config, shapes)
         return StageOutput("tensorrt", result.model_file, result.inputs, result.outputs, result.metadata)
+    return produce
+
+
+def engine_producer(model: ModelDir, exporter: EngineExporter, config: Any,
+                    shapes: list[Shape], engine_format: str) -> Callable[[Path], StageOutput]:
+    """The target runtime's engine (a TensorRT plan, an OpenVINO IR) built from the last ONNX stage."""
+    def produce(tmp: Path) -> StageOutput:
+        result = exporter.build(model, tmp, config, shapes)
+        return StageOutput(engine_format, result.model_file, result.inputs, result.outputs, result.metadata)
     return produce
 
 
@@ -189,7 +189,7 @@ def run_stages(request: RunRequest, plan: Plan) -> StagesDone:
         plan.source, merge_record = merge_stage(plan.adapter, merged_dir(plan.adapter, request.out_dir / "stages"))
         records.append(merge_record)
     context = pass_context(request.profile, plan.eval_data, request.seed, teacher=plan.source, outputs=plan.outputs)
-    engine_build = [TENSORRT_EXPORT_STEP] if request.profile.target.runtime == "tensorrt" else []
+    engine_build = [plan.engine_step] if plan.engine_step else []
     ordered: list[RecipeStep | str | None] = [*plan.torch_steps, *([None] if plan.needs_export else []),
                                               *plan.onnx_steps, *engine_build]
     current, onnx_stages = plan.source, []
@@ -197,11 +197,14 @@ def run_stages(request: RunRequest, plan: Plan) -> StagesDone:
         if step is None:  # the export between torch-level and ONNX-level passes
             kind, name, config, key = "exporter", EXPORT_STEP, request.export.model_dump(), None
             produce = export_producer(current, request.export)
-        elif isinstance(step, str):  # the TensorRT build after the ONNX-level passes
-            trt_config = tensorrt_config(request)
-            kind, name, config = "exporter", step, trt_config.model_dump(mode="json")
-            key = tensorrt_context_key(request)
-            produce = tensorrt_producer(current, trt_config, request.profile.shapes)
+        elif isinstance(step, str):  # the runtime's engine build (TensorRT, OpenVINO IR) after the ONNX passes
+            runtime = get_runtime(request.profile.target.runtime)
+            exporter = runtime.exporter()
+            engine_config = exporter.config(request.profile.target, request.tensorrt)
+            kind, name, config = "exporter", step, engine_config.model_dump(mode="json")
+            key = exporter.context_key(request.profile.target, request.profile.shapes)
+            produce = engine_producer(current, exporter, engine_config, request.profile.shapes,
+                                      str(runtime.engine_format))
         else:
             kind, name, config, key = "pass", step.name, step.config_dict(), context_key(context)
             produce = pass_producer(step, current, context)

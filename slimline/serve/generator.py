@@ -35,21 +35,12 @@ class Generator:
     """A text-generation bundle ready to continue prompts greedily."""
 
     def __init__(self, root: Path, manifest: BundleManifest, threads: int | None = None) -> None:
-        if manifest.format != "onnx":
-            raise BundleError(f"`slimline serve` runs ONNX engines; {root} holds a {manifest.format} engine.",
-                              fix="export the model to ONNX (slimline export) and package that.")
-        import onnxruntime as ort
-
         from slimline.core.tokenizers import load_tokenizer
+        from slimline.serve.predictor import open_engine
 
         self.manifest = manifest
         self.threads = threads or manifest.profile.target.threads
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(root / manifest.engine), sess_options=options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = open_engine(root, manifest, self.threads)
         config_dir = root / manifest.preprocessing
         config = json.loads((config_dir / "config.json").read_text()) if (config_dir / "config.json").is_file() else {}
         try:

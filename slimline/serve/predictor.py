@@ -1,4 +1,8 @@
-"""Tokenise texts with the bundle's own tokenizer and run its ONNX engine: the one place inference happens."""
+"""Tokenise texts with the bundle's own tokenizer and run its engine: the one place inference happens.
+
+The engine is loaded by its runtime (slimline.runtimes.<name>.open_session: an ONNX Runtime session, an
+OpenVINO compiled model behind the same API); a runtime slimline cannot serve (a TensorRT plan) is
+refused with the Triton command that serves it."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import numpy as np
 
 from slimline.core.errors import BundleError
 from slimline.deploy.manifest import BundleManifest
+from slimline.deploy.runtime import bundle_runtime
+from slimline.runtimes.base import Session
 
 INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
@@ -26,6 +32,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def open_engine(root: Path, manifest: BundleManifest, threads: int) -> Session:
+    """The bundle's engine loaded by its runtime; BundleError for a runtime slimline does not serve."""
+    runtime = bundle_runtime(manifest.format)
+    try:
+        return runtime.open_session(root / manifest.engine, threads, manifest.profile.target)
+    except NotImplementedError as err:
+        raise BundleError(f"`slimline serve` cannot run {runtime.engine_description} ({root}).",
+                          fix="serve it with Triton: tritonserver --model-repository BUNDLE/model_repository.") from err
+
+
 class Predictor:
     """A text classifier from a verified bundle directory.
 
@@ -39,25 +55,12 @@ class Predictor:
             raise BundleError(f"`slimline serve` serves text-classification and text-generation bundles; {root} is "
                               f"{manifest.task}.",
                               fix="serve it with Triton: tritonserver --model-repository BUNDLE/model_repository.")
-        if manifest.format != "onnx":
-            raise BundleError(f"`slimline serve` runs ONNX engines; {root} holds a {manifest.format} engine.",
-                              fix="serve TensorRT plans with Triton: tritonserver --model-repository "
-                                  "BUNDLE/model_repository.")
-        import onnxruntime as ort
-
         from slimline.core.tokenizers import load_tokenizer
 
         self.manifest = manifest
         self.threads = threads or manifest.profile.target.threads
         self.max_length = max(shape.sequence_length for shape in manifest.profile.shapes)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        available = ort.get_available_providers()
-        providers = [p for p in manifest.profile.target.providers() if p in available] or ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(root / manifest.engine), sess_options=options, providers=providers)
+        self.session = open_engine(root, manifest, self.threads)
         self.input_dtypes = {i.name: INPUT_DTYPES.get(i.type, np.int64) for i in self.session.get_inputs()}
         self.tokenizer, _ = load_tokenizer(root / manifest.preprocessing)  # a pad-less one pads with EOS (masked)
         self._tokenizer_lock = threading.Lock()

@@ -127,3 +127,28 @@ def test_trials_run_as_tasks_on_a_local_ray(workspace: Path) -> None:
     assert len(ran(out)) == 2
     notes = json.loads((out / "report.json").read_text())["search"]["notes"]
     assert any("Ray tasks" in note for note in notes)
+
+
+RUNTIME_SPACE = {
+    "schema_version": 1,
+    "steps": [{"one_of": {"name": "quantization", "options": {
+        "dynamic": [{"pass": "quantize.ort-int8-dynamic", "with": {"fallback": {"enabled": False}}}],
+        "openvino-float": [{"pass": "convert.openvino-precision", "with": {"precision": "f32"}}],
+    }}}],
+    "initial_trials": [{"quantization": "dynamic"}, {"quantization": "openvino-float"}],
+}
+
+
+@pytest.mark.slow  # two trials on two runtimes, re-timed, then the chosen one benched: about a minute
+def test_the_runtime_is_a_search_dimension(workspace: Path) -> None:
+    pytest.importorskip("openvino")
+    (workspace / "runtime-space.yaml").write_text(yaml.safe_dump(RUNTIME_SPACE))
+    result = run_cli(*search_args("out-runtimes", 2, space="runtime-space.yaml"), cwd=workspace)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = {t["recipe"][0]["pass"]: t for t in ran(workspace / "out-runtimes")}
+    assert all(t["ok"] for t in trials.values()), trials
+    assert trials["quantize.ort-int8-dynamic"]["runtime"] == "onnxruntime"
+    assert trials["convert.openvino-precision"]["runtime"] == "openvino"
+    report = json.loads((workspace / "out-runtimes" / "report.json").read_text())
+    chosen = next(t for t in trials.values() if t["number"] == report["search"]["chosen_trial"])
+    assert report["measurements"]["runtime"] == chosen["runtime"]

@@ -22,7 +22,8 @@ def test_shipped_recipe_parses_and_checks_clean(path: Path) -> None:
     steps = load_recipe(path)
     assert steps
     torch_level = path.stem.startswith(("torch", "bnb"))
-    profile = "gpu-t4" if path.stem.startswith("gpu") else "cpu-torch" if torch_level else "cpu"
+    profile = "gpu-t4" if path.stem.startswith("gpu") else "cpu-torch" if torch_level else \
+        "cpu-openvino" if "openvino" in path.stem else "cpu"
     target = load_profile(profile).target
     info, errors = ModelInfo("hf", "text-classification", "bert"), []
     for step in steps:  # as the pipeline runs them: torch-level passes, the export, ONNX-level passes

@@ -11,6 +11,7 @@ gets the full bench on the test split, with a verdict (slimline.pipeline.search.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from slimline.pipeline.plan import Plan, RunRequest, plan_run
 from slimline.pipeline.search import study as studies
 from slimline.pipeline.search.executors import Executor, LocalExecutor, RayExecutor
 from slimline.pipeline.search.outputs import SearchState, write_best, write_trials
+from slimline.pipeline.search.runtime_dim import pre_build_problem
 from slimline.pipeline.search.selection import (
     AcceptanceRule,
     accuracy_budget,
@@ -46,11 +48,14 @@ from slimline.pipeline.search.trial import TrialArgs, TrialOutcome, quick_timing
 from slimline.pipeline.side_by_side import runner_spec
 from slimline.pipeline.stages import run_stages
 from slimline.profiles.schema import Profile
+from slimline.runtimes import get_runtime
 
 log = logging.getLogger(__name__)
 DEFAULT_TIME_BUDGET_S = 20 * 60
 #: Consecutive samples that repeat a finished recipe before the space counts as exhausted.
 MAX_REPEATS = 25
+#: Consecutive samples refused before building (slimline.pipeline.search.runtime_dim) before the search stops.
+MAX_REJECTIONS = 50
 
 
 @dataclass
@@ -106,7 +111,7 @@ class Prepared:
 def prepare(request: SearchRequest) -> Prepared:
     """Every cheap check before anything is written (exit 2 on bad input)."""
     profile = request.profile
-    if profile.target.runtime != "onnxruntime":
+    if not get_runtime(profile.target.runtime).screens_search_trials:
         raise RecipeError(f"slimline search screens ONNX Runtime artifacts; profile {profile.name} runs "
                           f"{profile.target.runtime}.",
                           fix="search with an ONNX Runtime profile (cpu, gpu-t4), or run a fixed recipe with "
@@ -179,11 +184,14 @@ class Driver:
         self.started = time.monotonic()
         self.asked = 0
         self.repeats = 0
+        self.rejections = 0
         self.stop_reason = ""
+        config_path = prepared.source.path / "config.json"
+        self.source_config = json.loads(config_path.read_text()) if config_path.is_file() else {}
 
     def finished(self) -> int:
         """Trials that ran (a repeated recipe is recorded for the sampler but not counted)."""
-        return sum(1 for o in self.state.outcomes if o.repeat_of is None)
+        return sum(1 for o in self.state.outcomes if o.repeat_of is None and not o.rejected_before_build)
 
     def budget_left(self, in_flight: int = 0) -> bool:
         request = self.prepared.request
@@ -192,6 +200,9 @@ class Driver:
             return False
         if request.time_budget_s is not None and time.monotonic() - self.started >= request.time_budget_s:
             self.stop_reason = f"time budget of {request.time_budget_s:.0f} s spent"
+            return False
+        if self.rejections >= MAX_REJECTIONS:
+            self.stop_reason = f"{MAX_REJECTIONS} sampled trials in a row failed a budget known before building"
             return False
         if self.repeats >= MAX_REPEATS:
             self.stop_reason = "the space is exhausted (the sampler keeps proposing finished recipes)"
@@ -215,6 +226,14 @@ class Driver:
                                                              "seconds": 0.0}))
                 continue
             self.repeats = 0
+            problem = pre_build_problem(recipe, request.profile, self.source_config)
+            if problem is not None:  # nothing built: the sampler learns the region fails, the budget is kept
+                self.rejections += 1
+                log.info("trial %d rejected before building: %s", trial.number, problem)
+                self.record(trial, TrialOutcome(number=trial.number, recipe=recipe, ok=False, error=problem,
+                                                error_kind="rejected before building", rejected_before_build=True))
+                continue
+            self.rejections = 0
             return trial, TrialArgs(
                 number=trial.number, recipe=recipe, checkpoint=str(request.checkpoint), profile=request.profile,
                 out_dir=str(request.out_dir), eval_data=self.prepared.eval_data, seed=request.seed,

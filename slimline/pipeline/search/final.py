@@ -20,6 +20,7 @@ from slimline.core.progress import reporter
 from slimline.pipeline.plan import RunRequest, plan_run
 from slimline.pipeline.run import bench_and_report, check_stages_on_disk
 from slimline.pipeline.search.outputs import SearchState, recipe_summary, trial_points, write_best, write_trials
+from slimline.pipeline.search.runtime_dim import profile_for_recipe
 from slimline.pipeline.search.selection import feasible
 from slimline.pipeline.search.trial import TrialOutcome
 from slimline.pipeline.side_by_side import runner_spec
@@ -44,8 +45,10 @@ def rebench(prepared: Any, state: SearchState, candidates: list[TrialOutcome]) -
     reference = ModelDir.open(Path(state.reference["onnx_dir"]), verify=False)
     runners = [runner_spec("torch fp32 eager", source, "torch", profile),
                runner_spec("onnxruntime fp32", reference, "onnxruntime", profile)]
-    runners += [runner_spec(f"trial {o.number}", ModelDir.open(Path(o.model_dir), verify=False), "onnxruntime",
-                            profile) for o in candidates]
+    for outcome in candidates:
+        model = ModelDir.open(Path(outcome.model_dir), verify=False)
+        trial_profile = profile_for_recipe(profile, outcome.recipe)
+        runners.append(runner_spec(f"trial {outcome.number}", model, trial_profile.target.runtime, trial_profile))
     measurement = profile.measurement
     with reporter().step(f"search: re-timing {len(candidates)} trial(s) with the baselines, interleaved"):
         timing = time_interleaved(InterleavedSpec(
@@ -87,7 +90,8 @@ def finish(prepared: Any, state: SearchState, reference: dict[str, Any]) -> Repo
     write_best(state, request.out_dir)
     write_trials(state, request.out_dir)
     steps = [build_step(i, raw, "chosen recipe") for i, raw in enumerate(chosen.recipe)]
-    run_request = RunRequest(checkpoint=request.checkpoint, profile=request.profile, out_dir=request.out_dir,
+    run_request = RunRequest(checkpoint=request.checkpoint, profile=profile_for_recipe(request.profile, chosen.recipe),
+                             out_dir=request.out_dir,
                              recipe=steps, eval_data=prepared.eval_data.model_copy(update={"split": "test"}),
                              seed=request.seed, force=True)
     plan = plan_run(run_request)

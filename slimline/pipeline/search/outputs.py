@@ -65,7 +65,8 @@ def trial_rows(state: SearchState) -> list[dict[str, Any]]:
             "latency_ratio_vs_reference": outcome.latency_ratio_vs_reference, "size_mb": outcome.size_mb,
             "fidelity": outcome.fidelity, "constraints": verdict, "passes_screened_budgets":
                 outcome.ok and feasible(verdict), "on_front": outcome.number in state.front,
-            "model_dir": outcome.model_dir, "seconds": outcome.seconds, "repeat_of": outcome.repeat_of})
+            "model_dir": outcome.model_dir, "seconds": outcome.seconds, "repeat_of": outcome.repeat_of,
+            "runtime": outcome.runtime, "rejected_before_build": outcome.rejected_before_build})
     return rows
 
 

@@ -26,9 +26,11 @@ from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import SlimlineError
 from slimline.pipeline.plan import RunRequest, plan_run
+from slimline.pipeline.search.runtime_dim import profile_for_recipe
 from slimline.pipeline.side_by_side import runner_spec
 from slimline.pipeline.stages import run_stages
 from slimline.profiles.schema import Measurement, Profile
+from slimline.runtimes import make_runner, runtime_for_format
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +72,16 @@ class TrialOutcome(BaseModel):
     fidelity: dict[str, float] = Field(default_factory=dict)
     seconds: float = 0.0
     repeat_of: int | None = None  # the sampler proposed a finished recipe again: its outcome, not rebuilt
+    #: Refused before any stage was built (a budget known to fail, its runtime missing): not counted as a trial.
+    rejected_before_build: bool = False
+    runtime: str | None = None  # the runtime the trial was screened and timed on
 
 
 def build_trial(args: TrialArgs) -> tuple[ModelDir, list[str]]:
     """The trial's stages (reused where an earlier trial built the same prefix) and their directories."""
     steps = [build_step(i, raw, f"trial {args.number}") for i, raw in enumerate(args.recipe)]
-    request = RunRequest(checkpoint=Path(args.checkpoint), profile=args.profile, out_dir=Path(args.out_dir),
+    request = RunRequest(checkpoint=Path(args.checkpoint), profile=profile_for_recipe(args.profile, args.recipe),
+                         out_dir=Path(args.out_dir),
                          recipe=steps, eval_data=args.eval_data, seed=args.seed)
     done = run_stages(request, plan_run(request))
     return done.final, [record.directory for record in done.records]
@@ -89,18 +95,20 @@ def run_trial(args: TrialArgs) -> TrialOutcome:
     try:
         model, stages = build_trial(args)
         outcome.model_dir, outcome.stages = str(model.path), stages
-        if model.manifest.format != "onnx":
-            raise SlimlineError(f"trial {args.number} produced a {model.manifest.format} model; the search screens "
-                                "ONNX models.")
-        profile = args.profile
+        profile = profile_for_recipe(args.profile, args.recipe)
+        runtime = runtime_for_format(model.manifest.format, profile.target.runtime).name
+        outcome.runtime = runtime
         screen = ValidationScreen(args.eval_data, model.path, profile.shapes[0].sequence_length,
                                   profile.target.threads, profile.target.providers(), args.screen_samples)
         reference_logits = np.load(args.reference_logits)
-        outcome.fidelity = screen.fidelity(screen.logits(model.model_path), reference_logits).as_dict()
+        logits = screen.logits(model.model_path) if runtime == args.profile.target.runtime and \
+            model.manifest.format == "onnx" else screen.run_logits(make_runner(runner_spec("screen", model, runtime,
+                                                                                         profile)).run)
+        outcome.fidelity = screen.fidelity(logits, reference_logits).as_dict()
         reference = ModelDir.open(Path(args.reference_dir), verify=False)
         timing = time_interleaved(InterleavedSpec(
-            runners=[runner_spec("reference", reference, "onnxruntime", profile),
-                     runner_spec("candidate", model, "onnxruntime", profile)],
+            runners=[runner_spec("reference", reference, runtime_for_format("onnx").name, profile),
+                     runner_spec("candidate", model, runtime, profile)],
             shape=profile.shapes[0], timing=args.timing, seed=args.seed + args.number))
         latency = timing.latency_stats(args.seed + args.number)
         candidate, ref = latency["candidate"], latency["reference"]
