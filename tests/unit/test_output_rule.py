@@ -93,7 +93,7 @@ def test_a_refused_claim_creates_nothing_and_a_failed_block_removes_what_it_crea
     assert list(tmp_path.iterdir()) == []
 
 
-# --- a full disk at the write (case 12; tests/e2e/test_output_rule.py fills a real tmpfs where it may mount) ----
+# --- a full disk at the write (case 12; tests/e2e/test_output_rule_cli.py fills a real tmpfs where it may mount) ----
 
 
 def _no_space(*args: object, **kwargs: object) -> None:

@@ -3,7 +3,7 @@ a careless --force points at: every byte of the user's files survives, and each 
 follows the one rule (slimline.core.outputs) for random paths too.
 
 A cell the rule allows stops right after the command's output check passed (a sentinel raised from it), so
-the whole sweep takes seconds; tests/e2e/test_output_rule.py writes beside a user's files for real.
+the whole sweep takes seconds; tests/e2e/test_output_rule_cli.py writes beside a user's files for real.
 """
 
 from __future__ import annotations
