@@ -31,7 +31,7 @@ from slimline.export.onnx import OnnxExportConfig
 from slimline.formats.architecture import refuse_unbuildable
 from slimline.formats.model_files import model_file_checkpoint
 from slimline.pipeline.adapter import merged_checkpoint, open_source
-from slimline.pipeline.plan import EXPORT_STEP, Plan, RunRequest, check_output_location, eval_data_for
+from slimline.pipeline.plan import EXPORT_ACCEPTS, EXPORT_STEP, Plan, RunRequest, check_output_location, eval_data_for
 from slimline.pipeline.quality_plan import plan_quality
 from slimline.pipeline.run import bench_and_report
 from slimline.pipeline.stages import context_key, export_producer, pass_context, pass_producer, run_stage, skip_step
@@ -74,6 +74,20 @@ def _publish(stage: ModelDir, out: Path, skipped: list[SkippedStep] | None = Non
     return ModelDir.open(out)
 
 
+def _refuse_unexportable(checkpoint: Path, source: ModelDir) -> None:
+    """Only a Hugging Face checkpoint or a PyTorch module (a plain one, TorchScript) has a forward to export: an
+    ONNX file is refused before any work (exit 2) with what to do instead, not after it as a stage failure."""
+    fmt = source.manifest.format
+    if fmt in EXPORT_ACCEPTS:
+        return
+    if fmt == "onnx":
+        raise CheckpointError(f"{checkpoint} is already an ONNX model: there is nothing to export.",
+                              fix="give it as it is to `slimline run --checkpoint`, `bench --model`, `compress "
+                                  "--model` or `package` (its inputs and outputs are read from the graph).")
+    raise CheckpointError(f"{checkpoint} is a {fmt} model, which cannot be exported to ONNX.",
+                          fix="export the fp32 Hugging Face checkpoint or PyTorch module it was made from.")
+
+
 def export_to(checkpoint: Path, out: Path, *, task: str | None = None, opset: int = 18,
               exporter: str = "auto", force: bool = False, base: Path | None = None) -> ModelDir:
     """`base`: the base checkpoint when `checkpoint` is a PEFT adapter directory (merged first, cached)."""
@@ -82,6 +96,7 @@ def export_to(checkpoint: Path, out: Path, *, task: str | None = None, opset: in
         source, adapter = open_source(checkpoint, base, task)
         if source.manifest.format == "hf":
             refuse_unbuildable(source.path, source.manifest.task)
+        _refuse_unexportable(checkpoint, source)
         config = OnnxExportConfig(opset=opset, exporter=exporter)  # type: ignore[arg-type]
         check_output_location(out, "model", force, inputs + ([adapter.base.path] if adapter else []))
         if adapter is not None:
