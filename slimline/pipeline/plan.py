@@ -113,6 +113,16 @@ def _export_problems(current: ModelInfo, steps: list[RecipeStep]) -> list[Proble
                         "quantization pass instead")]
 
 
+def plain_module_problems(fmt: str, steps: list[RecipeStep]) -> list[Problem]:
+    """Torch-level passes on a plain PyTorch module: say why, not only "accepts ['hf']" (run and compress alike)."""
+    if fmt != "torch-module":
+        return []
+    return [step.pass_.error("works on transformers models (config.json + an Auto class); a plain PyTorch module "
+                             "has none - drop the step and use ONNX-level passes (e.g. quantize.ort-int8-static, "
+                             "profile cpu-vision)")
+            for step in steps if step.pass_.stage == "torch"]
+
+
 def eval_data_for(source: ModelDir, requested: DatasetSpec | EvalSource | None) -> DatasetSpec | EvalSource | None:
     """The labelled data to measure accuracy on (given, or the checkpoint's hint), validated in full
     now (header, labels against the model's classes, rows in the split) so that bad data fails before
@@ -183,11 +193,7 @@ def plan_run(request: RunRequest) -> Plan:
     steps = [step for step in steps if step.index not in skipped_indexes]
     if needs_export and not exported:
         problems += _export_problems(current, steps)
-    if source.manifest.format == "torch-module":  # say why, not only "accepts ['hf']"
-        problems += [step.pass_.error("works on transformers models (config.json + an Auto class); a plain PyTorch "
-                                      "module has none - drop the step and use ONNX-level passes (e.g. "
-                                      "quantize.ort-int8-static, profile cpu-vision)")
-                     for step in steps if step.pass_.stage == "torch"]
+    problems += plain_module_problems(source.manifest.format, steps)
     if hinted_eval_data(source, request.eval_data) is None:  # calibration on "the run's --eval-data" needs some
         problems += [step.pass_.error("calibrates on the run's eval data (calibration.source: eval-data, its train "
                                       "split), and none was given: pass --eval-data (your own text .csv/.jsonl, "

@@ -31,7 +31,15 @@ from slimline.export.onnx import OnnxExportConfig
 from slimline.formats.architecture import refuse_unbuildable
 from slimline.formats.model_files import model_file_checkpoint
 from slimline.pipeline.adapter import merged_checkpoint, open_source
-from slimline.pipeline.plan import EXPORT_ACCEPTS, EXPORT_STEP, Plan, RunRequest, check_output_location, eval_data_for
+from slimline.pipeline.plan import (
+    EXPORT_ACCEPTS,
+    EXPORT_STEP,
+    Plan,
+    RunRequest,
+    check_output_location,
+    eval_data_for,
+    plain_module_problems,
+)
 from slimline.pipeline.quality_plan import plan_quality
 from slimline.pipeline.run import bench_and_report
 from slimline.pipeline.stages import context_key, export_producer, pass_context, pass_producer, run_stage, skip_step
@@ -132,6 +140,8 @@ def compress_to(model_path: Path, out: Path, steps: list[RecipeStep], profile: P
                 continue
             problems += [p for p in step_problems if p.severity == "error"]
             info = ModelInfo(step.pass_.produces, info.task, info.model_type)
+        skipped_now = {s.step.index for s in skipped}
+        problems += plain_module_problems(model.manifest.format, [s for s in steps if s.index not in skipped_now])
         if len(skipped) == len(steps):
             raise RecipeError("every step of the recipe is optional and none applies to this model:\n  "
                               + "\n  ".join(s.line for s in skipped),

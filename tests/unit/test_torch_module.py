@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from plain_modules import write_tiny_cnn
 
+import slimline
 from slimline.core.artifact import ModelDir
 from slimline.core.errors import CheckpointError, RecipeError
 from slimline.formats.torch_module import (
@@ -113,6 +114,11 @@ def test_a_torch_level_pass_on_a_plain_module_is_refused_with_why_and_the_fix(wo
                          recipe=as_recipe([{"pass": "prune.structured", "with": {"ffn_ratio": 0.5}}]))
     with pytest.raises(RecipeError, match="a plain PyTorch module has none"):
         plan_run(request)
+    # `compress` says the same (it said only "accepts ['hf'] models"; found by the coverage matrix)
+    with pytest.raises(RecipeError, match="a plain PyTorch module has none"):
+        slimline.compress(model.path, recipe=[{"pass": "prune.structured", "with": {"ffn_ratio": 0.5}}],
+                          out=workdir / "pruned")
+    assert not (workdir / "pruned").exists()
 
 
 def test_calibrating_on_eval_data_without_eval_data_is_refused_before_any_stage(workdir: Path) -> None:
