@@ -152,7 +152,7 @@ def plan_run(request: RunRequest) -> Plan:
     """Every cheap check, in order; raises a BadInputError subclass (exit 2) on the first problem."""
     profile = request.profile
     steps = request.recipe if request.recipe is not None else profile_recipe(profile)
-    source, adapter = open_source(request.checkpoint, request.base, request.task)
+    source, adapter = open_source(request.checkpoint, request.base, request.task, profile=profile)
     if source.manifest.format == "hf":
         refuse_unbuildable(source.path, source.manifest.task)
     onnx_source = source.manifest.format == "onnx"  # an ONNX file given as it is: no export, ONNX-level passes

@@ -125,7 +125,8 @@ def compress_to(model_path: Path, out: Path, steps: list[RecipeStep], profile: P
         raise RecipeError("the recipe has no passes.", fix="add at least one {pass: NAME} step.")
     inputs = input_paths(model_path, base, tuning_data.source if tuning_data is not None else None)
     with claimed_output(out, "model", force=force, inputs=inputs):  # before anything heavy; re-entrant
-        model, adapter = open_source(model_path, base, None, fp32_must_fit=False)  # passes may load it quantized
+        model, adapter = open_source(model_path, base, None, fp32_must_fit=False,  # passes may load it quantized
+                                     profile=profile)
         ordering = order_problems(steps)
         if ordering:
             raise RecipeError("the recipe's passes cannot follow each other:\n  " + "\n  ".join(ordering),
@@ -203,7 +204,8 @@ def bench_model(model_path: Path, profile: Profile, out: Path, *, baseline: Path
                               f"{profile.target.runtime}, which cannot load it.",
                               fix=f"use a profile whose runtime is one of {list(runtimes)}.")
         # The baseline does the model's task: it is never guessed from config.json (so never "pass --task").
-        source, adapter = open_source(baseline or _lineage_source(model), base, model.manifest.task)  # adapter: base
+        source, adapter = open_source(baseline or _lineage_source(model), base, model.manifest.task,  # adapter: base
+                                      profile=profile)
         if source.manifest.format not in BASELINE_FORMATS:
             raise CheckpointError(f"the baseline {source.path} is a {source.manifest.format} model.",
                                   fix="pass --baseline with the fp32 original: a Hugging Face checkpoint or an ONNX "
