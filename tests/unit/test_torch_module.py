@@ -6,7 +6,7 @@ import pickle
 from pathlib import Path
 
 import pytest
-from plain_modules import write_tiny_cnn
+from plain_modules import LSTM_SPEC, write_tiny_cnn
 
 import slimline
 from slimline.core.artifact import ModelDir
@@ -129,3 +129,23 @@ def test_calibrating_on_eval_data_without_eval_data_is_refused_before_any_stage(
     model = module_dir_for("tiny_cnn:build", weights, load_input_spec(workdir / "inputs.yaml"))
     with pytest.raises(RecipeError, match="pass --eval-data"):
         plan_run(RunRequest(checkpoint=model.path, profile=as_profile("cpu-vision"), out_dir=workdir / "out"))
+
+
+def test_a_plain_module_whose_token_input_is_named_input_ids_exports_with_ids_its_embedding_has(
+        workdir: Path) -> None:
+    """Without a config, `input_ids` were drawn from a guessed 1000-word vocabulary: the LSTM of the coverage matrix
+    (64 rows) failed its export's parity check with "index out of range" (exit 3)."""
+    import shutil
+
+    import torch
+    from conftest import REPO
+
+    shutil.copy(REPO / "tests" / "fixtures" / "tiny_lstm.py", workdir / "tiny_lstm.py")
+    (workdir / "inputs.yaml").write_text(LSTM_SPEC)
+    from tiny_lstm import VOCAB, build
+
+    assert VOCAB < 1000
+    torch.save(build().state_dict(), workdir / "weights.pt")
+    model = module_dir_for("tiny_lstm:build", workdir / "weights.pt", load_input_spec(workdir / "inputs.yaml"))
+    exported = slimline.export(model.path, out=workdir / "onnx")
+    assert exported.manifest.metadata["parity"]["examples"] >= 64
