@@ -114,8 +114,8 @@ class OrtInt8Static(Pass[Int8StaticConfig]):
                                          "than quantize.ort-int8-dynamic here; measure both"))
         if model.task == "text-generation":  # before the data: no calibration set would make it apply
             problems.append(self.error("calibrates one forward pass of a classifier-style graph; a causal LM exports "
-                                       "with its KV cache (past_key_values inputs no text calibration feeds), and "
-                                       "static per-tensor activation ranges clip an LLM's activation outliers",
+                                       "with its KV cache (past_key_values inputs, which text calibration does not "
+                                       "feed), and static activation ranges clip an LLM's activation outliers",
                                        fix="for a causal LM use 8-bit weight-only blocks (recipe llm-int8-weight-only, "
                                            "the llm-cpu profile's) or dynamic INT8 per channel "
                                            "(llm-int8-per-channel)"))
