@@ -1,8 +1,9 @@
 """Tiny checkpoints of every family (tests.model_zoo) through the installed `slimline` console script.
 
-One function per cell of the coverage matrix this issue's tests fill (docs/coverage.md reuses them): each
-builds the family's checkpoint once per directory, runs the command as a user would, and returns the exit
-code, the console output and report.json. No assertion lives here: the tests and the matrix judge.
+Each function builds the family's checkpoint once per directory, runs the command as a user would (a process
+per command, unlike the coverage matrix of docs/coverage.md, which drives its cells in process through the Python
+API: tests/coverage_cells.py), and returns the exit code, the console output and report.json. No assertion
+lives here: the tests judge.
 """
 
 from __future__ import annotations

@@ -57,6 +57,17 @@ def write_image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "fi
     return root
 
 
+#: The input spec of tests/fixtures/tiny_lstm.py: token ids (named as a tokenizer names them, without a config that
+#: gives their vocabulary) in, class logits out, judged by agreement with fp32.
+LSTM_SPEC = """\
+inputs:
+  - {name: input_ids, dtype: int64, shape: [batch, sequence]}
+outputs: [logits]
+task: tensor
+output_kinds: {logits: class-logits}
+"""
+
+
 #: Input specs of the tiny modules in tests/fixtures/quality_models.py (each shape issue 19 found mis-scored).
 EMBEDDER_SPEC = """\
 inputs:

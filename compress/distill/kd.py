@@ -131,7 +131,7 @@ class KnowledgeDistillation(Pass[KDConfig]):
             problems.append(self.error(f"teacher {config.teacher} is not a model directory (no config.json)",
                                        fix="name a Hugging Face or slimline model directory, or leave teacher unset "
                                            "to learn from the recipe's input checkpoint"))
-        if config.data is not None:
+        if config.data is not None and model.task in OBJECTIVES:  # else no data would do: the refusal above says why
             problems += self._data_problems(model.task)
         return problems
 

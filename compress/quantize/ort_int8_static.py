@@ -114,6 +114,14 @@ class OrtInt8Static(Pass[Int8StaticConfig]):
         if target.device == "cpu" and not has_vnni():
             problems.append(self.warning("this CPU has no VNNI (int8 dot product): static INT8 is usually slower "
                                          "than quantize.ort-int8-dynamic here; measure both"))
+        if model.task == "text-generation":  # before the data: no calibration set would make it apply
+            problems.append(self.error("calibrates one forward pass of a classifier-style graph; a causal LM exports "
+                                       "with its KV cache (past_key_values inputs, which text calibration does not "
+                                       "feed), and static activation ranges clip an LLM's activation outliers",
+                                       fix="for a causal LM use 8-bit weight-only blocks (recipe llm-int8-weight-only, "
+                                           "the llm-cpu profile's) or dynamic INT8 per channel "
+                                           "(llm-int8-per-channel)"))
+            return problems
         if config.calibration.source == EVAL_DATA_SOURCE:
             return problems  # the run's --eval-data (its train split): checked with the eval data
         if model.task == "image-classification" and not is_array_source(config.calibration.source):

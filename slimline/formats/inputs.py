@@ -43,14 +43,17 @@ def image_size(config: dict[str, Any], shape: Shape) -> int:
 
 def synthetic_feeds(specs: list[TensorSpec], shape: Shape, config: dict[str, Any],
                     seed: int = 0) -> dict[str, np.ndarray]:
-    """One input dict of `shape` for a model whose inputs are `specs`."""
+    """One input dict of `shape` for a model whose inputs are `specs`.
+
+    Token ids come from the config's vocabulary; a model without one (a plain module's `input_ids`: its embedding
+    may have 64 rows) gets the generic integers in [0, 2), never ids from a guessed vocabulary."""
     rng = np.random.default_rng(seed)
     batch, seq = shape.batch_size, shape.sequence_length
     feeds: dict[str, np.ndarray] = {}
     for spec in specs:
         dtype = _numpy_dtype(spec.dtype)
-        if spec.name == "input_ids":
-            vocab = int(config.get("vocab_size", 1000))
+        if spec.name == "input_ids" and "vocab_size" in config:  # else (a plain module, an ONNX file): generic ids
+            vocab = int(config["vocab_size"])
             low = 1000 if vocab > 2000 else 0  # skip special tokens on real vocabularies
             feeds[spec.name] = rng.integers(low, vocab, size=(batch, seq)).astype(dtype)
         elif spec.name == "attention_mask":

@@ -13,7 +13,8 @@ classifier's weights failed after 40-83 s. Nothing here knows a model family:
    known exactly before anything is allocated, and refused when it exceeds this machine's RAM;
 4. each tensor the safetensors headers declare (read without loading a tensor) must have the shape the
    config gives it: a head of 3 classes with `id2label` of 2 fails here, naming the tensor;
-5. the tokenizer, where the checkpoint has one, is loaded.
+5. the tokenizer, where the checkpoint has one, is loaded;
+6. given the profile, its sequence lengths must fit a learned position table (slimline.formats.positions).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from typing import Any
 from slimline.core.errors import CheckpointError, shorten
 from slimline.formats.architecture import refuse_unbuildable
 from slimline.formats.hf import TASK_AUTO_CLASSES
+from slimline.formats.positions import check_profile_tokens
+from slimline.profiles.schema import Profile
 
 #: Sizes (widths, vocabularies, positions, image sides): 16.7 M; the largest real ones are ~10 M positions.
 MAX_SIZE = 1 << 24
@@ -234,11 +237,12 @@ def check_tokenizer(path: Path) -> None:
                                   "(tokenizer.save_pretrained).") from err
 
 
-def check_checkpoint(path: Path, task: str, *, fp32_must_fit: bool = True) -> None:
+def check_checkpoint(path: Path, task: str, *, fp32_must_fit: bool = True, profile: Profile | None = None) -> None:
     """All of the module doc, for a Hugging Face checkpoint directory of `task`; CheckpointError (exit 2).
 
     `fp32_must_fit`: the command loads the fp32 model (run's and bench's baseline, export); `compress` may
-    load it quantized instead (bitsandbytes passes), so there the memory estimate refuses nothing."""
+    load it quantized instead (bitsandbytes passes), so there the memory estimate refuses nothing. `profile`:
+    the shapes it will be fed, which must fit a learned position table (ProfileError; slimline.formats.positions)."""
     refuse_unbuildable(path, task)  # an architecture transformers cannot build has its own fix
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     check_config_numbers(config, path)
@@ -249,4 +253,6 @@ def check_checkpoint(path: Path, task: str, *, fp32_must_fit: bool = True) -> No
     shapes = None if config.get("quantization_config") else safetensors_shapes(path)  # packed weights differ
     if shapes:
         check_weight_shapes(model, shapes, path, labels)
+    if profile is not None:
+        check_profile_tokens(model, config, task, path, profile)
     check_tokenizer(path)

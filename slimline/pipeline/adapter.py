@@ -28,32 +28,34 @@ from slimline.core.progress import reporter
 from slimline.formats.adapter import MERGE_ATOL, MERGE_RTOL, Adapter, is_adapter_dir, merge_adapter, open_adapter
 from slimline.formats.checkpoint import open_checkpoint
 from slimline.formats.sanity import check_checkpoint
+from slimline.profiles.schema import Profile
 
 MERGE_STEP = "merge.peft"
 
 
-def open_source(checkpoint: Path, base: Path | None, task: str | None, *,
-                fp32_must_fit: bool = True) -> tuple[ModelDir, Adapter | None]:
-    """The input checkpoint, cheaply validated. For an adapter directory: its base (which stands in for the
-    merged model in every pre-flight check: same config, task and format) and the validated adapter."""
+def open_source(checkpoint: Path, base: Path | None, task: str | None, *, fp32_must_fit: bool = True,
+                profile: Profile | None = None) -> tuple[ModelDir, Adapter | None]:
+    """The input checkpoint, cheaply validated (against `profile`'s shapes where given). For an adapter directory:
+    its base (which stands in for the merged model in every pre-flight check: same config, task and format) and
+    the validated adapter."""
     if is_adapter_dir(checkpoint):
         adapter = open_adapter(checkpoint, base, task)
-        _check_loadable(adapter.base, fp32_must_fit)
+        _check_loadable(adapter.base, fp32_must_fit, profile)
         return adapter.base, adapter
     if base is not None:
         raise CheckpointError(f"--base was given, but {checkpoint} is not a PEFT adapter directory (no "
                               "adapter_config.json).",
                               fix="drop --base, or pass the adapter directory as the checkpoint.")
     source = open_checkpoint(checkpoint, task)
-    _check_loadable(source, fp32_must_fit)
+    _check_loadable(source, fp32_must_fit, profile)
     return source, None
 
 
-def _check_loadable(model: ModelDir, fp32_must_fit: bool) -> None:
-    """A Hugging Face model's config, weights' shapes, memory and tokenizer (slimline.formats.sanity): exit 2
-    in seconds instead of exit 3 when a stage first loads it."""
+def _check_loadable(model: ModelDir, fp32_must_fit: bool, profile: Profile | None) -> None:
+    """A Hugging Face model's config, weights' shapes, memory, tokenizer and positions for the profile's shapes
+    (slimline.formats.sanity): exit 2 in seconds instead of exit 3 when a stage first loads it."""
     if model.manifest.format == "hf":
-        check_checkpoint(model.path, model.manifest.task, fp32_must_fit=fp32_must_fit)
+        check_checkpoint(model.path, model.manifest.task, fp32_must_fit=fp32_must_fit, profile=profile)
 
 
 def merge_settings() -> dict[str, object]:

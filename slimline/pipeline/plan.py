@@ -113,6 +113,16 @@ def _export_problems(current: ModelInfo, steps: list[RecipeStep]) -> list[Proble
                         "quantization pass instead")]
 
 
+def plain_module_problems(fmt: str, steps: list[RecipeStep]) -> list[Problem]:
+    """Torch-level passes on a plain PyTorch module: say why, not only "accepts ['hf']" (run and compress alike)."""
+    if fmt != "torch-module":
+        return []
+    return [step.pass_.error("works on transformers models (config.json + an Auto class); a plain PyTorch module "
+                             "has none - drop the step and use ONNX-level passes (e.g. quantize.ort-int8-static, "
+                             "profile cpu-vision)")
+            for step in steps if step.pass_.stage == "torch"]
+
+
 def eval_data_for(source: ModelDir, requested: DatasetSpec | EvalSource | None) -> DatasetSpec | EvalSource | None:
     """The labelled data to measure accuracy on (given, or the checkpoint's hint), validated in full
     now (header, labels against the model's classes, rows in the split) so that bad data fails before
@@ -146,7 +156,7 @@ def plan_run(request: RunRequest) -> Plan:
 
         return plan_choice(request)
     steps = request.recipe if request.recipe is not None else profile_recipe(profile)
-    source, adapter = open_source(request.checkpoint, request.base, request.task)
+    source, adapter = open_source(request.checkpoint, request.base, request.task, profile=profile)
     if source.manifest.format == "hf":
         refuse_unbuildable(source.path, source.manifest.task)
     onnx_source = source.manifest.format == "onnx"  # an ONNX file given as it is: no export, ONNX-level passes
@@ -193,11 +203,7 @@ def plan_run(request: RunRequest) -> Plan:
         current = ModelInfo("onnx", current.task, model_type)
     engine_step = (runtime.engine_step if runtime.needs_onnx_export and current.format != runtime.engine_format
                    else None)
-    if source.manifest.format == "torch-module":  # say why, not only "accepts ['hf']"
-        problems += [step.pass_.error("works on transformers models (config.json + an Auto class); a plain PyTorch "
-                                      "module has none - drop the step and use ONNX-level passes (e.g. "
-                                      "quantize.ort-int8-static, profile cpu-vision)")
-                     for step in steps if step.pass_.stage == "torch"]
+    problems += plain_module_problems(source.manifest.format, steps)
     if hinted_eval_data(source, request.eval_data) is None:  # calibration on "the run's --eval-data" needs some
         problems += [step.pass_.error("calibrates on the run's eval data (calibration.source: eval-data, its train "
                                       "split), and none was given: pass --eval-data (your own text .csv/.jsonl, "

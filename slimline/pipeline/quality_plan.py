@@ -27,7 +27,7 @@ from slimline.core.output_kinds import (
     resolve_outputs,
     split_metric,
 )
-from slimline.profiles.schema import Profile
+from slimline.profiles.schema import Profile, list_profiles, load_profile
 
 #: Which data each evaluator reads (a labelled text dataset, text for perplexity, arrays/images).
 TEXT_DATASET_EVALUATORS = frozenset({"text-classification", "text-embedding"})
@@ -69,6 +69,35 @@ def _check_evaluator_reads(evaluator: str, data: Any, task: str) -> None:
                         fix="drop --evaluator to score text by the model's task, or pass images / arrays.")
 
 
+def _unmeasurable(profile: Profile, task: str, outputs: list[ModelOutput], has_labels: bool) -> list[str]:
+    """The profile's budgets this model's outputs (and data) cannot measure, each with the reason."""
+    refused = []
+    for name in profile.budgets:
+        metric, output = split_metric(name)
+        if metric in GENERATION_METRICS and task != "text-generation":
+            refused.append(f"{name} (prefill and decoding are measured for causal LMs; this model's task is {task})")
+        elif metric in QUALITY_METRICS and output is not None and output not in [o.name for o in outputs]:
+            refused.append(f"{name} (the model has no output {output!r})")
+        elif metric in QUALITY_METRICS and not metric_fits(name, outputs, has_labels):
+            why = "these eval data have no labels" if metric_fits(name, outputs, True) else "no output measures it"
+            refused.append(f"{name} ({why})")
+    return refused
+
+
+def _shipped_profiles_that_fit(profile: Profile, task: str, outputs: list[ModelOutput],
+                               has_labels: bool) -> list[str]:
+    """Shipped profiles for the same device and runtime whose every budget this model can measure (a causal LM
+    on `cpu`: llm-cpu), so that the refusal names one that works instead of only saying what to edit."""
+    fitting = []
+    for name in list_profiles():
+        shipped = load_profile(name)
+        if (shipped.target.device, shipped.target.runtime) != (profile.target.device, profile.target.runtime):
+            continue
+        if name != profile.name and not _unmeasurable(shipped, task, outputs, has_labels):
+            fitting.append(name)
+    return fitting
+
+
 def plan_quality(source: ModelDir, profile: Profile, eval_data: Any, override: str | None) -> QualityPlan:
     """The evaluator and output kinds, and every budget checked against them (ProfileError, exit 2)."""
     task = source.manifest.task
@@ -80,25 +109,19 @@ def plan_quality(source: ModelDir, profile: Profile, eval_data: Any, override: s
         _check_evaluator_reads(evaluator, eval_data, task)
     outputs = model_outputs(source, profile, evaluator)
     has_labels = eval_data is None or (source_has_labels(eval_data) and evaluator != "perplexity")
-    refused = []
-    for name in profile.budgets:
-        metric, output = split_metric(name)
-        if metric in GENERATION_METRICS and task != "text-generation":
-            refused.append(f"{name} (prefill and decoding are measured for causal LMs; this model's task is {task})")
-        elif metric in QUALITY_METRICS and output is not None and output not in [o.name for o in outputs]:
-            refused.append(f"{name} (the model has no output {output!r})")
-        elif metric in QUALITY_METRICS and not metric_fits(name, outputs, has_labels):
-            why = "these eval data have no labels" if metric_fits(name, outputs, True) else "no output measures it"
-            refused.append(f"{name} ({why})")
+    refused = _unmeasurable(profile, task, outputs, has_labels)
     if refused:
         described = "; ".join(o.describe() for o in outputs)
         fitting = fitting_metrics(outputs, has_labels)
+        shipped = _shipped_profiles_that_fit(profile, task, outputs, has_labels)
+        use = (f"use --profile {' or --profile '.join(shipped[:3])} (shipped for this target, with budgets this "
+               "model can be judged on), or " if shipped else "")
         raise ProfileError(
             f"profile {profile.name} has budgets this model's outputs cannot measure: {'; '.join(refused)}. The "
             f"model (task {task}) outputs {described}; quality budgets that fit: {', '.join(fitting)} (and any "
             "latency, throughput, size or memory budget).",
-            fix="remove or replace those budgets (copy the profile: `slimline profiles show NAME > my.yaml`), or "
-                "declare the outputs' kinds if they are wrong (input spec `output_kinds`, the profile's "
+            fix=use + "remove or replace those budgets (copy the profile: `slimline profiles show NAME > my.yaml`), "
+                "or declare the outputs' kinds if they are wrong (input spec `output_kinds`, the profile's "
                 "eval.outputs) or choose another --evaluator.")
     plan = QualityPlan(evaluator, outputs, has_labels)
     if len(outputs) > 1:

@@ -31,7 +31,15 @@ from slimline.export.onnx import OnnxExportConfig
 from slimline.formats.architecture import refuse_unbuildable
 from slimline.formats.model_files import model_file_checkpoint
 from slimline.pipeline.adapter import merged_checkpoint, open_source
-from slimline.pipeline.plan import EXPORT_STEP, Plan, RunRequest, check_output_location, eval_data_for
+from slimline.pipeline.plan import (
+    EXPORT_ACCEPTS,
+    EXPORT_STEP,
+    Plan,
+    RunRequest,
+    check_output_location,
+    eval_data_for,
+    plain_module_problems,
+)
 from slimline.pipeline.quality_plan import plan_quality
 from slimline.pipeline.run import bench_and_report
 from slimline.pipeline.runtime_choice import profile_for_format
@@ -74,6 +82,20 @@ def _publish(stage: ModelDir, out: Path, skipped: list[SkippedStep] | None = Non
     return ModelDir.open(out)
 
 
+def _refuse_unexportable(checkpoint: Path, source: ModelDir) -> None:
+    """Only a Hugging Face checkpoint or a PyTorch module (a plain one, TorchScript) has a forward to export: an
+    ONNX file is refused before any work (exit 2) with what to do instead, not after it as a stage failure."""
+    fmt = source.manifest.format
+    if fmt in EXPORT_ACCEPTS:
+        return
+    if fmt == "onnx":
+        raise CheckpointError(f"{checkpoint} is already an ONNX model: there is nothing to export.",
+                              fix="give it as it is to `slimline run --checkpoint`, `bench --model`, `compress "
+                                  "--model` or `package` (its inputs and outputs are read from the graph).")
+    raise CheckpointError(f"{checkpoint} is a {fmt} model, which cannot be exported to ONNX.",
+                          fix="export the fp32 Hugging Face checkpoint or PyTorch module it was made from.")
+
+
 def export_to(checkpoint: Path, out: Path, *, task: str | None = None, opset: int = 18,
               exporter: str = "auto", force: bool = False, base: Path | None = None) -> ModelDir:
     """`base`: the base checkpoint when `checkpoint` is a PEFT adapter directory (merged first, cached)."""
@@ -82,6 +104,7 @@ def export_to(checkpoint: Path, out: Path, *, task: str | None = None, opset: in
         source, adapter = open_source(checkpoint, base, task)
         if source.manifest.format == "hf":
             refuse_unbuildable(source.path, source.manifest.task)
+        _refuse_unexportable(checkpoint, source)
         config = OnnxExportConfig(opset=opset, exporter=exporter)  # type: ignore[arg-type]
         check_output_location(out, "model", force, inputs + ([adapter.base.path] if adapter else []))
         if adapter is not None:
@@ -102,7 +125,8 @@ def compress_to(model_path: Path, out: Path, steps: list[RecipeStep], profile: P
         raise RecipeError("the recipe has no passes.", fix="add at least one {pass: NAME} step.")
     inputs = input_paths(model_path, base, tuning_data.source if tuning_data is not None else None)
     with claimed_output(out, "model", force=force, inputs=inputs):  # before anything heavy; re-entrant
-        model, adapter = open_source(model_path, base, None, fp32_must_fit=False)  # passes may load it quantized
+        model, adapter = open_source(model_path, base, None, fp32_must_fit=False,  # passes may load it quantized
+                                     profile=profile)
         ordering = order_problems(steps)
         if ordering:
             raise RecipeError("the recipe's passes cannot follow each other:\n  " + "\n  ".join(ordering),
@@ -117,6 +141,8 @@ def compress_to(model_path: Path, out: Path, steps: list[RecipeStep], profile: P
                 continue
             problems += [p for p in step_problems if p.severity == "error"]
             info = ModelInfo(step.pass_.produces, info.task, info.model_type)
+        skipped_now = {s.step.index for s in skipped}
+        problems += plain_module_problems(model.manifest.format, [s for s in steps if s.index not in skipped_now])
         if len(skipped) == len(steps):
             raise RecipeError("every step of the recipe is optional and none applies to this model:\n  "
                               + "\n  ".join(s.line for s in skipped),
@@ -179,7 +205,8 @@ def bench_model(model_path: Path, profile: Profile, out: Path, *, baseline: Path
                               f"{profile.target.runtime}, which cannot load it.",
                               fix=f"use a profile whose runtime is one of {list(runtimes)}.")
         # The baseline does the model's task: it is never guessed from config.json (so never "pass --task").
-        source, adapter = open_source(baseline or _lineage_source(model), base, model.manifest.task)  # adapter: base
+        source, adapter = open_source(baseline or _lineage_source(model), base, model.manifest.task,  # adapter: base
+                                      profile=profile)
         if source.manifest.format not in BASELINE_FORMATS:
             raise CheckpointError(f"the baseline {source.path} is a {source.manifest.format} model.",
                                   fix="pass --baseline with the fp32 original: a Hugging Face checkpoint or an ONNX "

@@ -68,6 +68,15 @@ def test_an_onnx_streaming_model_reaches_a_verdict_on_the_default_recipe(onnx_ru
     assert [i["shape"] for i in stage["inputs"]] == [["batch", "time", 40], [2, "batch", 64], []]
 
 
+def test_export_of_an_onnx_file_is_refused_before_any_work_saying_what_takes_it(work: Path) -> None:
+    """Was exit 3 after the stage started ("ONNX export takes a Hugging Face model directory", fix: reorder passes);
+    found by the coverage matrix (docs/coverage.md)."""
+    done = cli(work, "export", "--checkpoint", "stream.onnx", "--out", "exported")
+    assert done.returncode == 2, text(done)[-2000:]
+    assert "stream.onnx is already an ONNX model: there is nothing to export" in text(done)
+    assert "slimline run --checkpoint" in text(done) and not (work / "exported").exists()
+
+
 def test_bench_compress_package_and_serve_an_onnx_file(work: Path, onnx_run: Path) -> None:
     done = cli(work, "bench", "--model", "stream.onnx", "--profile", TENSOR_PROFILE, "--out", "bench",
                "--eval-data", "chunks.npz", "--no-history")

@@ -201,6 +201,16 @@ def test_check_refuses_other_tasks_and_a_missing_teacher_directory(tmp_path: Pat
     assert any("accepts ['hf']" in p.message for p in kd.check(ModelInfo("onnx", "text-classification", "bert"), CPU))
 
 
+def test_a_refused_task_is_the_only_reason_given_not_also_its_data(tmp_path: Path) -> None:
+    """A causal LM's .txt corpus was also called "not texts" (a second, wrong error beside the task refusal);
+    found by the coverage matrix."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the film was good\n")
+    kd = KnowledgeDistillation(KDConfig(data={"source": str(corpus), "split": "train"}))
+    errors = [p for p in kd.check(ModelInfo("hf", "text-generation", "llama"), CPU) if p.severity == "error"]
+    assert len(errors) == 1 and "not text-generation models" in errors[0].message
+
+
 def test_config_refuses_all_zero_loss_weights_and_a_stray_layer_map() -> None:
     with pytest.raises(ValidationError, match="nothing would be learned"):
         KDConfig(alpha_kd=0, alpha_label=0)

@@ -178,6 +178,20 @@ def test_the_readme_llm_command_plans_and_prepares_perplexity_on_rotten_tomatoes
     assert facts["dataset"] == {"source": "rotten-tomatoes", "split": "test"} and facts["windows"] == 4
 
 
+def test_the_default_profile_on_a_causal_lm_is_refused_naming_the_shipped_profile_that_fits(tiny_llama: Path,
+                                                                                            tmp_path: Path) -> None:
+    """`run` without --profile (cpu: an accuracy budget) on a causal LM: the refusal names llm-cpu, whose budgets it
+    can be judged on, before saying what to edit (found by the coverage matrix: the fix only said "edit")."""
+    from slimline.api import as_profile
+    from slimline.pipeline.plan import RunRequest, plan_run
+
+    with pytest.raises(ProfileError) as refused:
+        plan_run(RunRequest(checkpoint=tiny_llama, profile=as_profile("cpu"), out_dir=tmp_path / "out"))
+    assert "accuracy_drop_pt (no output measures it)" in str(refused.value)
+    assert refused.value.fix.startswith("use --profile llm-cpu (shipped for this target")
+    plan_run(RunRequest(checkpoint=tiny_llama, profile=as_profile("llm-cpu"), out_dir=tmp_path / "out"))  # the fix
+
+
 @given(st.sampled_from(sorted(__import__("slimline.core.output_kinds", fromlist=["x"]).QUALITY_METRICS)),
        st.text(st.characters(blacklist_characters="@", blacklist_categories=("Cs",)), min_size=1, max_size=12),
        st.sampled_from(["", "cosine_min_mean", "latency_p50_ms"]))

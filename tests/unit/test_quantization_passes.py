@@ -185,3 +185,16 @@ def test_static_int8_calibrates_on_the_runs_own_text_and_entropy_works_on_unequa
     assert calibration["examples"] == 24 and calibration["sha256"] == out.manifest.provenance.data_sha256["calibration"]
     assert out.manifest.metadata["quantization"]["calibration_method"] == "entropy"
     assert np.isfinite(run_onnx(out)).all()
+
+
+@pytest.mark.parametrize("source", ["eval-data", "rotten-tomatoes"])
+def test_static_int8_on_a_causal_lm_is_refused_in_the_check_naming_the_llm_recipes(source: str) -> None:
+    """Was refused only after the export, calibrating ("the tokenizer does not produce model inputs
+    ['past_key_values.0.key', ...]", fix: "calibrate a text model ..."); found by the coverage matrix."""
+    problems = make("quantize.ort-int8-static", calibration={"source": source}).check(
+        ModelInfo("onnx", "text-generation", "llama"), CPU)
+    errors = [p for p in problems if p.severity == "error"]
+    assert len(errors) == 1 and "causal LM" in errors[0].message
+    assert "llm-int8-weight-only" in (errors[0].fix or "") and "llm-int8-per-channel" in (errors[0].fix or "")
+    assert not [p for p in make("quantize.ort-int4-weight-only", bits=8, op_types=["MatMul"]).check(
+        ModelInfo("onnx", "text-generation", "llama"), CPU) if p.severity == "error"]  # the fix's recipe applies

@@ -6,8 +6,9 @@ import pickle
 from pathlib import Path
 
 import pytest
-from plain_modules import write_tiny_cnn
+from plain_modules import LSTM_SPEC, write_tiny_cnn
 
+import slimline
 from slimline.core.artifact import ModelDir
 from slimline.core.errors import CheckpointError, RecipeError
 from slimline.formats.torch_module import (
@@ -113,6 +114,11 @@ def test_a_torch_level_pass_on_a_plain_module_is_refused_with_why_and_the_fix(wo
                          recipe=as_recipe([{"pass": "prune.structured", "with": {"ffn_ratio": 0.5}}]))
     with pytest.raises(RecipeError, match="a plain PyTorch module has none"):
         plan_run(request)
+    # `compress` says the same (it said only "accepts ['hf'] models"; found by the coverage matrix)
+    with pytest.raises(RecipeError, match="a plain PyTorch module has none"):
+        slimline.compress(model.path, recipe=[{"pass": "prune.structured", "with": {"ffn_ratio": 0.5}}],
+                          out=workdir / "pruned")
+    assert not (workdir / "pruned").exists()
 
 
 def test_calibrating_on_eval_data_without_eval_data_is_refused_before_any_stage(workdir: Path) -> None:
@@ -123,3 +129,23 @@ def test_calibrating_on_eval_data_without_eval_data_is_refused_before_any_stage(
     model = module_dir_for("tiny_cnn:build", weights, load_input_spec(workdir / "inputs.yaml"))
     with pytest.raises(RecipeError, match="pass --eval-data"):
         plan_run(RunRequest(checkpoint=model.path, profile=as_profile("cpu-vision"), out_dir=workdir / "out"))
+
+
+def test_a_plain_module_whose_token_input_is_named_input_ids_exports_with_ids_its_embedding_has(
+        workdir: Path) -> None:
+    """Without a config, `input_ids` were drawn from a guessed 1000-word vocabulary: the LSTM of the coverage matrix
+    (64 rows) failed its export's parity check with "index out of range" (exit 3)."""
+    import shutil
+
+    import torch
+    from conftest import REPO
+
+    shutil.copy(REPO / "tests" / "fixtures" / "tiny_lstm.py", workdir / "tiny_lstm.py")
+    (workdir / "inputs.yaml").write_text(LSTM_SPEC)
+    from tiny_lstm import VOCAB, build
+
+    assert VOCAB < 1000
+    torch.save(build().state_dict(), workdir / "weights.pt")
+    model = module_dir_for("tiny_lstm:build", workdir / "weights.pt", load_input_spec(workdir / "inputs.yaml"))
+    exported = slimline.export(model.path, out=workdir / "onnx")
+    assert exported.manifest.metadata["parity"]["examples"] >= 64
