@@ -114,10 +114,16 @@ def _try_plan(request: RunRequest, candidate: RuntimeCandidate,
         return err
 
 
-def _why(err: Exception) -> str:
+def _message(err: Exception) -> str:
+    """The error's message on one line, without its fix."""
     fix = getattr(err, "fix", None)
     text = str(err).removesuffix(f"\n  fix: {fix}") if fix else str(err)
     return " ".join(line.strip() for line in text.splitlines())
+
+
+def _why(err: Exception) -> str:
+    fix = getattr(err, "fix", None)
+    return _message(err) + (f" (fix: {fix})" if fix else "")
 
 
 def plan_choice(request: RunRequest) -> Plan:
@@ -152,6 +158,8 @@ def plan_choice(request: RunRequest) -> Plan:
             break  # the first runtime that runs the given recipe
     if not viable and explicit and errors:
         raise errors[0]  # the recipe is the problem: say so as a fixed-runtime profile would
+    if not viable and errors and len(errors) == len(skipped) and len({_message(e) for e in errors}) == 1:
+        raise errors[0]  # every candidate refused for one reason: the model, data or budgets, not a runtime
     if not viable:
         reasons = "\n  ".join(f"{s['label']}: {s['why']}" for s in skipped)
         raise RecipeError(f"no runtime candidate of profile {profile.name} can run here:\n  {reasons}",
