@@ -71,6 +71,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
 def __getattr__(name: str) -> Any:
     if name in API_FUNCTIONS:
         return getattr(importlib.import_module("slimline.api"), name)
+    if name == "api":  # `slimline.api.as_recipe` after a bare `import slimline`
+        return importlib.import_module("slimline.api")
     raise AttributeError(f"module 'slimline' has no attribute {name!r}")
 
 

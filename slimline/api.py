@@ -183,10 +183,13 @@ def compress(checkpoint: PathLike, *, recipe: RecipeLike, out: PathLike, profile
     (calibration, the quality fallback) their splits."""
     read = input_paths(checkpoint, base, eval_data, profile, recipe if isinstance(recipe, (str, Path)) else None)
     with claimed_output(out, "model", force=force, inputs=read):  # the output rule and the lock, first
+        from slimline.core.progress import reporter
         from slimline.pipeline.single import compress_to
 
-        return compress_to(Path(checkpoint), Path(out), as_recipe(recipe), as_profile(profile),
-                           tuning_data=as_dataset(eval_data), force=force, base=_optional_path(base))
+        steps = as_recipe(recipe)
+        with reporter().step(f"compress: {' -> '.join(step.name for step in steps) or 'no steps'}"):
+            return compress_to(Path(checkpoint), Path(out), steps, as_profile(profile),
+                               tuning_data=as_dataset(eval_data), force=force, base=_optional_path(base))
 
 
 @public
@@ -198,10 +201,12 @@ def export(checkpoint: PathLike, *, out: PathLike, task: str | None = None, opse
 
     `exporter`: "auto" (optimum's where it supports the model, else torch.onnx), "optimum" or "torch"."""
     with claimed_output(out, "model", force=force, inputs=input_paths(checkpoint, base)):  # first: the rule, the lock
+        from slimline.core.progress import reporter
         from slimline.pipeline.single import export_to
 
-        return export_to(Path(checkpoint), Path(out), task=task, opset=opset, exporter=exporter, force=force,
-                         base=_optional_path(base))
+        with reporter().step(f"export: {Path(checkpoint).name} to ONNX (with a parity check)"):
+            return export_to(Path(checkpoint), Path(out), task=task, opset=opset, exporter=exporter, force=force,
+                             base=_optional_path(base))
 
 
 @public
