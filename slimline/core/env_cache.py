@@ -3,9 +3,9 @@
 `slimline doctor` imports the whole export stack in a fresh interpreter (torch, transformers, optimum,
 onnxruntime: 4-30 s depending on the machine's load) and asks torch about CUDA (another 2 s to import
 torch). Neither answer can change unless the environment does, so each is kept per environment, keyed on
-the interpreter and its import path, every installed distribution's name, version and install time (a `--force-reinstall` of
-the same version is a new key), and what decides GPU visibility (the NVIDIA driver's version file, the
-device nodes, CUDA_VISIBLE_DEVICES). A stale answer is impossible by construction short of someone editing
+the interpreter and its import path, every installed distribution's name, version and install time (a
+`--force-reinstall` of the same version is a new key), and what decides GPU visibility (the NVIDIA
+driver's version file, the device nodes, CUDA_VISIBLE_DEVICES). A stale answer needs someone editing
 site-packages in place; `slimline doctor --refresh` probes again regardless.
 """
 
