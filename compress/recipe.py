@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from slimline.compress.base import Pass, Problem
 from slimline.compress.catalogue import pass_class, pass_names
 from slimline.core.errors import RecipeError, shorten
+from slimline.core.suggest import validation_problems
 from slimline.core.yaml_files import load_yaml_file
 from slimline.profiles.schema import Profile, recipe_path
 
@@ -60,12 +61,8 @@ class SkippedStep:
 STEP_KEYS = frozenset({"pass", "with", "optional"})
 
 
-def _config_errors(err: ValidationError) -> str:
-    parts = []
-    for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(config)"
-        parts.append(f"'{key}': {item['msg']}")
-    return "; ".join(parts)
+def _config_errors(err: ValidationError, config: type[BaseModel]) -> str:
+    return "; ".join(f"'{key or '(config)'}': {message}" for key, message in validation_problems(err, config))
 
 
 def build_step(index: int, raw: Any, source: str) -> RecipeStep:
@@ -99,7 +96,8 @@ def build_step(index: int, raw: Any, source: str) -> RecipeStep:
         config = pass_cls.Config.model_validate(options)
     except ValidationError as err:
         fields = ", ".join(pass_cls.Config.model_fields)
-        raise RecipeError(f"{where} ({name}): invalid options: {_config_errors(err)}.",
+        problems = _config_errors(err, pass_cls.Config)
+        raise RecipeError(f"{where} ({name}): invalid options: {problems}{'' if problems.endswith('?') else '.'}",
                           fix=f"{name} takes: {fields}.") from err
     return RecipeStep(index, pass_cls(config), optional)
 

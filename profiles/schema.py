@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from slimline.core.errors import ProfileError, RecipeError, shorten
 from slimline.core.output_kinds import QUALITY_METRICS, OutputKind
 from slimline.core.runtime_names import AUTO_RUNTIME, device_problem, runtime_entry
+from slimline.core.suggest import did_you_mean, validation_problems
 from slimline.core.yaml_files import load_yaml_file
 
 PROFILE_SCHEMA_VERSION = 1
@@ -296,7 +297,8 @@ class Profile(BaseModel):
         for name, budget in budgets.items():
             metric, separator, output = name.partition("@")
             if metric not in BUDGET_METRICS:
-                raise ValueError(f"unknown budget metric {metric!r}; known: {', '.join(BUDGET_METRICS)}")
+                raise ValueError(f"unknown budget metric {metric!r}; {did_you_mean(metric, BUDGET_METRICS)}known: "
+                                 f"{', '.join(BUDGET_METRICS)}")
             if separator and (not output or metric not in QUALITY_METRICS):
                 raise ValueError(f"budget {name!r}: METRIC@OUTPUT names one output of the model, and only quality "
                                  f"metrics are per output ({', '.join(sorted(QUALITY_METRICS))})")
@@ -305,12 +307,9 @@ class Profile(BaseModel):
         return budgets
 
 
-def format_validation_error(err: ValidationError) -> str:
-    lines = []
-    for item in err.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  - {where}: {item['msg']}")
-    return "\n".join(lines)
+def format_validation_error(err: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One line per problem; an unknown key names the closest field of `model` at that place ("did you mean")."""
+    return "\n".join(f"  - {where or '(top level)'}: {message}" for where, message in validation_problems(err, model))
 
 
 def parse_profile(data: Any, source: str) -> Profile:
@@ -320,7 +319,7 @@ def parse_profile(data: Any, source: str) -> Profile:
     try:
         profile = Profile.model_validate(data)
     except ValidationError as err:
-        raise ProfileError(f"profile {source} is invalid:\n{format_validation_error(err)}",
+        raise ProfileError(f"profile {source} is invalid:\n{format_validation_error(err, Profile)}",
                            fix="fix the fields named above; `slimline profiles show cpu` shows a valid one.") from err
     if not profile.budgets:
         raise ProfileError(f"profile {source} has no budgets, so no model could ever fail it.",
@@ -347,7 +346,8 @@ def shipped_or_path(name_or_path: str | Path, directory: Path, what: str) -> Pat
     if not shipped.is_file():
         names = sorted(p.stem for p in directory.glob("*.yaml"))
         raise RecipeError(f"no {what} named {shorten(str(name_or_path))}.",
-                          fix=f"use one of {', '.join(names)} or a path to a YAML file.")
+                          fix=f"{did_you_mean(str(name_or_path), names)}use one of {', '.join(names)} or a path to a "
+                              "YAML file.")
     return shipped
 
 
@@ -363,5 +363,6 @@ def load_profile(name_or_path: str | Path) -> Profile:
         path = PROFILES_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
             raise ProfileError(f"no profile named {name_or_path!r}.",
-                               fix=f"use one of {', '.join(list_profiles())} or a path to a YAML file.")
+                               fix=f"{did_you_mean(str(name_or_path), list_profiles())}use one of "
+                                   f"{', '.join(list_profiles())} or a path to a YAML file.")
     return parse_profile(load_yaml_file(path, ProfileError, "profile"), str(path))

@@ -4,22 +4,21 @@ The Python API mirrors the CLI::
 
     import slimline
     report = slimline.run("my-checkpoint", profile="cpu", out="runs/cpu")
-    print(report.verdict, report.measurements.latency)
+    print(report.verdict, report.measurements.primary_latency().p50_ms)
 
-`run`, `rerun`, `compress`, `export`, `bench`, `search`, `package`, `verify` and `demo_checkpoint` are slimline.api's
-functions. Importing this package stays cheap: no torch, onnxruntime, transformers, tensorrt or
-bitsandbytes until a function needs them (each is resolved on first use).
+Every name in `__all__` is a function of slimline.api (or an error class, or `ProgressEvent`), reachable as
+`slimline.NAME`. Importing this package stays cheap: no torch, onnxruntime, transformers, tensorrt or
+bitsandbytes until a function needs them (the functions are resolved on first use).
 
-`slimline.compress`, `slimline.export` and `slimline.bench` are also the packages of those layers; so
-that `slimline.compress(...)` keeps working after `import slimline.compress.quantize` has bound the
-name to the package, those three packages are callable modules that forward the call to the API.
+slimline logs through the `slimline` logger, which has a NullHandler: a library does not print. Configure
+logging (`logging.basicConfig()`) to see its warnings, or pass `progress=True` to see progress.
 """
 
 from __future__ import annotations
 
 import importlib
-import types
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any
 
 from slimline.core.errors import (
     BadInputError,
@@ -35,11 +34,55 @@ from slimline.core.errors import (
     RecipeError,
     SlimlineError,
 )
+from slimline.core.progress import ProgressEvent
 
 __version__ = "0.1.0"
 
-_API_FUNCTIONS = ("run", "rerun", "compress", "export", "bench", "search", "package", "verify", "demo_checkpoint")
-_LAYER_PACKAGES = ("compress", "export", "bench")
+logging.getLogger("slimline").addHandler(logging.NullHandler())
+
+#: The functions of slimline.api that are the public API (`slimline.run` is `slimline.api.run`).
+API_FUNCTIONS = ("run", "rerun", "compress", "export", "bench", "search", "package", "verify", "demo_checkpoint",
+                 "history_runs", "history_run", "ship", "compare", "export_history", "import_history_record",
+                 "check_history", "doctor", "keygen")
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports slimline.api on first use
+    from slimline.api import (
+        bench,
+        check_history,
+        compare,
+        compress,
+        demo_checkpoint,
+        doctor,
+        export,
+        export_history,
+        history_run,
+        history_runs,
+        import_history_record,
+        keygen,
+        package,
+        rerun,
+        run,
+        search,
+        ship,
+        verify,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in API_FUNCTIONS:
+        return getattr(importlib.import_module("slimline.api"), name)
+    if name == "api":  # `slimline.api.as_recipe` after a bare `import slimline`
+        return importlib.import_module("slimline.api")
+    raise AttributeError(f"module 'slimline' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *API_FUNCTIONS})
+
+
+# BEGIN callable layers (removed by the package rename: the layer folders then install as slimline.compression,
+# slimline.exporters and slimline.benchmarking, and slimline.compress/.export/.bench are the API's functions)
+import types  # noqa: E402
 
 
 class _CallableLayer(types.ModuleType):
@@ -50,17 +93,14 @@ class _CallableLayer(types.ModuleType):
         return getattr(api, self.__name__.rpartition(".")[2])(*args, **kwargs)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _API_FUNCTIONS:
-        return getattr(importlib.import_module("slimline.api"), name)
-    raise AttributeError(f"module 'slimline' has no attribute {name!r}")
-
-
-for _name in _LAYER_PACKAGES:  # their __init__ modules hold only a docstring: importing them is free
+for _name in ("compress", "export", "bench"):  # their __init__ modules hold only a docstring: importing them is free
     _module = importlib.import_module(f"{__name__}.{_name}")
     _module.__class__ = _CallableLayer
 del _name, _module
+# END callable layers
 
 __all__ = ["BadInputError", "BenchError", "BundleError", "CheckpointError", "DataError", "ExportError",
-           "MissingDependency", "OutputError", "PassError", "ProfileError", "RecipeError", "SlimlineError",
-           "__version__", "bench", "compress", "demo_checkpoint", "export", "package", "rerun", "run", "verify"]
+           "MissingDependency", "OutputError", "PassError", "ProfileError", "ProgressEvent", "RecipeError",
+           "SlimlineError", "__version__", "bench", "check_history", "compare", "compress", "demo_checkpoint",
+           "doctor", "export", "export_history", "history_run", "history_runs", "import_history_record", "keygen",
+           "package", "rerun", "run", "search", "ship", "verify"]

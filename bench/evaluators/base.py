@@ -252,7 +252,8 @@ def parse_eval_arg(value: Any) -> Any:
     if value is None or isinstance(value, (DatasetSpec, EvalSource)):
         return value
     text = str(value)
-    if text.partition(":")[0] == "rotten-tomatoes" or text.endswith((".csv", ".jsonl")):
+    if text.partition(":")[0] == "rotten-tomatoes" or text.endswith((".csv", ".jsonl")) or \
+            text.rpartition(":")[0].endswith((".csv", ".jsonl")):  # reviews.csv:test
         return parse_dataset_arg(text)
     head, _, tail = text.rpartition(":")
     source, split = (head, tail) if head and tail in EVAL_SPLITS else (text, "test")

@@ -6,6 +6,47 @@ import argparse
 import re
 from collections.abc import Callable, Sequence
 
+from slimline.core.suggest import did_you_mean
+
+
+class SuggestingParser(argparse.ArgumentParser):
+    """argparse's parser, with "did you mean" for a misspelt command or choice (`slimline hisotry`)."""
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        if action.choices is not None and value not in action.choices:
+            choices = [str(choice) for choice in action.choices]
+            hint = did_you_mean(value, choices)
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r} ({hint}choose from {', '.join(choices)})")
+
+
+def add_loudness_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """-q / -v / --log-level. Given at the top (`slimline -q run`) or after the command (`slimline run -q`):
+    below the top they default to SUPPRESS, so a subcommand does not reset what the top level parsed."""
+    default: dict[str, object] = {} if top else {"default": argparse.SUPPRESS}
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="print only the result (the verdict line, the "
+                          "JSON, errors): no tables, progress or warnings", **default)
+    loudness.add_argument("-v", "--verbose", action="store_true",
+                          help="log diagnostics to stderr, and let libraries print their own notes", **default)
+    parser.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, **default,
+                        help="level of slimline's log on stderr (default warning; -v: info; -q: error)")
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def subparsers_of(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every subcommand's parser, nested ones included (`history list`)."""
+    found, pending = [], [parser]
+    while pending:
+        current = pending.pop()
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                children = list(dict.fromkeys(action.choices.values()))
+                found.extend(children)
+                pending.extend(children)
+    return found
+
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
     """An int in [low, high]: `--port 70000` or `--threads 0` is a usage error, not an OverflowError later."""

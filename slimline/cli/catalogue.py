@@ -6,11 +6,56 @@ import argparse
 import sys
 from pathlib import Path
 
-from slimline.cli.console import console
+from slimline.cli.console import add_json_option, console, print_json
 from slimline.core.errors import EXIT_OK
 
 
+def _profiles_json(args: argparse.Namespace) -> int:
+    from slimline.compress.recipe import profile_recipe
+    from slimline.profiles.schema import list_profiles, load_profile
+
+    if args.action == "list":
+        profiles = [load_profile(name) for name in list_profiles()]
+        print_json("profiles", items=[{"name": p.name, "description": p.description, "target": p.target.model_dump(
+            mode="json"), "budgets": sorted(p.budgets)} for p in profiles])
+        return EXIT_OK
+    profile = load_profile(args.name if args.action == "show" else Path(args.name))
+    steps = profile_recipe(profile)
+    print_json("profile", name=profile.name, valid=True, profile=profile.model_dump(mode="json"),
+               recipe=[{"pass": step.name, "with": step.config_dict()} for step in steps])
+    return EXIT_OK
+
+
+def _recipes_json(args: argparse.Namespace) -> int:
+    from slimline.compress.recipe import load_recipe
+    from slimline.profiles.schema import list_recipes
+
+    if args.action == "list":
+        print_json("recipes", items=[{"name": name, "passes": [step.name for step in load_recipe(name)]}
+                                     for name in list_recipes()])
+        return EXIT_OK
+    steps = load_recipe(args.name if args.action == "show" else Path(args.name))
+    print_json("recipe", name=str(args.name), valid=True,
+               steps=[{"pass": step.name, "with": step.config_dict()} for step in steps])
+    return EXIT_OK
+
+
+def _spaces_json(args: argparse.Namespace) -> int:
+    from slimline.compress.search_space_files import list_spaces, load_search_space
+
+    if args.action == "list":
+        print_json("spaces", items=[{"name": name, "description": load_search_space(name).description}
+                                    for name in list_spaces()])
+        return EXIT_OK
+    space = load_search_space(args.name if args.action == "show" else Path(args.name))
+    print_json("space", name=str(args.name), valid=True, description=space.description,
+               parameters=sorted(space.parameter_names()), space=space.raw)
+    return EXIT_OK
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
+    if args.json:
+        return _profiles_json(args)
     import yaml
 
     from slimline.compress.recipe import profile_recipe
@@ -37,6 +82,8 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
+    if args.json:
+        return _recipes_json(args)
     from slimline.compress.recipe import load_recipe
     from slimline.profiles.schema import RECIPES_DIR, list_recipes
 
@@ -56,6 +103,8 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:
+    if args.json:
+        return _spaces_json(args)
     from slimline.compress.search_space_files import SPACES_DIR, list_spaces, load_search_space
 
     out = console()
@@ -76,6 +125,14 @@ def cmd_passes(args: argparse.Namespace) -> int:
 
     out = console()
     entries = catalogue()
+    if args.json:
+        print_json("passes", items=[{
+            "name": name, "stage": cls.stage, "accepts": sorted(cls.accepts), "produces": cls.produces,
+            "extra": entries[name].extra if name in entries else None,
+            "summary": ((cls.__module__ and sys.modules[cls.__module__].__doc__) or "").strip().split("\n\n")[0],
+            "options": {key: field.get_default(call_default_factory=True)
+                        for key, field in cls.Config.model_fields.items()}} for name, cls in registry().items()])
+        return EXIT_OK
     for name, cls in registry().items():
         options = ", ".join(f"{key}={field.get_default(call_default_factory=True)!r}"
                             for key, field in cls.Config.model_fields.items())
@@ -90,9 +147,12 @@ def cmd_passes(args: argparse.Namespace) -> int:
 def _add_list_show_validate(sub: argparse._SubParsersAction, what: str, handler: object) -> None:
     parser = sub.add_parser(what, help=f"list, show or validate {what}")
     actions = parser.add_subparsers(dest="action", required=True)
-    actions.add_parser("list")
-    actions.add_parser("show").add_argument("name")
-    actions.add_parser("validate").add_argument("name", metavar="FILE")
+    actions.add_parser("list", help=f"the shipped {what}")
+    actions.add_parser("show", help="one by name").add_argument("name")
+    actions.add_parser("validate", help="check a YAML file (exit 2 naming the problem)").add_argument(
+        "name", metavar="FILE")
+    for action in actions.choices.values():
+        add_json_option(action)
     parser.set_defaults(handler=handler)
 
 
@@ -103,4 +163,5 @@ def add_catalogue_commands(sub: argparse._SubParsersAction) -> None:
 
     passes = sub.add_parser("passes", help="list registered compression passes")
     passes.add_argument("action", choices=["list"])
+    add_json_option(passes)
     passes.set_defaults(handler=cmd_passes)

@@ -1,8 +1,26 @@
-"""What every command prints with: a console sized for logs, error lines, and the report tables."""
+"""What every command prints with: a console sized for logs, error lines, the report tables, and --json."""
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
+
+#: The envelope of every `--json` output: {"schema_version": 1, "kind": "...", ...}. Raise it when a field
+#: changes meaning or goes away; adding a field keeps it.
+JSON_SCHEMA_VERSION = 1
+
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """-q: commands print their result line only (no tables, progress or warnings; errors still go to stderr)."""
+    global _quiet
+    _quiet = quiet
+
+
+def is_quiet() -> bool:
+    return _quiet
 
 
 def console() -> Any:
@@ -12,6 +30,24 @@ def console() -> Any:
     if not out.is_terminal:
         out.width = max(out.width, 180)  # logs and CI: keep the tables readable
     return out
+
+
+def details() -> Any:
+    """The console for what -q leaves out (tables, notes): a silent one under -q."""
+    out = console()
+    out.quiet = _quiet
+    return out
+
+
+def add_json_option(parser: Any) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help=f"print one JSON document (schema_version {JSON_SCHEMA_VERSION}) instead of tables")
+
+
+def print_json(kind: str, **fields: Any) -> None:
+    """One JSON document on stdout, plain (rich would wrap long strings and break it), schema-versioned."""
+    sys.stdout.write(json.dumps({"schema_version": JSON_SCHEMA_VERSION, "kind": kind, **fields}, indent=2,
+                                default=str) + "\n")
 
 
 def print_error(prefix: str, message: str) -> None:
@@ -47,7 +83,7 @@ def print_report(report: Any) -> None:
         timing_sentence,
     )
 
-    out = console()
+    out = details()
     shape = next(iter(report.measurements.latency))
     out.print(_table(f"slimline - profile {report.profile['name']} ({shape}), each model timed alone",
                      COMPARISON_HEADER, comparison_rows(report)))
@@ -77,7 +113,7 @@ def print_report(report: Any) -> None:
             out.print(f"[magenta]inconclusive:[/] {b.name}: {b.note}")
     for warning in report.warnings:
         out.print(f"[yellow]warning:[/] {warning}")
-    out.print(f"verdict: [{VERDICT_STYLES.get(report.verdict, 'bold')}]{report.verdict.upper()}[/]")
+    console().print(f"verdict: [{VERDICT_STYLES.get(report.verdict, 'bold')}]{report.verdict.upper()}[/]")
 
 
 def verdict_exit(report: Any) -> int:

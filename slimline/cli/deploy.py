@@ -11,6 +11,7 @@ from typing import Any
 
 from slimline import api
 from slimline.cli.arguments import bounded_int
+from slimline.cli.console import add_json_option, print_json
 from slimline.cli.console import console as _console
 from slimline.core.errors import EXIT_OK, BadInputError
 
@@ -33,6 +34,9 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     result = api.verify(args.bundle, key=args.key, expect_sha256=args.expect_sha256)
+    if args.json:
+        print_json("verify", ok=True, **result.model_dump(mode="json"))
+        return EXIT_OK
     console = _console()
     console.print(f"[bold green]OK[/] {result.bundle}: {result.name} ({result.format}, model version "
                   f"{result.model_version}), {result.files_checked} files match their sha256; loads with "
@@ -121,6 +125,7 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
                         help="require a valid signature by this Ed25519 PEM public key (the publisher's .pub)")
     verify.add_argument("--expect-sha256", metavar="DIGEST",
                         help="require manifest.json's sha256 to be DIGEST (as `slimline package` printed it)")
+    add_json_option(verify)
     verify.set_defaults(handler=cmd_verify)
 
     keygen = sub.add_parser("keygen", help="make an Ed25519 key pair for signing bundles (PREFIX.key, PREFIX.pub)")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from slimline.cli.console import add_json_option, print_json
 from slimline.cli.console import console as _console
 from slimline.core.errors import EXIT_BAD_INPUT, EXIT_OK
 
@@ -15,10 +15,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     from slimline.core.doctor import diagnose
 
-    report = diagnose()
+    report = diagnose(refresh=args.refresh)
     exit_code = EXIT_BAD_INPUT if report.broken else EXIT_OK  # the export stack cannot import: CI must stop
-    if args.json:  # plain text: rich would wrap long strings and break the JSON
-        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+    if args.json:
+        print_json("doctor", **report.model_dump(mode="json"))
         return exit_code
     console = _console()
     console.print(f"python {report.python} on {report.platform}", markup=False)
@@ -40,10 +40,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for check in report.broken:
         console.print(f"[bold red]broken:[/] {escape(check.name)}: {escape(check.detail)}\n"
                       f"  fix: {escape(check.fix or '')}")
+    if report.cached:
+        console.print("cached: " + ", ".join(f"{name} (probed {at})" for name, at in report.cached.items()) +
+                      "; `slimline doctor --refresh` probes again", markup=False)
     return exit_code
 
 
 def add_doctor_command(sub: argparse._SubParsersAction) -> None:
     doctor = sub.add_parser("doctor", help="which runtimes, execution providers and GPUs this machine has")
-    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json_option(doctor)
+    doctor.add_argument("--refresh", action="store_true", help="probe the export stack and torch again instead of "
+                        "using this environment's cached answers")
     doctor.set_defaults(handler=cmd_doctor)

@@ -1,4 +1,11 @@
-"""The `slimline` command's entry point: the parser from the command modules, logging, and exit codes."""
+"""The `slimline` command's entry point: the parser from the command modules, logging, and exit codes.
+
+Conventions every command follows: `--version`; `-q/--quiet` (the result line only), `-v/--verbose` and
+`--log-level`; `--json` on every list, show, verify, history and compare command (one schema-versioned
+document on stdout); `--checkpoint` for the model going in (`--model` is the same option); "did you mean"
+for a misspelt command or choice; progress as rich bars on a terminal and as plain lines (repeated at least
+every 20 s) in a log.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from slimline.cli.arguments import attach_dash_values
+from slimline.cli.arguments import SuggestingParser, add_loudness_options, attach_dash_values, subparsers_of
 from slimline.cli.catalogue import add_catalogue_commands
-from slimline.cli.console import print_error
+from slimline.cli.console import print_error, set_quiet
 from slimline.cli.deploy import add_deploy_commands
 from slimline.cli.doctor import add_doctor_command
 from slimline.cli.history import add_history_commands
@@ -19,14 +26,17 @@ from slimline.cli.search import add_search_command
 from slimline.cli.stages import add_stage_commands
 from slimline.core.artifact import describe_os_error
 from slimline.core.errors import EXIT_BAD_INPUT, EXIT_STAGE_FAILED, SlimlineError
+from slimline.core.frontend import cli_calls
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="slimline", description="Compress, export and benchmark fine-tuned models "
-                                     "against a deployment target's budgets. Exit codes: 0 within budget, 1 a "
-                                     "budget failed or the verdict is inconclusive or incomplete, 2 bad input, "
-                                     "3 a stage failed.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics to stderr")
+    from slimline import __version__
+
+    parser = SuggestingParser(prog="slimline", description="Compress, export and benchmark fine-tuned models "
+                              "against a deployment target's budgets. Exit codes: 0 within budget, 1 a budget failed "
+                              "or the verdict is inconclusive or incomplete, 2 bad input, 3 a stage failed.")
+    parser.add_argument("--version", action="version", version=f"slimline {__version__}")
+    add_loudness_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
 
     add_stage_commands(sub)  # run, demo, export, compress, bench
@@ -35,7 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_deploy_commands(sub)  # package, verify, serve
     add_doctor_command(sub)
     add_history_commands(sub)  # history list|show|ship|export, compare
+    for command in subparsers_of(parser):
+        add_loudness_options(command)
     return parser
+
+
+def log_level(args: argparse.Namespace) -> int:
+    if args.log_level:
+        return getattr(logging, args.log_level.upper())
+    return logging.ERROR if args.quiet else logging.INFO if args.verbose else logging.WARNING
 
 
 def quiet_third_party_libraries() -> None:
@@ -45,10 +63,8 @@ def quiet_third_party_libraries() -> None:
     import warnings
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    for category in (UserWarning, FutureWarning, DeprecationWarning):
-        warnings.filterwarnings("ignore", category=category)
+    warnings.simplefilter("ignore")  # every category: torch's TracerWarning is none of the usual three
     logging.getLogger().setLevel(logging.ERROR)  # ORT's quantizer logs its advice on the root logger
-    logging.getLogger("slimline").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,13 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from slimline.core.invocation import set_command_line
 
     set_command_line(arguments)  # reports say which command made them
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
+    level = log_level(args)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("slimline").setLevel(level)
+    if not args.verbose and level > logging.DEBUG:
         quiet_third_party_libraries()
-    from slimline.core.progress import RichReporter, set_reporter
+    from slimline.core.progress import SilentReporter, set_reporter, terminal_reporter
 
-    set_reporter(RichReporter())
+    set_quiet(args.quiet)
+    set_reporter(SilentReporter() if args.quiet else terminal_reporter(sys.stderr))
     terminated: list[int] = []
 
     def on_sigterm(signum: int, frame: object) -> None:
@@ -75,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        return args.handler(args)
+        with cli_calls():  # refusals keep naming flags (the Python API's name parameters)
+            return args.handler(args)
     except SlimlineError as err:
         print_error(f"error ({type(err).__name__}): ", str(err))
         return err.exit_code

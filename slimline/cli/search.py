@@ -55,7 +55,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 def add_search_command(sub: argparse._SubParsersAction) -> None:
     search = sub.add_parser("search", help="search a space of recipes for the fastest artifact within every budget "
                             "(resumable; Pareto front)")
-    search.add_argument("--checkpoint", required=True, help="Hugging Face checkpoint directory")
+    search.add_argument("--checkpoint", "--model", dest="checkpoint", required=True, metavar="DIR",
+                        help="Hugging Face checkpoint directory")
     search.add_argument("--profile", default="cpu", help="profile name or YAML path (default: cpu)")
     search.add_argument("--out", required=True, help="search directory (search.db, stages/, trials.md, best/, "
                         "report.json); rerun with the same --out to resume")

@@ -75,14 +75,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    model_dir = api.compress(args.model, recipe=args.recipe, out=args.out, profile=args.profile,
+    model_dir = api.compress(args.checkpoint, recipe=args.recipe, out=args.out, profile=args.profile,
                              eval_data=args.eval_data, force=args.force, base=args.base)
     console().print(f"wrote {model_dir.path} ({model_dir.manifest.format}, {model_dir.size_mb():.1f} MB)")
     return EXIT_OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    report = api.bench(args.model, out=args.out, profile=args.profile, baseline=args.baseline,
+    report = api.bench(args.checkpoint, out=args.out, profile=args.profile, baseline=args.baseline,
                        eval_data=args.eval_data, force=args.force, base=args.base,
                        history=history_argument(args), mlflow_uri=args.mlflow_uri, evaluator=args.evaluator)
     print_report(report)
@@ -100,9 +100,9 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
                      "ONNX one: optional, renames the graph's axes): inputs (name, dtype, shape; strings are dynamic "
                      "axes, `batch` the batch wherever it is, shape [] a scalar), outputs, task, label_names, "
                      "image_preprocess")
-    source.add_argument("--checkpoint", help="Hugging Face checkpoint directory, a PEFT adapter directory "
-                        "(adapter_config.json + weights) to merge into --base, an ONNX file (or a directory holding "
-                        "one) or a TorchScript file (torch.jit.save, with --inputs)")
+    source.add_argument("--checkpoint", "--model", dest="checkpoint", metavar="PATH", help="Hugging Face checkpoint "
+                        "directory, a PEFT adapter directory (adapter_config.json + weights) to merge into --base, an "
+                        "ONNX file (or a directory holding one) or a TorchScript file (torch.jit.save, with --inputs)")
     source.add_argument("--config", help="a run.yaml written beside a report: run exactly that again (with --out to "
                         "write elsewhere)")
     run.add_argument("--base", help=BASE_HELP)
@@ -127,7 +127,8 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(handler=cmd_demo)
 
     export = sub.add_parser("export", help="export a Hugging Face checkpoint to an ONNX model directory")
-    export.add_argument("--checkpoint", required=True, help="Hugging Face checkpoint or PEFT adapter directory")
+    export.add_argument("--checkpoint", "--model", dest="checkpoint", required=True, metavar="DIR",
+                        help="Hugging Face checkpoint or PEFT adapter directory")
     export.add_argument("--base", help=BASE_HELP)
     export.add_argument("--out", required=True)
     export.add_argument("--task")
@@ -137,9 +138,9 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
     export.set_defaults(handler=cmd_export)
 
     compress = sub.add_parser("compress", help="apply a recipe's passes to a model directory")
-    compress.add_argument("--model", required=True, help="input model (HF checkpoint, slimline dir, an ONNX file or "
-                          "a directory holding one, or "
-                          "a PEFT adapter directory with --base)")
+    compress.add_argument("--checkpoint", "--model", dest="checkpoint", required=True, metavar="PATH",
+                          help="input model: a Hugging Face checkpoint, a slimline model directory, an ONNX file (or "
+                          "a directory holding one), or a PEFT adapter directory with --base")
     compress.add_argument("--base", help=BASE_HELP)
     compress.add_argument("--recipe", required=True, help="recipe name or YAML")
     compress.add_argument("--profile", default="cpu", help="target the passes are checked against")
@@ -149,7 +150,9 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
     compress.set_defaults(handler=cmd_compress)
 
     bench = sub.add_parser("bench", help="benchmark a model directory against its fp32 source on a profile")
-    bench.add_argument("--model", required=True, help="model directory, or an ONNX / TorchScript file")
+    bench.add_argument("--checkpoint", "--model", dest="checkpoint", required=True, metavar="PATH",
+                       help="the model to benchmark: a directory written by export or compress, or an ONNX / "
+                       "TorchScript file")
     bench.add_argument("--profile", default="cpu")
     bench.add_argument("--out", required=True)
     bench.add_argument("--baseline", help="the fp32 original: an HF checkpoint, a PEFT adapter directory (with "

@@ -45,11 +45,17 @@ class DatasetSpec(BaseModel):
 
 
 def parse_dataset_arg(value: str | DatasetSpec | None) -> DatasetSpec | None:
-    """`rotten-tomatoes[:split]` or a .csv/.jsonl path (the CLI's --eval-data), or a spec as it is."""
+    """`rotten-tomatoes[:split]` or a .csv/.jsonl path with an optional `:split` (the CLI's --eval-data), or a spec
+    as it is."""
     if value is None or isinstance(value, DatasetSpec):
         return value
     text = str(value)
-    source, _, split = text.partition(":") if not text.endswith((".csv", ".jsonl")) else (text, "", "")
+    if text.endswith((".csv", ".jsonl")):
+        source, split = text, ""
+    elif text.rpartition(":")[0].endswith((".csv", ".jsonl")):  # reviews.csv:test (a path may hold colons)
+        source, _, split = text.rpartition(":")
+    else:
+        source, _, split = text.partition(":")
     try:
         return DatasetSpec(source=source, split=split or "test")  # type: ignore[arg-type]
     except ValidationError as err:

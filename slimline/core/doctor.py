@@ -1,7 +1,9 @@
 """`slimline doctor`: which runtimes, execution providers and devices this machine has, and how to get the rest.
 
 Every probe catches its own failure (a doctor that crashes on a broken install tells nothing) and
-reports what it found, never what a profile hopes for: on a CPU-only machine it says so.
+reports what it found, never what a profile hopes for: on a CPU-only machine it says so. The two slow probes
+(the export stack imported in a fresh interpreter, torch's CUDA facts) are cached per environment
+(slimline.core.env_cache), so a second `doctor` answers in about a second; `refresh` probes again.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from slimline.core.deps import is_available
+from slimline.core.env_cache import per_environment
 from slimline.core.gpu import NVML_INSTALL, nvml, tensorrt_problem, tensorrt_version, torch_cuda_problem
 from slimline.core.machine import cpu_capabilities, cpu_flags, library_versions, machine_info
 
@@ -47,6 +50,8 @@ class DoctorReport(BaseModel):
     nvidia_driver: str | None = None
     tensorrt: str | None = None
     checks: list[Check]
+    #: Probes answered from the per-environment cache -> when they were probed (`doctor --refresh` redoes them).
+    cached: dict[str, str] = Field(default_factory=dict)
 
     @property
     def broken(self) -> list[Check]:
@@ -176,8 +181,28 @@ def _export_imports_check() -> Check:
     return Check(name=name, ok=False, detail=detail, fix=first.fix(library_versions().get("torch")), required=True)
 
 
-def diagnose() -> DoctorReport:
-    """Probe everything; import torch and onnxruntime (seconds), never fail."""
+def _cached_torch_check(refresh: bool, cached: dict[str, str]) -> tuple[Check, str | None, list[dict[str, Any]]]:
+    def probe() -> dict[str, Any]:
+        check, build, devices = _torch_check()
+        return {"check": check.model_dump(), "cuda_build": build, "devices": devices}
+
+    facts, at = per_environment("doctor.torch", probe, refresh=refresh)
+    if at:
+        cached["torch CUDA"] = at
+    return Check.model_validate(facts["check"]), facts["cuda_build"], facts["devices"]
+
+
+def _cached_export_imports_check(refresh: bool, cached: dict[str, str]) -> Check:
+    """Only a probe that passed is kept: after a fix, the next doctor probes again and shows it."""
+    facts, at = per_environment("doctor.export-imports", lambda: _export_imports_check().model_dump(),
+                                refresh=refresh, keep=lambda facts: facts["ok"])
+    if at:
+        cached["export imports"] = at
+    return Check.model_validate(facts)
+
+
+def diagnose(refresh: bool = False) -> DoctorReport:
+    """Probe everything and never fail; the slow probes come from the per-environment cache unless `refresh`."""
     providers: list[str] = []
     ort_error = None
     try:
@@ -186,15 +211,15 @@ def diagnose() -> DoctorReport:
         providers = list(onnxruntime.get_available_providers())
     except Exception as err:  # ImportError, or a broken onnxruntime-gpu install
         ort_error = f"onnxruntime cannot be imported: {type(err).__name__}: {err}"
-    torch_check, cuda_build, devices = _torch_check()
+    cached: dict[str, str] = {}
+    torch_check, cuda_build, devices = _cached_torch_check(refresh, cached)
     nvml_check, driver = _nvml_check()
     trt_check = _tensorrt_check()
     checks = [_cpu_precision_check(), *_onnxruntime_checks(providers, ort_error), _openvino_check(), torch_check,
-              nvml_check, trt_check,
-              _bitsandbytes_check(torch_check.ok), _export_imports_check()]
+              nvml_check, trt_check, _bitsandbytes_check(torch_check.ok), _cached_export_imports_check(refresh, cached)]
     machine = machine_info()
     return DoctorReport(python=sys.version.split()[0], platform=platform.platform(), cpu_model=machine["cpu_model"],
                         cpu_flags=list(cpu_flags()), cpu_capabilities=cpu_capabilities(), versions=library_versions(),
                         onnxruntime_providers=providers,
                         torch_cuda_build=cuda_build, cuda_devices=devices, nvidia_driver=driver,
-                        tensorrt=tensorrt_version() if trt_check.ok else None, checks=checks)
+                        tensorrt=tensorrt_version() if trt_check.ok else None, checks=checks, cached=cached)

@@ -6,6 +6,7 @@ Exit codes: 0 within budget, 1 a budget failed, 2 bad input or config, 3 a stage
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Callable
 from typing import Any
 
 EXIT_OK = 0
@@ -36,8 +37,19 @@ class SlimlineError(Exception):
     exit_code = EXIT_STAGE_FAILED
 
     def __init__(self, message: str, *, fix: str | None = None) -> None:
+        self.message = message
         self.fix = fix
-        super().__init__(message if fix is None else f"{message}\n  fix: {fix}")
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        return self.message if self.fix is None else f"{self.message}\n  fix: {self.fix}"
+
+    def reword(self, rewrite: Callable[[str], str]) -> None:
+        """Rewrite the message and the fix in place: the Python API names its parameters where the CLI's
+        messages name flags (slimline.core.frontend)."""
+        self.message = rewrite(self.message)
+        self.fix = None if self.fix is None else rewrite(self.fix)
+        self.args = (self._text(), *self.args[1:])
 
 
 class BadInputError(SlimlineError):

@@ -4,6 +4,10 @@ Latency differences carry the 95% CIs of both medians; the accuracy difference c
 standard error when both runs scored the same examples (same examples_sha256 and per-example results
 recorded), else an unpaired one, and the table says which. Runs from different machine classes are
 still shown, with a warning that their latencies do not compare.
+
+Each run's latency interval is within-run only (WITHIN_RUN_NOTE says so on every comparison): it does not
+cover the machine changing between the runs. `retimed` (slimline.history.retime, `compare --retime`) adds
+both artifacts timed side by side now, and that row's verdict is the one to trust.
 """
 
 from __future__ import annotations
@@ -20,8 +24,16 @@ from slimline.bench.reporting.svg import Distribution, Point, distribution_svg, 
 from slimline.core.stats import Z_95, wilson_interval_pct
 from slimline.history.records import RunRecord
 from slimline.history.regression import accuracy_difference
+from slimline.history.retime import Retimed
 
 HEADER = ["metric", "A", "B", "B - A", "beyond the spread?"]
+WITHIN_RUN_NOTE = ("each run's latency interval is within-run only: it measures how precisely that run timed its "
+                   "model, not how much this machine drifts between runs (load, clocks, temperature), so a latency "
+                   "difference 'beyond the spread' of two runs recorded at different times may be the machine's; "
+                   "`slimline compare --retime` times both artifacts side by side now and judges the difference on "
+                   "that")
+RETIMED_NOTE = ("latency judged on the side-by-side re-timing (both artifacts in one process, shuffled rounds; the "
+                "ratio's interval resamples the same rounds for both)")
 
 
 @dataclass
@@ -31,6 +43,8 @@ class Comparison:
     rows: list[list[str]] = field(default_factory=list)
     budget_rows: list[list[str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    retimed: Retimed | None = None
 
     def html(self) -> str:
         return comparison_html(self)
@@ -47,7 +61,8 @@ def _latency_rows(a: Report, b: Report, shape: str) -> list[list[str]]:
     diff, spread = sb.p50_ms - sa.p50_ms, math.hypot(hw_a, hw_b)
     rows = [[f"latency p50 ms ({shape})", f"{sa.p50_ms:.3f} {_ci(*sa.p50_ci95_ms)}",
              f"{sb.p50_ms:.3f} {_ci(*sb.p50_ci95_ms)}",
-             f"{diff:+.3f} ms ({100 * diff / sa.p50_ms:+.1f}%) ± {spread:.3f}", "yes" if abs(diff) > spread else "no"]]
+             f"{diff:+.3f} ms ({100 * diff / sa.p50_ms:+.1f}%) ± {spread:.3f}",
+             "yes, by within-run CIs" if abs(diff) > spread else "no, by within-run CIs"]]
     for name in ("p95", "p99"):
         va, vb = getattr(sa, f"{name}_ms"), getattr(sb, f"{name}_ms")
         rows.append([f"latency {name} ms", f"{va:.3f}", f"{vb:.3f}", f"{vb - va:+.3f} ({100 * (vb / va - 1):+.1f}%)",
@@ -82,9 +97,19 @@ def _pt(value: float | None, se: float | None) -> str:
     return "-" if value is None else f"{value:.2f}" + ("" if se is None else f" ± {se:.2f} SE")
 
 
-def compare_runs(a: RunRecord, b: RunRecord) -> Comparison:
+def _retimed_row(retimed: Retimed) -> list[str]:
+    low, high = retimed.ratio_ci95
+    return [f"latency p50 ms ({retimed.shape}), re-timed side by side now",
+            f"{retimed.p50_a_ms:.3f} {_ci(*retimed.p50_a_ci95_ms)}",
+            f"{retimed.p50_b_ms:.3f} {_ci(*retimed.p50_b_ci95_ms)}",
+            f"B/A {retimed.ratio_b_over_a:.3f} [{low:.3f}, {high:.3f}] ({100 * (retimed.ratio_b_over_a - 1):+.1f}%; "
+            f"{retimed.rounds} rounds, {retimed.seconds:.0f} s)", "yes" if retimed.beyond_spread else "no"]
+
+
+def compare_runs(a: RunRecord, b: RunRecord, retimed: Retimed | None = None) -> Comparison:
     ra, rb = a.report, b.report
-    result = Comparison(a, b)
+    result = Comparison(a, b, retimed=retimed)
+    result.notes.append(RETIMED_NOTE if retimed is not None else WITHIN_RUN_NOTE)
     if a.machine_class != b.machine_class:
         result.warnings.append(f"different machine classes: A on {a.machine_description}, B on "
                                f"{b.machine_description}; latency and speed-up differences mix model and machine")
@@ -98,6 +123,8 @@ def compare_runs(a: RunRecord, b: RunRecord) -> Comparison:
         result.rows += _latency_rows(ra, rb, shape)
     else:
         result.warnings.append(f"B has no latency at A's shape {shape}: latency not compared")
+    if retimed is not None:
+        result.rows.append(_retimed_row(retimed))
     result.rows += _accuracy_rows(ra, rb)
     fa, fb = ra.measurements, rb.measurements
     result.rows.append(["size MB", f"{fa.size_mb:.2f}", f"{fb.size_mb:.2f}", f"{fb.size_mb - fa.size_mb:+.2f}", "-"])
@@ -144,7 +171,7 @@ def comparison_html(comparison: Comparison) -> str:
     series = [Distribution(f"{tag}: {r.measurements.label}", r.measurements.primary_latency().quantiles_ms or [],
                            tuple(r.measurements.primary_latency().p50_ci95_ms), kind=kind)
               for tag, r, kind in (("A", a, "peer"), ("B", b, "candidate"))]
-    sections = []
+    sections = [("Notes", "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in comparison.notes) + "</ul>", "notes")]
     if comparison.warnings:
         items = "".join(f"<li>{escape(w)}</li>" for w in comparison.warnings)
         sections.append(("Warnings", f"<ul class='warnings'>{items}</ul>", "warnings"))

@@ -86,7 +86,7 @@ def load_run_config(path: Path, out: Path | None = None, force: bool = False) ->
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as err:
-        raise RecipeError(f"run config {path} is invalid:\n{format_validation_error(err)}",
+        raise RecipeError(f"run config {path} is invalid:\n{format_validation_error(err, RunConfig)}",
                           fix="use a run.yaml that slimline wrote beside a report, unchanged, or fix the fields "
                               "named above.") from err
     profile = parse_profile(config.profile, f"{path} (profile)")

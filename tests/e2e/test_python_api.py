@@ -1,40 +1,14 @@
-"""The README's Python example runs as written, on a tiny checkpoint saved as `my-checkpoint`."""
+"""The Python API's arguments: names, paths, objects and configs. (The README's and docs' Python examples run in
+tests/e2e/test_docs_examples.py.)"""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-import re
-import shutil
 from pathlib import Path
 
 import pytest
 from conftest import REPO
 
 import slimline
-
-MARKER = "<!-- python-api-example -->"
-
-
-def readme_example() -> str:
-    text = (REPO / "README.md").read_text()
-    match = re.search(re.escape(MARKER) + r"\s*```python\n(.*?)```", text, re.S)
-    assert match, f"README.md has no ```python block after {MARKER}"
-    return match.group(1)
-
-
-def test_the_readme_python_example_runs(tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    shutil.copytree(tiny_bert, tmp_path / "my-checkpoint")
-    monkeypatch.chdir(tmp_path)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        exec(compile(readme_example(), "README.md", "exec"), {})  # the project's own README
-    output = printed.getvalue()
-    assert re.search(r"^(pass|fail|incomplete) p50 \d", output, re.M), output
-    assert "latency_p95_ms:" in output and "files verified" in output
-    assert (tmp_path / "runs" / "bundle" / "manifest.json").is_file()
-    assert os.path.isfile(tmp_path / "runs" / "int8" / "model.onnx")
 
 
 def test_api_arguments_accept_names_paths_objects_and_configs(tiny_bert: Path, tmp_path: Path) -> None:

@@ -159,3 +159,18 @@ def test_a_large_csv_is_streamed_holding_only_the_rows_of_the_split(tmp_path: Pa
     assert len(data) == 6_000
     assert size_mb > 45
     assert peak / 2**20 < 0.5 * size_mb, f"peak {peak / 2**20:.0f} MB reading a {size_mb:.0f} MB file"
+
+
+def test_a_csv_or_jsonl_path_takes_a_split_suffix_like_every_other_eval_data(tmp_path: Path) -> None:
+    """`--eval-data reviews.csv:test` was refused as "not a folder, an .npz, a .csv/.jsonl" (issue 22)."""
+    from slimline.bench.evaluators.base import parse_eval_arg
+    from slimline.core.data import parse_dataset_arg
+
+    path = _csv(tmp_path, [(f"t{i}", "pos") for i in range(20)])
+    for parse in (parse_dataset_arg, parse_eval_arg):
+        spec = parse(f"{path}:validation")
+        assert isinstance(spec, DatasetSpec) and spec.source == str(path) and spec.split == "validation"
+        assert parse(str(path)).split == "test"
+    assert parse_eval_arg("data/v1.jsonl:train").split == "train"
+    with pytest.raises(DataError, match="invalid"):
+        parse_dataset_arg(f"{path}:bogus")

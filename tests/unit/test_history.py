@@ -191,7 +191,8 @@ def test_compare_gives_latency_cis_and_a_paired_accuracy_difference(tmp_path: Pa
     comparison = compare_runs(get_run(a, db), get_run(b, db))
     rows = {row[0]: row for row in comparison.rows}
     latency = rows["latency p50 ms (b1_s16)"]
-    assert latency[3].startswith("+10.") and latency[4] == "yes"
+    assert latency[3].startswith("+10.") and latency[4] == "yes, by within-run CIs"
+    assert any("within-run only" in note and "--retime" in note for note in comparison.notes)
     assert "paired SE" in rows["accuracy % (95% Wilson)"][3]
     assert "<svg" in comparison.html() and not comparison.warnings
 
