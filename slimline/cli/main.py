@@ -79,9 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("slimline").setLevel(level)
     if not args.verbose and level > logging.DEBUG:
         quiet_third_party_libraries()
-    from slimline.core.progress import SilentReporter, set_reporter, terminal_reporter
+    from slimline.core.progress import SilentReporter, reporter, set_reporter, terminal_reporter
 
     set_quiet(args.quiet)
+    caller_reporter = reporter()  # restored at the end: main() called in process (tests, scripts) leaks nothing
     set_reporter(SilentReporter() if args.quiet else terminal_reporter(sys.stderr))
     terminated: list[int] = []
 
@@ -111,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_STAGE_FAILED
     finally:
         signal.signal(signal.SIGTERM, previous)
+        set_reporter(caller_reporter)
 
 
 if __name__ == "__main__":

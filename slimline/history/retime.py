@@ -20,8 +20,9 @@ from slimline.bench.interleaved_stats import side_by_side_figures
 from slimline.core.artifact import ModelDir
 from slimline.core.errors import BadInputError, SlimlineError
 from slimline.history.records import RunRecord
-from slimline.pipeline.side_by_side import INTERLEAVED_RUNTIMES, runner_spec
+from slimline.pipeline.side_by_side import runner_spec
 from slimline.profiles.schema import Profile
+from slimline.runtimes import get_runtime
 
 RETIME_FIX = "compare without --retime (each run's own interval is within-run only), or rerun both on this machine."
 
@@ -69,10 +70,11 @@ def retime_runs(a: RunRecord, b: RunRecord, seed: int = 0) -> Retimed:
     profile_a = Profile.model_validate(a.report.profile)
     profile_b = Profile.model_validate(b.report.profile)
     runtimes = {a.report.measurements.runtime, b.report.measurements.runtime}
-    if profile_a.target.device != "cpu" or profile_b.target.device != "cpu" or runtimes - INTERLEAVED_RUNTIMES:
-        raise BadInputError(f"--retime times CPU models on {sorted(INTERLEAVED_RUNTIMES)} side by side; these runs "
-                            f"ran on {sorted(runtimes)} ({profile_a.target.device}/{profile_b.target.device}).",
-                            fix=RETIME_FIX)
+    untimed = sorted(r for r in runtimes if not get_runtime(r).times_side_by_side)
+    if profile_a.target.device != "cpu" or profile_b.target.device != "cpu" or untimed:
+        raise BadInputError(f"--retime times CPU models side by side in one process ({', '.join(untimed) or 'a GPU'} "
+                            f"cannot be); these runs ran on {sorted(runtimes)} "
+                            f"({profile_a.target.device}/{profile_b.target.device}).", fix=RETIME_FIX)
     models = [_artifact(a, "A"), _artifact(b, "B")]
     labels = [f"A #{a.id}", f"B #{b.id}"]
     specs = [runner_spec(label, model, record.report.measurements.runtime, profile)

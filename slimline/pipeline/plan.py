@@ -210,6 +210,10 @@ def plan_run(request: RunRequest) -> Plan:
                                       "an image folder or .npz) or name calibration.source")
                      for step in steps if getattr(getattr(step.pass_.config, "calibration", None), "source", None)
                      == "eval-data"]
+    # the model and its budgets before the recipe: a profile that cannot judge this model is the first thing to
+    # change (and the same refusal for every runtime candidate of an auto profile)
+    eval_data = eval_data_for(source, request.eval_data)
+    quality = plan_quality(source, profile, eval_data, request.evaluator)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise RecipeError("the recipe cannot run on this target:\n  " + "\n  ".join(map(str, errors)),
@@ -225,8 +229,6 @@ def plan_run(request: RunRequest) -> Plan:
     _check_runtime_available(profile, engine_step)
     problems += [Problem("warning", note, f"runtime {runtime.name}")
                  for note in runtime.preflight_notes(profile.target, cpu_capabilities())]
-    eval_data = eval_data_for(source, request.eval_data)
-    quality = plan_quality(source, profile, eval_data, request.evaluator)
     check_calibration_disjoint(steps, eval_data)
     base = [adapter.base.path] if adapter is not None else []  # also the base an adapter_config.json names
     check_output_location(request.out_dir, "run", request.force, run_inputs(request) + base)
