@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from slimline.bench.results_model import CandidateResult, pack_correct
-from slimline.bench.runners.base import RunnerSpec
+from slimline.benchmarking.results_model import CandidateResult, pack_correct
+from slimline.benchmarking.runners.base import RunnerSpec
 from slimline.core.artifact import ModelDir, TensorSpec
 from slimline.core.errors import BenchError, MissingDependency
 from slimline.core.lifeline import child_environment, die_with_parent_preexec
@@ -94,8 +94,8 @@ def run_module_worker(module: str, spec_json: str, env: dict[str, str], timeout_
 
 def run_in_worker(spec: RunnerSpec, timeout_s: float) -> dict:
     """Run bench.worker in a fresh interpreter and return its result dict (errors re-raised)."""
-    result = run_module_worker("slimline.bench.worker", spec.model_dump_json(), {"OMP_NUM_THREADS": str(spec.threads)},
-                               timeout_s, f"benchmarking {spec.label}",
+    result = run_module_worker("slimline.benchmarking.worker", spec.model_dump_json(),
+                               {"OMP_NUM_THREADS": str(spec.threads)}, timeout_s, f"benchmarking {spec.label}",
                                "lower measurement.max_time_s or eval_max_samples in the profile.")
     if "error" in result:
         error_class = MissingDependency if result.get("exit_code") == 2 else BenchError
@@ -119,7 +119,7 @@ def _evaluator_comparison(result: CandidateResult, raw: dict, base_raw: dict, ev
     """The evaluator's metrics vs the baseline (top1_drop_pt, agreement_pct, max_abs_error ...) into `quality`."""
     if eval_npz is None or "eval_score" not in raw or "eval_score" not in base_raw:
         return result
-    from slimline.bench.evaluators.base import EvalScore, get_evaluator
+    from slimline.benchmarking.evaluators.base import EvalScore, get_evaluator
 
     compared = get_evaluator(evaluator).compare(EvalScore.model_validate(raw["eval_score"]),
                                                 EvalScore.model_validate(base_raw["eval_score"]), eval_npz)
@@ -159,7 +159,7 @@ def measure(candidates: list[Candidate], baseline: Candidate, profile: Profile, 
             evaluator: str = "text-classification") -> tuple[CandidateResult, list[CandidateResult]]:
     """Baseline first, then each candidate, same inputs, same eval data, same harness.
 
-    `evaluator` names how quality is scored (slimline.bench.evaluators); raw outputs an evaluator keeps
+    `evaluator` names how quality is scored (slimline.benchmarking.evaluators); raw outputs an evaluator keeps
     for its comparison live in a scratch directory until the comparison is done."""
     with scratch_directory("slimline-outputs-") as outputs:
         return _measure(candidates, baseline, profile, inputs, eval_npz, evaluator, outputs)
@@ -169,7 +169,7 @@ def _measure(candidates: list[Candidate], baseline: Candidate, profile: Profile,
              eval_npz: Path | None, evaluator: str, outputs: Path) -> tuple[CandidateResult, list[CandidateResult]]:
     keeps_outputs = False
     if eval_npz is not None:
-        from slimline.bench.evaluators.base import get_evaluator
+        from slimline.benchmarking.evaluators.base import get_evaluator
 
         keeps_outputs = get_evaluator(evaluator).keeps_outputs
     raw_results: list[tuple[Candidate, dict]] = []

@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from slimline.bench.figures import TIMING_METRICS, timing_figure
-from slimline.bench.results_model import CandidateResult
+from slimline.benchmarking.figures import TIMING_METRICS, timing_figure
+from slimline.benchmarking.results_model import CandidateResult
 from slimline.profiles.schema import Budget
 
 Status = Literal["pass", "fail", "inconclusive", "not_measured"]

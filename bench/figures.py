@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slimline.bench.results_model import CandidateResult, Figure
+from slimline.benchmarking.results_model import CandidateResult, Figure
 from slimline.core.stats import independent_ratio_ci
 
 LATENCY_METRICS = ("latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms")

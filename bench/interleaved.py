@@ -10,8 +10,8 @@ between models disturbs are the first of each block, and those are dropped. `thr
 Decoder LLMs are also decoded side by side: one iteration is a whole greedy generation from the KV
 cache, whose prefill time and decode tokens/s are the samples.
 
-Invoked as `python -m slimline.bench.interleaved SPECS.json RESULT.json`, or through `time_interleaved`.
-The worker returns every kept sample by round; slimline.bench.interleaved_stats turns them into figures
+Invoked as `python -m slimline.benchmarking.interleaved SPECS.json RESULT.json`, or through `time_interleaved`.
+The worker returns every kept sample by round; slimline.benchmarking.interleaved_stats turns them into figures
 with intervals over rounds.
 """
 
@@ -27,10 +27,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from slimline.bench.benchmark import run_module_worker
-from slimline.bench.decode import MIN_DECODE_RUNS, decoder_for, prompt_for
-from slimline.bench.latency import LatencyStats, summarize_rounds
-from slimline.bench.runners import Runner, RunnerSpec, make_runner
+from slimline.benchmarking.benchmark import run_module_worker
+from slimline.benchmarking.decode import MIN_DECODE_RUNS, decoder_for, prompt_for
+from slimline.benchmarking.latency import LatencyStats, summarize_rounds
+from slimline.benchmarking.runners import Runner, RunnerSpec, make_runner
 from slimline.core.errors import BenchError
 from slimline.core.lifeline import watch_parent
 from slimline.core.timing import BlockRounds, interleave_blocks, timed_ms
@@ -220,7 +220,7 @@ def time_interleaved(spec: InterleavedSpec, timeout_s: float | None = None) -> I
         raise BenchError(f"interleaved timing needs distinct labels, got {labels}.", fix="label each model uniquely.")
     decode_s = spec.decode.max_time_s if spec.decode is not None else 0.0
     timeout = timeout_s or spec.timing.max_time_s + decode_s + 300.0 + 30.0 * len(spec.runners)
-    payload = run_module_worker("slimline.bench.interleaved", spec.model_dump_json(), worker_env(spec), timeout,
+    payload = run_module_worker("slimline.benchmarking.interleaved", spec.model_dump_json(), worker_env(spec), timeout,
                                 f"interleaved timing of {labels}", "lower max_time_s or time fewer models together.")
     if "error" in payload:
         raise BenchError(f"interleaved timing of {labels} failed: {payload['error']}",

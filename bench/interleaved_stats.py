@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from slimline.bench.interleaved import DecodeRounds, InterleavedResult
-from slimline.bench.latency import LatencyStats, summarize_rounds
-from slimline.bench.results_model import Figure
+from slimline.benchmarking.interleaved import DecodeRounds, InterleavedResult
+from slimline.benchmarking.latency import LatencyStats, summarize_rounds
+from slimline.benchmarking.results_model import Figure
 from slimline.core.stats import round_bootstrap_ci
 
 ROUNDS_METHOD = "95% CI from resampled rounds"

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from slimline.bench.budgets import BudgetResult, Verdict
-from slimline.bench.decode import DECODE_HEADER, decode_rows
-from slimline.bench.results_model import CandidateResult
+from slimline.benchmarking.budgets import BudgetResult, Verdict
+from slimline.benchmarking.decode import DECODE_HEADER, decode_rows
+from slimline.benchmarking.results_model import CandidateResult
 from slimline.core.artifact import atomic_write_text
 
 #: 2: budgets judged on side-by-side timing (status `inconclusive`, each row's interval and measurement), the
@@ -210,7 +210,7 @@ def render_markdown(report: Report) -> str:
     if report.search:
         parts += ["", "## Search", "", search_markdown(report.search)]
     if report.runtime_choice:
-        from slimline.bench.reporting.runtime_choice import runtime_choice_markdown
+        from slimline.benchmarking.reporting.runtime_choice import runtime_choice_markdown
 
         parts += ["", "## Runtime choice", "", runtime_choice_markdown(report.runtime_choice)]
     if report.warnings:
@@ -325,7 +325,7 @@ def write_results(directory: Path, name: str, report_json: str, markdown: str) -
 
 def write_report(report: Report, out_dir: Path) -> tuple[Path, Path]:
     """report.json, report.md, and report.html with its main figure report-tradeoff.svg (bench.reporting)."""
-    from slimline.bench.reporting.html_report import write_html_report
+    from slimline.benchmarking.reporting.html_report import write_html_report
 
     write_html_report(report, out_dir)  # first: report.md links the figure it writes
     return write_results(out_dir, "report", report.model_dump_json(indent=2) + "\n", render_markdown(report))

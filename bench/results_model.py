@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from slimline.bench.latency import LatencyStats
+from slimline.benchmarking.latency import LatencyStats
 
 #: Where a timing figure came from: the models timed together in one process (block-interleaved rounds), or
 #: this model timed alone in its own worker process, one model after another.

@@ -2,7 +2,7 @@
 
 A fresh process per candidate gives each one a clean heap (peak RSS is its own, not the sum of
 everything loaded before) and its own thread settings. Invoked as
-`python -m slimline.bench.worker SPEC.json RESULT.json`; errors are written to RESULT.json, not raised.
+`python -m slimline.benchmarking.worker SPEC.json RESULT.json`; errors are written to RESULT.json, not raised.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import time
 import traceback
 from pathlib import Path
 
-from slimline.bench.decode import decode_results
-from slimline.bench.evaluators.base import get_evaluator
-from slimline.bench.gpu_memory import GpuMemoryProbe
-from slimline.bench.latency import sample_latencies_ms, summarize
-from slimline.bench.runners import RunnerSpec, make_runner
+from slimline.benchmarking.decode import decode_results
+from slimline.benchmarking.evaluators.base import get_evaluator
+from slimline.benchmarking.gpu_memory import GpuMemoryProbe
+from slimline.benchmarking.latency import sample_latencies_ms, summarize
+from slimline.benchmarking.runners import RunnerSpec, make_runner
 from slimline.core.errors import SlimlineError
 from slimline.core.lifeline import watch_parent
 from slimline.formats.inputs import shape_label, synthetic_feeds

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import add_results_dir_argument
-from slimline.bench.report import render_markdown, write_results
+from slimline.benchmarking.report import render_markdown, write_results
 from slimline.core.progress import RichReporter, set_reporter
 from slimline.pipeline.demo import ensure_demo_checkpoint
 from slimline.pipeline.plan import RunRequest

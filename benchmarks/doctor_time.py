@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import add_results_dir_argument
-from slimline.bench.report import markdown_table, write_results
+from slimline.benchmarking.report import markdown_table, write_results
 from slimline.core.machine import machine_info
 
 GOAL_S = 2.0

@@ -36,9 +36,9 @@ import numpy as np
 from benchmarks import add_results_dir_argument
 from benchmarks.side_by_side import work_path
 from benchmarks.timing_models import MODELS, TimedModels, build_models, checkpoint, cpu_note, timing_profile
-from slimline.bench.benchmark import measure
-from slimline.bench.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
-from slimline.bench.report import markdown_table, write_results
+from slimline.benchmarking.benchmark import measure
+from slimline.benchmarking.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
+from slimline.benchmarking.report import markdown_table, write_results
 from slimline.core.machine import machine_info
 from slimline.core.progress import RichReporter, set_reporter
 from slimline.pipeline.side_by_side import runner_spec

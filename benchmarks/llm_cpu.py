@@ -32,11 +32,11 @@ import numpy as np
 
 import slimline
 from benchmarks import add_results_dir_argument
-from slimline.bench.benchmark import Candidate, measure
-from slimline.bench.decode import decoder_for, prompt_for
-from slimline.bench.evaluators.base import EvalContext, get_evaluator
-from slimline.bench.report import markdown_table, write_results
-from slimline.bench.runners import RunnerSpec, make_runner
+from slimline.benchmarking.benchmark import Candidate, measure
+from slimline.benchmarking.decode import decoder_for, prompt_for
+from slimline.benchmarking.evaluators.base import EvalContext, get_evaluator
+from slimline.benchmarking.report import markdown_table, write_results
+from slimline.benchmarking.runners import RunnerSpec, make_runner
 from slimline.core.artifact import ModelDir
 from slimline.core.machine import has_vnni, library_versions, machine_info
 from slimline.formats.causal_lm import greedy_generate

@@ -27,9 +27,9 @@ from typing import Any
 from benchmarks import add_results_dir_argument
 from benchmarks.side_by_side import work_path
 from benchmarks.timing_models import MODELS, checkpoint, cpu_note
-from slimline.bench.benchmark import Candidate
-from slimline.bench.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
-from slimline.bench.report import Report, markdown_table, write_results
+from slimline.benchmarking.benchmark import Candidate
+from slimline.benchmarking.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
+from slimline.benchmarking.report import Report, markdown_table, write_results
 from slimline.core.artifact import ModelDir
 from slimline.core.machine import machine_info
 from slimline.core.progress import RichReporter, set_reporter

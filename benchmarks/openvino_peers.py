@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slimline.bench.benchmark import Candidate
-from slimline.compress.calibration import CalibrationSpec, TextCalibrationReader
+from slimline.benchmarking.benchmark import Candidate
+from slimline.compression.calibration import CalibrationSpec, TextCalibrationReader
 from slimline.core.artifact import LineageStep, Manifest, ModelDir, atomic_directory, new_provenance, write_manifest
 from slimline.core.progress import reporter
 from slimline.pipeline.plan import RunRequest, plan_run

@@ -24,7 +24,7 @@ from benchmarks import add_results_dir_argument
 from benchmarks.pypi_assets import wheel_member
 from benchmarks.side_by_side import candidates_of, machine_note, ratio, render, results_payload, rounds, work_path
 from slimline import api
-from slimline.bench.report import write_results
+from slimline.benchmarking.report import write_results
 from slimline.core.progress import RichReporter, set_reporter
 from slimline.profiles.schema import Profile
 

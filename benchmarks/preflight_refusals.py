@@ -208,7 +208,7 @@ def _bench_workers(scratch: Path) -> list[int]:
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and str(scratch).encode() in (entry / "cmdline").read_bytes() \
-                    and b"slimline.bench.worker" in (entry / "cmdline").read_bytes():
+                    and b"slimline.benchmarking.worker" in (entry / "cmdline").read_bytes():
                 found.append(int(entry.name))
         except OSError:
             continue

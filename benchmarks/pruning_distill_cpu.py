@@ -20,11 +20,11 @@ from typing import Any
 
 from benchmarks import add_results_dir_argument
 from benchmarks.quantization_cpu import optimum_candidate, optimum_presets
-from slimline.bench.benchmark import Candidate, measure
-from slimline.bench.eval_data import build_eval_npz
-from slimline.bench.report import markdown_table, write_results
-from slimline.bench.results_model import CandidateResult
-from slimline.compress.recipe import parse_recipe
+from slimline.benchmarking.benchmark import Candidate, measure
+from slimline.benchmarking.eval_data import build_eval_npz
+from slimline.benchmarking.report import markdown_table, write_results
+from slimline.benchmarking.results_model import CandidateResult
+from slimline.compression.recipe import parse_recipe
 from slimline.core.artifact import ModelDir, atomic_write_bytes
 from slimline.core.machine import has_vnni, library_versions, machine_info
 from slimline.core.progress import RichReporter, set_reporter

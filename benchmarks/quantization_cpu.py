@@ -21,12 +21,12 @@ from typing import Any
 
 from benchmarks import add_results_dir_argument
 from benchmarks.openvino_peers import default_cpu_model, openvino_peers, quick
-from slimline.bench.benchmark import Candidate, measure
-from slimline.bench.eval_data import build_eval_npz
-from slimline.bench.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
-from slimline.bench.report import markdown_table, write_results
-from slimline.bench.results_model import CandidateResult
-from slimline.compress.recipe import load_recipe, parse_recipe
+from slimline.benchmarking.benchmark import Candidate, measure
+from slimline.benchmarking.eval_data import build_eval_npz
+from slimline.benchmarking.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
+from slimline.benchmarking.report import markdown_table, write_results
+from slimline.benchmarking.results_model import CandidateResult
+from slimline.compression.recipe import load_recipe, parse_recipe
 from slimline.core.artifact import LineageStep, Manifest, ModelDir, atomic_directory, new_provenance, write_manifest
 from slimline.core.machine import has_vnni, library_versions, machine_info
 from slimline.core.progress import RichReporter, reporter, set_reporter

@@ -25,9 +25,9 @@ import numpy as np
 from benchmarks import add_results_dir_argument
 from benchmarks.openvino_peers import default_cpu_model, openvino_peers, quick
 from benchmarks.quantization_cpu import optimum_candidate, optimum_presets
-from slimline.bench.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
-from slimline.bench.report import markdown_table, write_results
-from slimline.bench.screening import ValidationScreen
+from slimline.benchmarking.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
+from slimline.benchmarking.report import markdown_table, write_results
+from slimline.benchmarking.screening import ValidationScreen
 from slimline.core.artifact import ModelDir
 from slimline.core.machine import cpu_kind, has_vnni, library_versions, machine_info
 from slimline.core.progress import RichReporter, set_reporter

@@ -33,7 +33,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from benchmarks import add_results_dir_argument
-from slimline.bench.report import markdown_table, write_results
+from slimline.benchmarking.report import markdown_table, write_results
 from slimline.core.machine import library_versions, machine_info
 from slimline.deploy.manifest import BundleManifest, read_manifest
 

@@ -8,8 +8,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from slimline.bench.benchmark import Candidate, measure
-from slimline.bench.report import Report, markdown_table, render_markdown
+from slimline.benchmarking.benchmark import Candidate, measure
+from slimline.benchmarking.report import Report, markdown_table, render_markdown
 from slimline.core.artifact import ModelDir
 from slimline.core.machine import cpu_flags, has_vnni
 from slimline.profiles.schema import Profile

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slimline.bench.benchmark import Candidate
+from slimline.benchmarking.benchmark import Candidate
 from slimline.core.machine import cpu_flags, has_vnni
 from slimline.pipeline.plan import RunRequest, plan_run
 from slimline.pipeline.stages import run_stages

@@ -24,9 +24,9 @@ from benchmarks import add_results_dir_argument
 from benchmarks.pypi_assets import wheel_member
 from benchmarks.side_by_side import candidates_of, machine_note, ratio, render, results_payload, rounds, work_path
 from slimline import api
-from slimline.bench.benchmark import Candidate, measure
-from slimline.bench.evaluators.base import EvalContext, EvalSource, get_evaluator
-from slimline.bench.report import write_results
+from slimline.benchmarking.benchmark import Candidate, measure
+from slimline.benchmarking.evaluators.base import EvalContext, EvalSource, get_evaluator
+from slimline.benchmarking.report import write_results
 from slimline.core.progress import RichReporter, set_reporter
 from slimline.profiles.schema import load_profile
 

@@ -24,7 +24,7 @@ import numpy as np
 from benchmarks import add_results_dir_argument
 from benchmarks.pypi_assets import wheel_member
 from slimline import api
-from slimline.bench.report import markdown_table, write_results
+from slimline.benchmarking.report import markdown_table, write_results
 from slimline.core.data import split_indices
 from slimline.core.machine import cpu_flags, has_vnni
 from slimline.core.progress import RichReporter, set_reporter

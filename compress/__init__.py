@@ -1,2 +1,2 @@
-"""Compression passes. Each pass is one module that registers itself (slimline.compress.base); the catalogue
-(slimline.compress.catalogue) finds them without importing them."""
+"""Compression passes. Each pass is one module that registers itself (slimline.compression.base); the catalogue
+(slimline.compression.catalogue) finds them without importing them."""

@@ -2,7 +2,7 @@
 
 A pass is one module under `compress/` with a frozen pydantic Config (unknown keys forbidden, so
 a typo in a recipe fails at load, not after an hour of calibration) and a class registered with
-`@register("family.name")`. The catalogue (slimline.compress.catalogue) finds those decorators in the
+`@register("family.name")`. The catalogue (slimline.compression.catalogue) finds those decorators in the
 source without importing anything, so adding a pass touches no other file and listing or validating
 passes imports only the pass modules a recipe names.
 """

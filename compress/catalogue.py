@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slimline.compress.base import Pass, registered, registered_passes
+from slimline.compression.base import Pass, registered, registered_passes
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE = __name__.rpartition(".")[0]

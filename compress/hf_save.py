@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slimline.compress.base import copy_side_files
+from slimline.compression.base import copy_side_files
 from slimline.core.errors import BadInputError, PassError
 from slimline.formats.hf import load_hf_model
 from slimline.formats.torch_quantized import is_weight_file

@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from slimline.compress.base import Pass, Problem
-from slimline.compress.catalogue import pass_class, pass_names
+from slimline.compression.base import Pass, Problem
+from slimline.compression.catalogue import pass_class, pass_names
 from slimline.core.errors import RecipeError, shorten
 from slimline.core.suggest import validation_problems
 from slimline.core.yaml_files import load_yaml_file

@@ -28,7 +28,7 @@ A value in `with` is either a plain value or a parameter: `{choice: [..]}` or `{
 (`quantization=dynamic/quantize.ort-int8-dynamic:per_channel`), so trials of a study stay comparable.
 
 This module holds the space's model, the parsing of its blocks and sampling; loading a file and
-validating it like a recipe is `slimline.compress.search_space_files`. No sampler library is imported
+validating it like a recipe is `slimline.compression.search_space_files`. No sampler library is imported
 here: sampling goes through the small `Suggest` protocol, which an Optuna trial satisfies.
 """
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from slimline.compress.recipe import build_step, order_problems
-from slimline.compress.search_space import (
+from slimline.compression.recipe import build_step, order_problems
+from slimline.compression.search_space import (
     Block,
     Choice,
     OneOfBlock,

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from slimline.core.artifact import ModelDir, TensorSpec, full_disk_cause
 from slimline.core.deps import require
 from slimline.core.errors import ExportError
-from slimline.export.failures import export_failure
-from slimline.export.parity import check_parity
+from slimline.exporters.failures import export_failure
+from slimline.exporters.parity import check_parity
 from slimline.formats.hf import load_hf_model
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def _copy_side_files(source: Path, out_dir: Path) -> None:
 def export_onnx(model: ModelDir, out_dir: Path, config: OnnxExportConfig) -> ExportResult:
     """Export `model` (format hf or torch-module) into `out_dir`; raise ExportError when export or parity fails."""
     if model.manifest.format == "torch-module":  # a plain nn.Module: torch.onnx and parity with the module
-        from slimline.export.torch_module import export_torch_module
+        from slimline.exporters.torch_module import export_torch_module
 
         file, inputs, outputs, metadata = export_torch_module(model, out_dir, config.exporter, config.opset,
                                                               config.parity_atol, config.parity_min_agreement)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from slimline.core.artifact import ModelDir
 from slimline.core.errors import ExportError, PassError
-from slimline.export.onnx import ExportResult
+from slimline.exporters.onnx import ExportResult
 from slimline.profiles.schema import Shape, Target
 from slimline.runtimes.openvino.ir import IR_XML, read_model, runtime_options_of, save_ir
 

@@ -24,8 +24,8 @@ from typing import Any
 from slimline.core.artifact import ModelDir
 from slimline.core.errors import ExportError
 from slimline.core.gpu import require_tensorrt
-from slimline.export.onnx import SIDE_FILE_PATTERNS, ExportResult
-from slimline.export.tensorrt_plan import (
+from slimline.exporters.onnx import SIDE_FILE_PATTERNS, ExportResult
+from slimline.exporters.tensorrt_plan import (
     BuilderPlan,
     TensorRTExportConfig,
     default_timing_cache_dir,

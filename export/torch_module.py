@@ -17,7 +17,7 @@ import numpy as np
 
 from slimline.core.artifact import ModelDir, TensorSpec
 from slimline.core.errors import ExportError
-from slimline.export.parity import PARITY_EXAMPLES
+from slimline.exporters.parity import PARITY_EXAMPLES
 from slimline.formats.inputs import synthetic_feeds
 from slimline.formats.torch_module import load_module
 from slimline.profiles.schema import Shape

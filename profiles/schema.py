@@ -228,7 +228,7 @@ class Measurement(BaseModel):
                           description="coefficient of variation above which a warning is raised")
     eval_max_samples: int | None = Field(default=None, ge=1, le=100_000_000)
     decode_tokens: int = Field(default=64, ge=2, le=4096, description="tokens generated per decode run (LLMs)")
-    #: How the runtimes' thread pools wait while the models are timed side by side (slimline.bench.interleaved):
+    #: How the runtimes' thread pools wait while the models are timed side by side (slimline.benchmarking.interleaved):
     #: "runtime-defaults" as each runtime ships (what a deployment gets; unbiased on a quiet machine), or
     #: "passive" (OpenMP threads sleep at once, ONNX Runtime pools do not spin): steadier on an oversubscribed
     #: machine, but every PyTorch op then pays for waking its threads.

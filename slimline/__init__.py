@@ -80,25 +80,6 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *API_FUNCTIONS})
 
 
-# BEGIN callable layers (removed by the package rename: the layer folders then install as slimline.compression,
-# slimline.exporters and slimline.benchmarking, and slimline.compress/.export/.bench are the API's functions)
-import types  # noqa: E402
-
-
-class _CallableLayer(types.ModuleType):
-    """A layer package (slimline.compress, .export, .bench) that is also the API function of its name."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        api = importlib.import_module("slimline.api")
-        return getattr(api, self.__name__.rpartition(".")[2])(*args, **kwargs)
-
-
-for _name in ("compress", "export", "bench"):  # their __init__ modules hold only a docstring: importing them is free
-    _module = importlib.import_module(f"{__name__}.{_name}")
-    _module.__class__ = _CallableLayer
-del _name, _module
-# END callable layers
-
 __all__ = ["BadInputError", "BenchError", "BundleError", "CheckpointError", "DataError", "ExportError",
            "MissingDependency", "OutputError", "PassError", "ProfileError", "ProgressEvent", "RecipeError",
            "SlimlineError", "__version__", "bench", "check_history", "compare", "compress", "demo_checkpoint",

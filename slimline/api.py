@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from slimline.compress.base import PassConfig, registered_passes
-from slimline.compress.recipe import RecipeStep, build_step, load_recipe
+from slimline.compression.base import PassConfig, registered_passes
+from slimline.compression.recipe import RecipeStep, build_step, load_recipe
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec, parse_dataset_arg
 from slimline.core.errors import RecipeError
@@ -29,7 +29,7 @@ from slimline.core.scratch import sweep_dead_scratch
 from slimline.profiles.schema import Profile, load_profile
 
 if TYPE_CHECKING:  # the result types live in modules that import numpy and the runtimes' glue
-    from slimline.bench.report import Report
+    from slimline.benchmarking.report import Report
     from slimline.core.doctor import DoctorReport
     from slimline.deploy.bundle import PackagedBundle
     from slimline.deploy.manifest import VerifyResult
@@ -96,10 +96,10 @@ def as_dataset(data: DataLike | None) -> DatasetSpec | None:
 
 def as_eval_data(data: Any) -> Any:
     """Eval data for run/bench: a labelled text dataset (DatasetSpec), or an EvalSource for an image folder,
-    an .npz or `pkg.module:function` (scored by slimline.bench.evaluators)."""
+    an .npz or `pkg.module:function` (scored by slimline.benchmarking.evaluators)."""
     if data is None or isinstance(data, DatasetSpec):
         return data
-    from slimline.bench.evaluators.base import parse_eval_arg
+    from slimline.benchmarking.evaluators.base import parse_eval_arg
 
     return parse_eval_arg(str(data) if isinstance(data, Path) else data)
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from slimline.bench.evaluators.base import BATCH_AXES_KEY, EvalContext, EvalSource, register_evaluator
-from slimline.bench.evaluators.image_top1 import write_image_npz
-from slimline.bench.evaluators.outputs import OutputsEvaluator, facts_of, write_arrays
+from slimline.benchmarking.evaluators.base import BATCH_AXES_KEY, EvalContext, EvalSource, register_evaluator
+from slimline.benchmarking.evaluators.image_top1 import write_image_npz
+from slimline.benchmarking.evaluators.outputs import OutputsEvaluator, facts_of, write_arrays
 from slimline.core.artifact import TensorSpec
 from slimline.core.batch_axes import take_rows
 from slimline.core.data import split_indices

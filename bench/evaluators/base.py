@@ -11,7 +11,7 @@ Metric names carry their unit (`top1_pct`, `perplexity_increase_pct`); any of th
 budget once it is listed in profiles/schema.py BUDGET_METRICS and, for quality, in KIND_METRICS.
 
 How to add one (e.g. causal-LM perplexity):
-  1. Write `slimline/bench/evaluators/<module>.py` with a subclass of `Evaluator` (or of
+  1. Write `slimline/benchmarking/evaluators/<module>.py` with a subclass of `Evaluator` (or of
      outputs.OutputsEvaluator to compare every output by its kind) decorated with
      `@register_evaluator("<name>")`; set `tasks` to the tasks it is the default for.
   2. Map the name to its module in `EVALUATOR_MODULES` below (modules are imported lazily, so
@@ -50,12 +50,12 @@ Forward = Callable[[dict[str, np.ndarray]], Any]
 
 #: Evaluator name -> the module that registers it (imported on first use).
 EVALUATOR_MODULES: dict[str, str] = {
-    "text-classification": "slimline.bench.evaluators.text_classification",
-    "image-top1": "slimline.bench.evaluators.image_top1",
-    "agreement": "slimline.bench.evaluators.agreement",
-    "perplexity": "slimline.bench.evaluators.perplexity",
-    "embedding": "slimline.bench.evaluators.agreement",
-    "text-embedding": "slimline.bench.evaluators.text_embedding",
+    "text-classification": "slimline.benchmarking.evaluators.text_classification",
+    "image-top1": "slimline.benchmarking.evaluators.image_top1",
+    "agreement": "slimline.benchmarking.evaluators.agreement",
+    "perplexity": "slimline.benchmarking.evaluators.perplexity",
+    "embedding": "slimline.benchmarking.evaluators.agreement",
+    "text-embedding": "slimline.benchmarking.evaluators.text_embedding",
 }
 #: Task -> its default evaluator when eval data is given without naming one.
 TASK_EVALUATORS: dict[str, str] = {

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from slimline.bench.evaluators.base import EvalContext, EvalSource, register_evaluator
-from slimline.bench.evaluators.outputs import OutputsEvaluator, facts_of, write_arrays
+from slimline.benchmarking.evaluators.base import EvalContext, EvalSource, register_evaluator
+from slimline.benchmarking.evaluators.outputs import OutputsEvaluator, facts_of, write_arrays
 from slimline.core.errors import DataError
 from slimline.core.image_data import load_images, preprocess_for
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from slimline.bench.evaluators.base import (
+from slimline.benchmarking.evaluators.base import (
     EvalContext,
     EvalScore,
     Evaluator,

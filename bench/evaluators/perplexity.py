@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from slimline.bench.evaluators.base import (
+from slimline.benchmarking.evaluators.base import (
     EvalContext,
     EvalScore,
     EvalSource,

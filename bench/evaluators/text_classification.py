@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from slimline.bench.eval_data import build_eval_npz
-from slimline.bench.evaluators.base import EvalContext, register_evaluator
-from slimline.bench.evaluators.outputs import OutputsEvaluator, facts_of, output_meta
+from slimline.benchmarking.eval_data import build_eval_npz
+from slimline.benchmarking.evaluators.base import EvalContext, register_evaluator
+from slimline.benchmarking.evaluators.outputs import OutputsEvaluator, facts_of, output_meta
 from slimline.core.data import DatasetSpec, trimmed_batches
 
 

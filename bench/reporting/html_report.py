@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
-from slimline.bench.budgets import BudgetResult, metric_value
-from slimline.bench.latency import LatencyStats
-from slimline.bench.report import (
+from slimline.benchmarking.budgets import BudgetResult, metric_value
+from slimline.benchmarking.latency import LatencyStats
+from slimline.benchmarking.report import (
     COMPARISON_HEADER,
     SIDE_BY_SIDE_HEADER,
     Report,
@@ -22,9 +22,9 @@ from slimline.bench.report import (
     side_by_side_rows,
     timing_sentence,
 )
-from slimline.bench.reporting.page import html_table, render_page
-from slimline.bench.reporting.svg import Bar, Distribution, Point, bar_svg, distribution_svg, scatter_svg
-from slimline.bench.results_model import CandidateResult
+from slimline.benchmarking.reporting.page import html_table, render_page
+from slimline.benchmarking.reporting.svg import Bar, Distribution, Point, bar_svg, distribution_svg, scatter_svg
+from slimline.benchmarking.results_model import CandidateResult
 from slimline.core.artifact import atomic_write_text
 
 MAIN_FIGURE = "report-tradeoff.svg"
@@ -131,7 +131,7 @@ def main_figure(report: Report) -> str:
     """The trade-off plot: a search's trials with their Pareto front, else the run's models."""
     if not report.search:
         return main_plot_svg(report)
-    from slimline.bench.reporting.search_section import search_plot_svg
+    from slimline.benchmarking.reporting.search_section import search_plot_svg
 
     budgets = report.profile.get("budgets", {})
     return search_plot_svg(report.search, budgets.get("accuracy_drop_pt", {}).get("max"),
@@ -216,7 +216,7 @@ def render_html(report: Report, *, extra_sections: Sequence[Section] = (), main_
     distribution, size, fallback, the measurement table and the details."""
     sections = [Section("Verdict", verdict_html(report), "verdict-section")]
     if report.search:  # `slimline search`: its trials and their table come right after the trade-off plot
-        from slimline.bench.reporting.search_section import search_section_html
+        from slimline.benchmarking.reporting.search_section import search_section_html
 
         extra_sections = [Section("Search trials", search_section_html(report.search), "search"), *extra_sections]
     if report.warnings:

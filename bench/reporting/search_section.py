@@ -10,8 +10,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from slimline.bench.reporting.page import html_table
-from slimline.bench.reporting.svg import Point, scatter_svg
+from slimline.benchmarking.reporting.page import html_table
+from slimline.benchmarking.reporting.svg import Point, scatter_svg
 
 
 def trial_points(search: dict[str, Any]) -> tuple[list[Point], list[Point], list[Point]]:

@@ -1,5 +1,5 @@
 """Runners now live with their runtimes (slimline.runtimes.<name>.runner); this package keeps the old
-import paths working (`from slimline.bench.runners import RunnerSpec, make_runner`)."""
+import paths working (`from slimline.benchmarking.runners import RunnerSpec, make_runner`)."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from slimline.compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
-from slimline.compress.quantize.openvino_common import target_problems
+from slimline.compression.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
+from slimline.compression.quantize.openvino_common import target_problems
 from slimline.core.artifact import ModelDir
 from slimline.core.machine import cpu_capabilities
 from slimline.profiles.schema import Target

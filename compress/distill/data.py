@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from slimline.compress.distill.training import TrainingSet, encode_training_set
+from slimline.compression.distill.training import TrainingSet, encode_training_set
 from slimline.core.data import ROTTEN_TOMATOES, DatasetSpec, SplitName, label_names_of, load_texts
 from slimline.core.errors import DataError
 

@@ -30,9 +30,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from slimline.compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
-from slimline.compress.distill.data import OBJECTIVES, ImageSource, is_text_source, training_set
-from slimline.compress.distill.training import (
+from slimline.compression.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
+from slimline.compression.distill.data import OBJECTIVES, ImageSource, is_text_source, training_set
+from slimline.compression.distill.training import (
     Distiller,
     TrainingOutcome,
     TrainingSet,
@@ -40,7 +40,7 @@ from slimline.compress.distill.training import (
     train,
     uniform_layer_map,
 )
-from slimline.compress.hf_save import carry_side_files, save_reloadable
+from slimline.compression.hf_save import carry_side_files, save_reloadable
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec, check_dataset_available, label_names_of
 from slimline.core.errors import DataError, PassError

@@ -25,7 +25,7 @@ from slimline.core.progress import reporter
 if TYPE_CHECKING:
     import torch
 
-    from slimline.compress.distill.kd import KDConfig
+    from slimline.compression.distill.kd import KDConfig
 
 log = logging.getLogger(__name__)
 

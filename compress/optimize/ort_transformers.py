@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from slimline.compress.base import (
+from slimline.compression.base import (
     ModelInfo,
     Pass,
     PassConfig,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from slimline.compress.prune.layout import Attention, FeedForward, Projection
+from slimline.compression.prune.layout import Attention, FeedForward, Projection
 from slimline.core.errors import MissingDependency
 
 if TYPE_CHECKING:

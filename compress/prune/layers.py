@@ -26,12 +26,12 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from slimline.compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
-from slimline.compress.hf_save import carry_side_files, save_reloadable
-from slimline.compress.prune.layout import find_blocks
-from slimline.compress.prune.preflight import PreflightConfig, run_preflight
-from slimline.compress.prune.structured import example_inputs
-from slimline.compress.prune.surgery import LAYER_COUNT_KEYS, meta_build
+from slimline.compression.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
+from slimline.compression.hf_save import carry_side_files, save_reloadable
+from slimline.compression.prune.layout import find_blocks
+from slimline.compression.prune.preflight import PreflightConfig, run_preflight
+from slimline.compression.prune.structured import example_inputs
+from slimline.compression.prune.surgery import LAYER_COUNT_KEYS, meta_build
 from slimline.core.artifact import ModelDir
 from slimline.core.errors import PassError
 from slimline.formats.hf import load_hf_model

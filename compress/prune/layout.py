@@ -177,7 +177,7 @@ def read_layout(hf_model: Any, example: dict[str, Any], task: str) -> Layout:
 
 
 def _dependency_graph(hf_model: Any, example: dict[str, Any]) -> Any:
-    from slimline.compress.prune.importance import torch_pruning
+    from slimline.compression.prune.importance import torch_pruning
 
     tp = torch_pruning()
 

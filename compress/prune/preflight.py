@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from slimline.compress.base import PassContext
+from slimline.compression.base import PassContext
 from slimline.core.artifact import ModelDir
 from slimline.core.errors import PassError
 from slimline.core.stats import median_ci

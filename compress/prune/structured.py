@@ -19,11 +19,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from slimline.compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
-from slimline.compress.hf_save import carry_side_files, save_reloadable
-from slimline.compress.prune.layout import read_layout
-from slimline.compress.prune.preflight import PreflightConfig, run_preflight
-from slimline.compress.prune.width import heads_to_keep, kept_width, prune_width
+from slimline.compression.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
+from slimline.compression.hf_save import carry_side_files, save_reloadable
+from slimline.compression.prune.layout import read_layout
+from slimline.compression.prune.preflight import PreflightConfig, run_preflight
+from slimline.compression.prune.width import heads_to_keep, kept_width, prune_width
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import PassError

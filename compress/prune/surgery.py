@@ -14,8 +14,8 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from slimline.compress.prune.importance import channel_rows, unit_columns, unit_rows
-from slimline.compress.prune.layout import Attention, FeedForward, Layout
+from slimline.compression.prune.importance import channel_rows, unit_columns, unit_rows
+from slimline.compression.prune.layout import Attention, FeedForward, Layout
 from slimline.core.errors import PassError
 
 if TYPE_CHECKING:

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from slimline.compress.prune.importance import channel_scores, unit_scores
-from slimline.compress.prune.layout import Layout
-from slimline.compress.prune.surgery import describe_uniform_shape, keep_channels, keep_units, meta_build
+from slimline.compression.prune.importance import channel_scores, unit_scores
+from slimline.compression.prune.layout import Layout
+from slimline.compression.prune.surgery import describe_uniform_shape, keep_channels, keep_units, meta_build
 from slimline.core.errors import PassError
 
 if TYPE_CHECKING:
-    from slimline.compress.prune.structured import StructuredPruneConfig
+    from slimline.compression.prune.structured import StructuredPruneConfig
 
 log = logging.getLogger(__name__)
 

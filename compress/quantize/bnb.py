@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from slimline.compress.base import (
+from slimline.compression.base import (
     ConfigT,
     ModelInfo,
     PassConfig,

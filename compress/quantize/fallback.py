@@ -37,8 +37,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slimline.compress.base import PassContext
-from slimline.compress.quantize.fallback_eval import FallbackData, Judge, Judged, describe_metrics, quality_budgets
+from slimline.compression.base import PassContext
+from slimline.compression.quantize.fallback_eval import FallbackData, Judge, Judged, describe_metrics, quality_budgets
 from slimline.core.artifact import ModelDir
 from slimline.core.errors import PassError
 from slimline.core.progress import reporter

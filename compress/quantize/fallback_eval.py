@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from slimline.compress.base import PassContext
-from slimline.compress.calibration import is_array_source
+from slimline.compression.base import PassContext
+from slimline.compression.calibration import is_array_source
 from slimline.core.artifact import ModelDir
 from slimline.core.batch_axes import BatchAxes, batches, example_count, take_rows
 from slimline.core.data import DatasetSpec, encode_labelled, load_texts, trimmed_batches

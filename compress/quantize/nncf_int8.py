@@ -19,9 +19,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from slimline.compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
-from slimline.compress.calibration import CalibrationSpec
-from slimline.compress.quantize.openvino_common import (
+from slimline.compression.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
+from slimline.compression.calibration import CalibrationSpec
+from slimline.compression.quantize.openvino_common import (
     Validation,
     calibration_dataset,
     calibration_problems,

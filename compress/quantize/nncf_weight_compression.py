@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from slimline.compress.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
-from slimline.compress.quantize.openvino_common import target_problems
+from slimline.compression.base import ModelInfo, Pass, PassConfig, PassContext, PassResult, Problem, register
+from slimline.compression.quantize.openvino_common import target_problems
 from slimline.core.artifact import ModelDir
 from slimline.core.deps import require
 from slimline.core.errors import PassError

@@ -1,6 +1,6 @@
 """What the OpenVINO passes share: the target check, calibration data as an nncf.Dataset, validation accuracy.
 
-Calibration uses the same readers as ONNX Runtime's static INT8 (slimline.compress.calibration: the user's
+Calibration uses the same readers as ONNX Runtime's static INT8 (slimline.compression.calibration: the user's
 text dataset tokenised with the model's tokenizer, unpadded; or images / an .npz), so the two INT8 paths see
 the same examples and record the same hash. Accuracy is measured on the tuning data's validation split,
 never the test split the report uses.
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from slimline.compress.base import ModelInfo, Pass, PassContext, Problem
-from slimline.compress.calibration import (
+from slimline.compression.base import ModelInfo, Pass, PassContext, Problem
+from slimline.compression.calibration import (
     EVAL_DATA_SOURCE,
     ArrayCalibrationReader,
     CalibrationSpec,

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from slimline.compress.base import (
+from slimline.compression.base import (
     ModelInfo,
     Pass,
     PassConfig,
@@ -27,8 +27,8 @@ from slimline.compress.base import (
     copy_side_files,
     register,
 )
-from slimline.compress.quantize.effect import check_quantization_effect
-from slimline.compress.quantize.ort_common import weight_op_coverage
+from slimline.compression.quantize.effect import check_quantization_effect
+from slimline.compression.quantize.ort_common import weight_op_coverage
 from slimline.core.artifact import ModelDir
 from slimline.core.deps import require
 from slimline.core.errors import PassError

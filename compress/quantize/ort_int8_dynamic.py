@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from slimline.compress.base import (
+from slimline.compression.base import (
     ModelInfo,
     Pass,
     PassConfig,
@@ -23,15 +23,15 @@ from slimline.compress.base import (
     copy_side_files,
     register,
 )
-from slimline.compress.quantize.effect import check_quantization_effect
-from slimline.compress.quantize.fallback import (
+from slimline.compression.quantize.effect import check_quantization_effect
+from slimline.compression.quantize.fallback import (
     FallbackConfig,
     Quantize,
     VariantSpace,
     chosen_overrides,
     quantize_with_fallback,
 )
-from slimline.compress.quantize.ort_common import float_model_for_quantization, weight_op_coverage
+from slimline.compression.quantize.ort_common import float_model_for_quantization, weight_op_coverage
 from slimline.core.artifact import ModelDir
 from slimline.core.deps import require
 from slimline.core.errors import PassError

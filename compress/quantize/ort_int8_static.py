@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from slimline.compress.base import (
+from slimline.compression.base import (
     ModelInfo,
     Pass,
     PassConfig,
@@ -24,7 +24,7 @@ from slimline.compress.base import (
     copy_side_files,
     register,
 )
-from slimline.compress.calibration import (
+from slimline.compression.calibration import (
     EVAL_DATA_SOURCE,
     ArrayCalibrationReader,
     CalibrationSpec,
@@ -34,8 +34,8 @@ from slimline.compress.calibration import (
     is_array_source,
     stride_for,
 )
-from slimline.compress.quantize.effect import check_quantization_effect
-from slimline.compress.quantize.fallback import (
+from slimline.compression.quantize.effect import check_quantization_effect
+from slimline.compression.quantize.fallback import (
     FallbackConfig,
     Quantize,
     Settings,
@@ -44,7 +44,7 @@ from slimline.compress.quantize.fallback import (
     quantizable_nodes,
     quantize_with_fallback,
 )
-from slimline.compress.quantize.ort_common import float_model_for_quantization, weight_op_coverage
+from slimline.compression.quantize.ort_common import float_model_for_quantization, weight_op_coverage
 from slimline.core.artifact import ModelDir
 from slimline.core.deps import require
 from slimline.core.errors import BadInputError, PassError

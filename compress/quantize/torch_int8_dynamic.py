@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from slimline.compress.base import (
+from slimline.compression.base import (
     ModelInfo,
     PassConfig,
     PassContext,

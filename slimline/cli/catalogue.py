@@ -11,7 +11,7 @@ from slimline.core.errors import EXIT_OK
 
 
 def _profiles_json(args: argparse.Namespace) -> int:
-    from slimline.compress.recipe import profile_recipe
+    from slimline.compression.recipe import profile_recipe
     from slimline.profiles.schema import list_profiles, load_profile
 
     if args.action == "list":
@@ -27,7 +27,7 @@ def _profiles_json(args: argparse.Namespace) -> int:
 
 
 def _recipes_json(args: argparse.Namespace) -> int:
-    from slimline.compress.recipe import load_recipe
+    from slimline.compression.recipe import load_recipe
     from slimline.profiles.schema import list_recipes
 
     if args.action == "list":
@@ -41,7 +41,7 @@ def _recipes_json(args: argparse.Namespace) -> int:
 
 
 def _spaces_json(args: argparse.Namespace) -> int:
-    from slimline.compress.search_space_files import list_spaces, load_search_space
+    from slimline.compression.search_space_files import list_spaces, load_search_space
 
     if args.action == "list":
         print_json("spaces", items=[{"name": name, "description": load_search_space(name).description}
@@ -58,7 +58,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         return _profiles_json(args)
     import yaml
 
-    from slimline.compress.recipe import profile_recipe
+    from slimline.compression.recipe import profile_recipe
     from slimline.pipeline.runtime_choice import candidate_recipes
     from slimline.profiles.schema import PROFILES_DIR, list_profiles, load_profile
 
@@ -84,7 +84,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 def cmd_recipes(args: argparse.Namespace) -> int:
     if args.json:
         return _recipes_json(args)
-    from slimline.compress.recipe import load_recipe
+    from slimline.compression.recipe import load_recipe
     from slimline.profiles.schema import RECIPES_DIR, list_recipes
 
     out = console()
@@ -105,7 +105,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def cmd_spaces(args: argparse.Namespace) -> int:
     if args.json:
         return _spaces_json(args)
-    from slimline.compress.search_space_files import SPACES_DIR, list_spaces, load_search_space
+    from slimline.compression.search_space_files import SPACES_DIR, list_spaces, load_search_space
 
     out = console()
     if args.action == "list":
@@ -121,7 +121,7 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 
 def cmd_passes(args: argparse.Namespace) -> int:
-    from slimline.compress.catalogue import catalogue, registry
+    from slimline.compression.catalogue import catalogue, registry
 
     out = console()
     entries = catalogue()

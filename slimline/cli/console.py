@@ -75,7 +75,7 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> Any:
 def print_report(report: Any) -> None:
     from rich.table import Table
 
-    from slimline.bench.report import (
+    from slimline.benchmarking.report import (
         COMPARISON_HEADER,
         SIDE_BY_SIDE_HEADER,
         comparison_rows,

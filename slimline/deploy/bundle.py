@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from slimline.bench.report import Report
+from slimline.benchmarking.report import Report
 from slimline.core.artifact import (
     ModelDir,
     atomic_directory,

@@ -11,7 +11,7 @@ import json
 import math
 from typing import TYPE_CHECKING
 
-from slimline.bench.report import Report, markdown_table
+from slimline.benchmarking.report import Report, markdown_table
 from slimline.deploy.runtime import bundle_runtime
 from slimline.formats.inputs import shape_label
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
-from slimline.bench.report import Report
-from slimline.bench.reporting.html_report import latency_distribution_svg
-from slimline.bench.reporting.page import html_table, render_page
-from slimline.bench.reporting.svg import Distribution, Point, distribution_svg, scatter_svg
+from slimline.benchmarking.report import Report
+from slimline.benchmarking.reporting.html_report import latency_distribution_svg
+from slimline.benchmarking.reporting.page import html_table, render_page
+from slimline.benchmarking.reporting.svg import Distribution, Point, distribution_svg, scatter_svg
 from slimline.core.stats import Z_95, wilson_interval_pct
 from slimline.history.records import RunRecord
 from slimline.history.regression import accuracy_difference

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from slimline.bench.report import Report
-from slimline.bench.results_model import CandidateResult
+from slimline.benchmarking.report import Report
+from slimline.benchmarking.results_model import CandidateResult
 from slimline.core.stats import wilson_interval_pct
 
 

@@ -11,7 +11,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from slimline.bench.report import Report, write_report
+from slimline.benchmarking.report import Report, write_report
 from slimline.core.errors import OutputError
 from slimline.history.facts import run_row
 from slimline.history.pending import write_pending_record

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from slimline.bench.report import Report
+from slimline.benchmarking.report import Report
 from slimline.core.deps import require
 from slimline.core.errors import MissingDependency, OutputError
 from slimline.history.facts import machine_class, machine_description

@@ -53,7 +53,7 @@ def _read_row(path: Path) -> dict[str, Any]:
         raise BadInputError(f"{path} is incomplete (missing {missing[:5]} or an unknown kind).", fix=fix)
     from pydantic import ValidationError
 
-    from slimline.bench.report import Report
+    from slimline.benchmarking.report import Report
 
     try:
         Report.model_validate_json(row["report_json"])

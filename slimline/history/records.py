@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from slimline.bench.report import Report
+from slimline.benchmarking.report import Report
 from slimline.core.errors import BadInputError
 from slimline.history.facts import report_metrics, run_row
 from slimline.history.store import open_history, resolve_history_path, transaction

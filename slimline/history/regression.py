@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from slimline.bench.budgets import BudgetResult
-from slimline.bench.report import Report
-from slimline.bench.results_model import CandidateResult, unpack_correct
+from slimline.benchmarking.budgets import BudgetResult
+from slimline.benchmarking.report import Report
+from slimline.benchmarking.results_model import CandidateResult, unpack_correct
 from slimline.core.stats import Z_95, paired_drop_pt
 from slimline.history.facts import machine_class, machine_description
 from slimline.history.records import RunRecord, last_shipped
@@ -94,7 +94,7 @@ def pick_shipped(report: Report, shipped: list[RunRecord]) -> tuple[RunRecord | 
 
 def check_regression(report: Report, budget: RegressionBudget, history_path: Path | None) -> Report:
     """The report with the regression rows added to its budgets (and its verdict updated) or a warning."""
-    from slimline.bench.budgets import verdict_of
+    from slimline.benchmarking.budgets import verdict_of
 
     record, warnings = pick_shipped(report, last_shipped(report.profile["name"], history_path))
     rows: list[BudgetResult] = []

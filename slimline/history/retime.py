@@ -4,7 +4,7 @@ Each recorded run's latency interval is within-run: it says how precisely that r
 the conditions of that moment, not how much the machine itself drifts between two moments (load, clock
 boost, thermal state, a neighbour's job). Two identical models recorded an hour apart can therefore differ
 "beyond the spread" of their own intervals. Timing both artifacts in one process, in shuffled rounds of
-blocks (slimline.bench.interleaved), puts both under the same conditions; the ratio of their medians
+blocks (slimline.benchmarking.interleaved), puts both under the same conditions; the ratio of their medians
 resamples the same rounds for both, so a load that slowed one round cancels. The difference is judged on
 that ratio's interval.
 """
@@ -15,8 +15,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from slimline.bench.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
-from slimline.bench.interleaved_stats import side_by_side_figures
+from slimline.benchmarking.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
+from slimline.benchmarking.interleaved_stats import side_by_side_figures
 from slimline.core.artifact import ModelDir
 from slimline.core.errors import BadInputError, SlimlineError
 from slimline.history.records import RunRecord

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from slimline.bench.report import StageRecord
+from slimline.benchmarking.report import StageRecord
 from slimline.core.artifact import (
     LineageStep,
     Manifest,

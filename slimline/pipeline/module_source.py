@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from slimline.bench.evaluators.base import EvalSource
+from slimline.benchmarking.evaluators.base import EvalSource
 from slimline.core.artifact import ModelDir, atomic_write_bytes
 from slimline.core.errors import CheckpointError, DataError
 from slimline.core.paths import cache_root
@@ -76,6 +76,6 @@ def materialised(source: EvalSource) -> EvalSource:
     """`pkg.module:function` eval data (the CLI's) -> the same .npz the Python API makes of a callable."""
     if source.kind() != "callable":
         return source
-    from slimline.bench.evaluators.agreement import call_user_inputs
+    from slimline.benchmarking.evaluators.agreement import call_user_inputs
 
     return eval_npz(call_user_inputs(source.source), source.split, source.evaluator)

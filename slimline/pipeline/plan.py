@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slimline.bench.evaluators.base import EvalSource, check_eval_source
-from slimline.compress.base import ModelInfo, Problem
-from slimline.compress.recipe import RecipeStep, SkippedStep, optional_skip, order_problems, profile_recipe
+from slimline.benchmarking.evaluators.base import EvalSource, check_eval_source
+from slimline.compression.base import ModelInfo, Problem
+from slimline.compression.recipe import RecipeStep, SkippedStep, optional_skip, order_problems, profile_recipe
 from slimline.core.artifact import (
     ModelDir,
 )
@@ -18,8 +18,8 @@ from slimline.core.machine import cpu_capabilities
 from slimline.core.output_kinds import ModelOutput
 from slimline.core.outputs import OutputKind, check_output, check_writable, input_paths
 from slimline.core.progress import reporter
-from slimline.export.onnx import OnnxExportConfig
-from slimline.export.tensorrt import TensorRTExportConfig
+from slimline.exporters.onnx import OnnxExportConfig
+from slimline.exporters.tensorrt import TensorRTExportConfig
 from slimline.formats.adapter import Adapter
 from slimline.formats.architecture import refuse_unbuildable
 from slimline.pipeline.adapter import open_source
@@ -128,7 +128,7 @@ def eval_data_for(source: ModelDir, requested: DatasetSpec | EvalSource | None) 
     now (header, labels against the model's classes, rows in the split) so that bad data fails before
     any stage runs."""
     if requested is not None and source.manifest.task == "text-generation":  # perplexity: text, no labels
-        from slimline.bench.evaluators.perplexity import check_text_data
+        from slimline.benchmarking.evaluators.perplexity import check_text_data
 
         return check_text_data(requested)
     if isinstance(requested, DatasetSpec) and source.manifest.task == "feature-extraction":  # texts, no labels

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from slimline.bench.evaluators.base import EvalSource, evaluator_name_for, get_evaluator, source_has_labels
-from slimline.compress.calibration import EVAL_DATA_SOURCE
-from slimline.compress.recipe import RecipeStep
+from slimline.benchmarking.evaluators.base import EvalSource, evaluator_name_for, get_evaluator, source_has_labels
+from slimline.compression.calibration import EVAL_DATA_SOURCE
+from slimline.compression.recipe import RecipeStep
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import DataError, ProfileError
@@ -163,7 +163,7 @@ def _check_calibration_count(step: RecipeStep, calibration: Any) -> None:
 
     import numpy as np
 
-    from slimline.compress.calibration import check_calibration_set, is_array_source
+    from slimline.compression.calibration import check_calibration_set, is_array_source
     from slimline.core.data import split_indices
     from slimline.core.image_data import image_folder_files
 

@@ -13,12 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from slimline.bench.benchmark import Candidate, measure
-from slimline.bench.budgets import evaluate_budgets
-from slimline.bench.evaluators.base import EvalContext, evaluator_name_for, get_evaluator
-from slimline.bench.report import Report, StageRecord, write_report
-from slimline.bench.runners.base import torch_baseline_precision
-from slimline.compress.recipe import recipe_as_data, recipe_with_skipped
+from slimline.benchmarking.benchmark import Candidate, measure
+from slimline.benchmarking.budgets import evaluate_budgets
+from slimline.benchmarking.evaluators.base import EvalContext, evaluator_name_for, get_evaluator
+from slimline.benchmarking.report import Report, StageRecord, write_report
+from slimline.benchmarking.runners.base import torch_baseline_precision
+from slimline.compression.recipe import recipe_as_data, recipe_with_skipped
 from slimline.core.artifact import (
     ModelDir,
 )
@@ -28,8 +28,8 @@ from slimline.core.machine import library_versions, machine_info
 from slimline.core.outputs import claimed_output, claimed_run_dir
 from slimline.core.progress import reporter
 from slimline.core.scratch import scratch_directory
-from slimline.export.openvino import OPENVINO_EXPORT_STEP
-from slimline.export.tensorrt import TENSORRT_EXPORT_STEP
+from slimline.exporters.openvino import OPENVINO_EXPORT_STEP
+from slimline.exporters.tensorrt import TENSORRT_EXPORT_STEP
 from slimline.formats.inputs import default_input_specs
 from slimline.pipeline.plan import Plan, RunRequest, plan_run, run_inputs
 from slimline.pipeline.run_config import RUN_CONFIG_NAME, write_run_config

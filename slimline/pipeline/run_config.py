@@ -15,12 +15,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from slimline.compress.recipe import parse_recipe
+from slimline.compression.recipe import parse_recipe
 from slimline.core.artifact import atomic_write_text
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import RecipeError
 from slimline.core.yaml_files import load_yaml_file
-from slimline.export.onnx import OnnxExportConfig
+from slimline.exporters.onnx import OnnxExportConfig
 from slimline.pipeline.plan import RunRequest
 from slimline.profiles.schema import format_validation_error, parse_profile
 
@@ -30,7 +30,7 @@ RUN_CONFIG_SCHEMA_VERSION = 1
 
 class EvalDataEntry(BaseModel):
     """`dataset`: a labelled text dataset (slimline.core.data.DatasetSpec); `source`: an image folder, an .npz
-    or `pkg.module:function` (slimline.bench.evaluators.EvalSource)."""
+    or `pkg.module:function` (slimline.benchmarking.evaluators.EvalSource)."""
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["dataset", "source"]
@@ -95,7 +95,7 @@ def load_run_config(path: Path, out: Path | None = None, force: bool = False) ->
         export = OnnxExportConfig.model_validate(config.export)
         tensorrt = None
         if config.tensorrt is not None:
-            from slimline.export.tensorrt_plan import TensorRTExportConfig
+            from slimline.exporters.tensorrt_plan import TensorRTExportConfig
 
             tensorrt = TensorRTExportConfig.model_validate(config.tensorrt)
         eval_data = _eval_data(config.eval_data)
@@ -113,6 +113,6 @@ def _eval_data(entry: EvalDataEntry | None) -> Any:
         return None
     if entry.kind == "dataset":
         return DatasetSpec.model_validate(entry.spec)
-    from slimline.bench.evaluators.base import EvalSource
+    from slimline.benchmarking.evaluators.base import EvalSource
 
     return EvalSource.model_validate(entry.spec)

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from slimline.bench.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
-from slimline.bench.report import Report
-from slimline.compress.recipe import RecipeStep, load_recipe, parse_recipe, profile_recipe, recipe_as_data
+from slimline.benchmarking.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
+from slimline.benchmarking.report import Report
+from slimline.compression.recipe import RecipeStep, load_recipe, parse_recipe, profile_recipe, recipe_as_data
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec, encode_labelled, trimmed_batches
 from slimline.core.errors import MissingDependency, PassError, ProfileError, RecipeError, SlimlineError

@@ -2,7 +2,7 @@
 
 Each model's own worker gives its absolute latency and peak memory with the machine to itself, but
 taken one after another, a busy minute can favour one model over another. The side-by-side timing
-(slimline.bench.interleaved: blocks of iterations in a shuffled order each round, each runtime with its
+(slimline.benchmarking.interleaved: blocks of iterations in a shuffled order each round, each runtime with its
 own threading) gives figures a noisy neighbour cannot reorder, with intervals over rounds. Every
 latency, throughput and speed-up budget is judged on them (bench.figures), for every kind of model the
 CPU runners take: text and image classifiers, plain PyTorch modules, and decoder LLMs (prefill and
@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slimline.bench.benchmark import Candidate
-from slimline.bench.interleaved import InterleavedResult, InterleavedSpec, InterleavedTiming, time_interleaved
-from slimline.bench.interleaved_stats import decode_summary, side_by_side_figures
-from slimline.bench.results_model import CandidateResult
-from slimline.bench.runners.base import RunnerSpec
+from slimline.benchmarking.benchmark import Candidate
+from slimline.benchmarking.interleaved import InterleavedResult, InterleavedSpec, InterleavedTiming, time_interleaved
+from slimline.benchmarking.interleaved_stats import decode_summary, side_by_side_figures
+from slimline.benchmarking.results_model import CandidateResult
+from slimline.benchmarking.runners.base import RunnerSpec
 from slimline.core.artifact import ModelDir
 from slimline.core.errors import BenchError
 from slimline.core.progress import reporter

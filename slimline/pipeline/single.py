@@ -13,9 +13,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from slimline.bench.report import Report, write_report
-from slimline.compress.base import ModelInfo
-from slimline.compress.recipe import RecipeStep, SkippedStep, optional_skip, order_problems
+from slimline.benchmarking.report import Report, write_report
+from slimline.compression.base import ModelInfo
+from slimline.compression.recipe import RecipeStep, SkippedStep, optional_skip, order_problems
 from slimline.core.artifact import ModelDir, atomic_directory, describe_os_error, full_disk_cause, write_manifest
 from slimline.core.data import DatasetSpec, validate_dataset
 from slimline.core.errors import CheckpointError, PassError, RecipeError, StepNotApplicable
@@ -27,7 +27,7 @@ from slimline.core.outputs import (
     temporary_path,
 )
 from slimline.core.progress import reporter
-from slimline.export.onnx import OnnxExportConfig
+from slimline.exporters.onnx import OnnxExportConfig
 from slimline.formats.architecture import refuse_unbuildable
 from slimline.formats.model_files import model_file_checkpoint
 from slimline.pipeline.adapter import merged_checkpoint, open_source

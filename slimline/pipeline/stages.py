@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slimline.bench.report import StageRecord
-from slimline.compress.base import PassContext
-from slimline.compress.recipe import RecipeStep, SkippedStep
+from slimline.benchmarking.report import StageRecord
+from slimline.compression.base import PassContext
+from slimline.compression.recipe import RecipeStep, SkippedStep
 from slimline.core.artifact import (
     LineageStep,
     Manifest,
@@ -27,8 +27,8 @@ from slimline.core.errors import CheckpointError, StepNotApplicable
 from slimline.core.machine import cpu_flags
 from slimline.core.output_kinds import QUALITY_METRICS, ModelOutput, split_metric
 from slimline.core.progress import reporter
-from slimline.export.onnx import OnnxExportConfig, export_onnx
-from slimline.export.tensorrt import TensorRTExportConfig, export_tensorrt
+from slimline.exporters.onnx import OnnxExportConfig, export_onnx
+from slimline.exporters.tensorrt import TensorRTExportConfig, export_tensorrt
 from slimline.pipeline.adapter import merge_stage, merged_dir
 from slimline.pipeline.plan import EXPORT_STEP, Plan, RunRequest
 from slimline.profiles.schema import Profile, Shape

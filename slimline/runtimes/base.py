@@ -44,7 +44,7 @@ class RunnerSpec(BaseModel):
     shapes: list[Shape]
     measurement: Measurement
     eval_npz: str | None = None
-    evaluator: str = "text-classification"  # a name in slimline.bench.evaluators' registry
+    evaluator: str = "text-classification"  # a name in slimline.benchmarking.evaluators' registry
     eval_outputs_path: str | None = None  # where the evaluator keeps raw outputs (agreement with fp32)
     eval_batch_size: int = 32
     seed: int = 0

@@ -190,8 +190,8 @@ def _check_benchmarks(example: Example) -> None:
 
 
 def _check_yaml(example: Example) -> None:
-    from slimline.compress.recipe import parse_recipe, profile_recipe
-    from slimline.compress.search_space_files import parse_search_space
+    from slimline.compression.recipe import parse_recipe, profile_recipe
+    from slimline.compression.search_space_files import parse_search_space
     from slimline.formats.torch_module import load_input_spec
     from slimline.profiles.schema import load_profile, parse_profile
 

@@ -65,7 +65,7 @@ def test_doctor_json_is_machine_readable_and_says_there_is_no_gpu() -> None:
 
 def _engine(tiny_bert: Path, tmp_path: Path, precision: str = "fp32"):
     pytest.importorskip("tensorrt", reason="gpu: the tensorrt module is not installed")
-    from slimline.export.tensorrt import TENSORRT_EXPORT_STEP, TensorRTExportConfig
+    from slimline.exporters.tensorrt import TENSORRT_EXPORT_STEP, TensorRTExportConfig
     from slimline.pipeline.single import export_to
     from slimline.pipeline.stages import run_stage, tensorrt_producer
     from slimline.profiles.schema import Shape
@@ -79,7 +79,7 @@ def _engine(tiny_bert: Path, tmp_path: Path, precision: str = "fp32"):
 
 
 def _runner(engine, shapes):
-    from slimline.bench.runners import RunnerSpec, make_runner
+    from slimline.benchmarking.runners import RunnerSpec, make_runner
     from slimline.profiles.schema import Measurement
 
     return make_runner(RunnerSpec(label="trt", runtime="tensorrt", model_path=str(engine.model_path),

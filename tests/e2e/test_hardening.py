@@ -222,7 +222,7 @@ def test_sigterm_during_a_run_stops_the_worker_cleans_up_and_the_next_run_sweeps
     deadline, workers = time.monotonic() + 180, []
     while time.monotonic() < deadline and not workers:
         workers = [c for c in _children(process.pid)
-                   if b"slimline.bench.worker" in (Path("/proc") / str(c) / "cmdline").read_bytes()]
+                   if b"slimline.benchmarking.worker" in (Path("/proc") / str(c) / "cmdline").read_bytes()]
         time.sleep(0.2)
     assert workers, "the benchmark worker never started"
     time.sleep(2.0)  # let it load the model and start timing

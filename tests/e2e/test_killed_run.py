@@ -32,7 +32,7 @@ def _workers_under(scratch: Path) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"slimline.bench.worker" in cmdline and str(scratch).encode() in cmdline:
+        if b"slimline.benchmarking.worker" in cmdline and str(scratch).encode() in cmdline:
             found.append(int(entry.name))
     return found
 

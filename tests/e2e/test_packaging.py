@@ -67,7 +67,7 @@ def test_every_shipped_profile_resolves_its_recipe_from_an_installed_wheel(wheel
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
     code = ("import slimline, sys\n"
-            "from slimline.compress.recipe import profile_recipe\n"
+            "from slimline.compression.recipe import profile_recipe\n"
             "from slimline.profiles.schema import list_profiles, load_profile\n"
             f"assert slimline.__file__.startswith({str(target)!r}), slimline.__file__\n"
             "names = list_profiles()\n"
@@ -96,7 +96,7 @@ def test_run_works_from_a_folder_holding_an_export_py_and_a_bench_package(tiny_b
                         cwd=work)
     assert completed.returncode in (0, 1), completed.stdout + completed.stderr
     assert (work / "out" / "report.json").is_file()
-    imported = subprocess.run([sys.executable, "-c", "import slimline.pipeline.single, slimline.bench.worker"],
+    imported = subprocess.run([sys.executable, "-c", "import slimline.pipeline.single, slimline.benchmarking.worker"],
                               cwd=work, capture_output=True, text=True, check=False, timeout=120)
     assert imported.returncode == 0, imported.stderr
 

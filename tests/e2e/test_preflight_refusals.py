@@ -62,7 +62,7 @@ def test_demo_checks_the_history_before_building_its_checkpoint(truncated_histor
 def test_a_record_kept_beside_the_report_is_imported_by_the_cli(tmp_path: Path) -> None:
     from unit.test_history import make_report
 
-    from slimline.bench.report import write_report
+    from slimline.benchmarking.report import write_report
     from slimline.history.hooks import after_run
 
     out = tmp_path / "out"

@@ -12,7 +12,7 @@ import slimline
 
 
 def test_api_arguments_accept_names_paths_objects_and_configs(tiny_bert: Path, tmp_path: Path) -> None:
-    from slimline.compress.quantize.ort_int8_dynamic import Int8DynamicConfig
+    from slimline.compression.quantize.ort_int8_dynamic import Int8DynamicConfig
 
     profile = slimline.api.as_profile("cpu")
     assert slimline.api.as_profile(profile) is profile

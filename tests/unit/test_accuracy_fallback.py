@@ -14,7 +14,7 @@ from conftest import WORDS, make_tiny_bert
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slimline.compress.recipe import parse_recipe
+from slimline.compression.recipe import parse_recipe
 from slimline.core.data import DatasetSpec
 from slimline.core.stats import paired_drop_pt
 from slimline.pipeline.single import compress_to, export_to
@@ -172,7 +172,7 @@ class _FakeData:
     def run(self, path: Path, rows=None):
         import numpy as np
 
-        from slimline.compress.quantize.fallback_eval import Reference
+        from slimline.compression.quantize.fallback_eval import Reference
 
         labels = np.array([0, 1] * 20)
         return Reference(correct=labels == labels if path.name == "fp32.onnx" else np.arange(40) >= 4)
@@ -188,8 +188,8 @@ class _FakeData:
 def test_a_setting_the_quantizer_cannot_apply_is_skipped_and_reported(tmp_path: Path) -> None:
     """ORT's histogram calibrators (percentile, entropy) fail on examples of different lengths: the fallback
     notes that setting and goes on, instead of failing the whole pass."""
-    from slimline.compress.quantize.fallback import FallbackConfig, VariantSpace, search
-    from slimline.compress.quantize.fallback_eval import Judge
+    from slimline.compression.quantize.fallback import FallbackConfig, VariantSpace, search
+    from slimline.compression.quantize.fallback_eval import Judge
     from slimline.core.errors import PassError
     from slimline.profiles.schema import Budget
 

@@ -31,9 +31,6 @@ def test_every_public_name_is_reachable_and_listed() -> None:
 def test_each_api_function_is_a_real_function_with_a_signature_and_a_docstring(name: str) -> None:
     function = getattr(slimline.api, name)
     exposed = getattr(slimline, name)
-    # BEGIN callable layers (deleted by the package rename: until then these three are callable modules)
-    exposed = function if name in ("compress", "export", "bench") else exposed
-    # END callable layers
     assert exposed is function
     assert inspect.isfunction(function) and function.__name__ == name
     parameters = inspect.signature(function).parameters

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import make_tiny_bert
 
-from slimline.compress.base import PassContext
-from slimline.compress.recipe import parse_recipe
+from slimline.compression.base import PassContext
+from slimline.compression.recipe import parse_recipe
 from slimline.core.errors import CheckpointError
 from slimline.formats import bnb_cpu_kernel
 from slimline.formats.bnb_cpu_kernel import packed_kernel_accepts

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slimline.bench.budgets import BudgetResult, evaluate_budget, evaluate_budgets, verdict_of
-from slimline.bench.latency import summarize
-from slimline.bench.results_model import CandidateResult
+from slimline.benchmarking.budgets import BudgetResult, evaluate_budget, evaluate_budgets, verdict_of
+from slimline.benchmarking.latency import summarize
+from slimline.benchmarking.results_model import CandidateResult
 from slimline.profiles.schema import Budget
 
 value = st.floats(min_value=0.0, max_value=1e6, allow_nan=False, allow_infinity=False)

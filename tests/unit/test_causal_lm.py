@@ -11,14 +11,14 @@ import pytest
 from conftest import WORDS
 
 import slimline
-from slimline.bench.budgets import metric_value
-from slimline.bench.decode import decode_results
-from slimline.bench.evaluators.base import EvalContext, get_evaluator
-from slimline.bench.latency import summarize
-from slimline.bench.results_model import CandidateResult
-from slimline.bench.runners import RunnerSpec, make_runner
-from slimline.compress.base import ModelInfo
-from slimline.compress.catalogue import registry
+from slimline.benchmarking.budgets import metric_value
+from slimline.benchmarking.decode import decode_results
+from slimline.benchmarking.evaluators.base import EvalContext, get_evaluator
+from slimline.benchmarking.latency import summarize
+from slimline.benchmarking.results_model import CandidateResult
+from slimline.benchmarking.runners import RunnerSpec, make_runner
+from slimline.compression.base import ModelInfo
+from slimline.compression.catalogue import registry
 from slimline.core.artifact import ModelDir
 from slimline.core.tokenizers import load_tokenizer
 from slimline.formats.causal_lm import OrtDecoder, TorchDecoder, greedy_generate

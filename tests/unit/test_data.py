@@ -163,7 +163,7 @@ def test_a_large_csv_is_streamed_holding_only_the_rows_of_the_split(tmp_path: Pa
 
 def test_a_csv_or_jsonl_path_takes_a_split_suffix_like_every_other_eval_data(tmp_path: Path) -> None:
     """`--eval-data reviews.csv:test` was refused as "not a folder, an .npz, a .csv/.jsonl" (issue 22)."""
-    from slimline.bench.evaluators.base import parse_eval_arg
+    from slimline.benchmarking.evaluators.base import parse_eval_arg
     from slimline.core.data import parse_dataset_arg
 
     path = _csv(tmp_path, [(f"t{i}", "pos") for i in range(20)])

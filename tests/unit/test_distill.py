@@ -15,12 +15,12 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
-from slimline.compress.base import ModelInfo, PassContext, PassResult
-from slimline.compress.catalogue import registry
-from slimline.compress.distill.kd import LOSS_CURVE_FILE, KDConfig, KnowledgeDistillation
-from slimline.compress.distill.training import encode_training_set, uniform_layer_map
-from slimline.compress.hf_save import save_reloadable
-from slimline.compress.recipe import parse_recipe
+from slimline.compression.base import ModelInfo, PassContext, PassResult
+from slimline.compression.catalogue import registry
+from slimline.compression.distill.kd import LOSS_CURVE_FILE, KDConfig, KnowledgeDistillation
+from slimline.compression.distill.training import encode_training_set, uniform_layer_map
+from slimline.compression.hf_save import save_reloadable
+from slimline.compression.recipe import parse_recipe
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import DataError, PassError, RecipeError

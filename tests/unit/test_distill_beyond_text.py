@@ -13,10 +13,10 @@ from model_zoo import build
 from plain_modules import write_image_folder
 from sentence_encoder import make_sentence_encoder
 
-from slimline.bench.evaluators.base import EvalSource
-from slimline.compress.base import ModelInfo, PassContext, PassResult
-from slimline.compress.distill.data import ImageSource, image_training_set, unlabelled_text_set
-from slimline.compress.distill.kd import LOSS_CURVE_FILE, KDConfig, KnowledgeDistillation
+from slimline.benchmarking.evaluators.base import EvalSource
+from slimline.compression.base import ModelInfo, PassContext, PassResult
+from slimline.compression.distill.data import ImageSource, image_training_set, unlabelled_text_set
+from slimline.compression.distill.kd import LOSS_CURVE_FILE, KDConfig, KnowledgeDistillation
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import DataError
 from slimline.core.pooling import pool

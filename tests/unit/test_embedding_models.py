@@ -13,7 +13,7 @@ from conftest import WORDS
 from sentence_encoder import make_sentence_encoder
 
 import slimline
-from slimline.bench.evaluators.base import EvalContext, evaluator_name_for, get_evaluator
+from slimline.benchmarking.evaluators.base import EvalContext, evaluator_name_for, get_evaluator
 from slimline.core.data import DatasetSpec, load_texts
 from slimline.core.pooling import pool, pooling_of
 from slimline.formats.checkpoint import open_checkpoint

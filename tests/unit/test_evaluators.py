@@ -7,16 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slimline.bench.budgets import evaluate_budgets
-from slimline.bench.evaluators.base import (
+from slimline.benchmarking.budgets import evaluate_budgets
+from slimline.benchmarking.evaluators.base import (
     EvalScore,
     EvalSource,
     evaluator_name_for,
     get_evaluator,
     parse_eval_arg,
 )
-from slimline.bench.latency import summarize
-from slimline.bench.results_model import CandidateResult
+from slimline.benchmarking.latency import summarize
+from slimline.benchmarking.results_model import CandidateResult
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import DataError
 from slimline.profiles.schema import Budget, Profile
@@ -115,7 +115,7 @@ def test_an_eval_score_round_trips_through_json() -> None:
 def test_text_classification_reports_the_logits_error_where_accuracy_cannot_move(tmp_path: Path) -> None:
     """A random-init classifier predicts one class whatever INT8 does to it: accuracy drop 0.00, agreement 100%;
     the logits' relative and absolute error still show how far the candidate strays."""
-    from slimline.bench.evaluators.outputs import OUTPUT_KINDS_KEY, OUTPUT_NAMES_KEY
+    from slimline.benchmarking.evaluators.outputs import OUTPUT_KINDS_KEY, OUTPUT_NAMES_KEY
 
     npz = tmp_path / "eval.npz"
     np.savez(npz, x=np.arange(6, dtype=np.float32)[:, None], attention_mask=np.ones((6, 3), dtype=np.int64),

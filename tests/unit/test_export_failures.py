@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from slimline.core.errors import CheckpointError, ExportError
-from slimline.export.failures import export_failure
+from slimline.exporters.failures import export_failure
 from slimline.formats.architecture import architecture_problem
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from slimline import api
-from slimline.export.parity import PARITY_EXAMPLES
+from slimline.exporters.parity import PARITY_EXAMPLES
 
 
 def test_a_text_classifier_is_checked_on_64_examples_real_sentences_first(tiny_bert: Path, tmp_path: Path) -> None:

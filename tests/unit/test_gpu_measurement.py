@@ -9,14 +9,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from slimline.bench.benchmark import GPU_SPREAD_HINT, spread_warnings
-from slimline.bench.budgets import evaluate_budget
-from slimline.bench.gpu_memory import GpuMemoryProbe, process_gpu_memory
-from slimline.bench.latency import summarize
-from slimline.bench.results_model import CandidateResult
-from slimline.bench.runners.base import torch_baseline_precision
-from slimline.bench.runners.ort_runner import provider_entries
-from slimline.bench.runners.trt_runner import TensorRTRunner
+from slimline.benchmarking.benchmark import GPU_SPREAD_HINT, spread_warnings
+from slimline.benchmarking.budgets import evaluate_budget
+from slimline.benchmarking.gpu_memory import GpuMemoryProbe, process_gpu_memory
+from slimline.benchmarking.latency import summarize
+from slimline.benchmarking.results_model import CandidateResult
+from slimline.benchmarking.runners.base import torch_baseline_precision
+from slimline.benchmarking.runners.ort_runner import provider_entries
+from slimline.benchmarking.runners.trt_runner import TensorRTRunner
 from slimline.profiles.schema import Budget
 
 MB = 1024 * 1024

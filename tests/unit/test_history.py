@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slimline.bench.budgets import BudgetResult
-from slimline.bench.latency import summarize
-from slimline.bench.report import Report
-from slimline.bench.results_model import CandidateResult, pack_correct
+from slimline.benchmarking.budgets import BudgetResult
+from slimline.benchmarking.latency import summarize
+from slimline.benchmarking.report import Report
+from slimline.benchmarking.results_model import CandidateResult, pack_correct
 from slimline.profiles.schema import Budget, RegressionBudget
 
 MACHINE = {"cpu_model": "Test CPU 9000", "cpu_flags": ["avx2", "avx512_vnni"], "arch": "x86_64", "cpu_count": 2,

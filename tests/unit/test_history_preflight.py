@@ -135,7 +135,7 @@ def _break(path: Path) -> None:
 
 
 def test_a_history_that_breaks_after_the_preflight_keeps_the_verdict_and_the_record(tmp_path: Path) -> None:
-    from slimline.bench.report import write_report
+    from slimline.benchmarking.report import write_report
     from slimline.history.hooks import after_run
     from slimline.history.pending import PENDING_RECORD
     from slimline.history.records import list_runs

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from unit.test_history import make_report
 
-from slimline.bench.budgets import BudgetResult
-from slimline.bench.latency import LatencyStats, summarize
-from slimline.bench.reporting.html_report import (
+from slimline.benchmarking.budgets import BudgetResult
+from slimline.benchmarking.latency import LatencyStats, summarize
+from slimline.benchmarking.reporting.html_report import (
     MAIN_FIGURE,
     Section,
     budget_margin,
     render_html,
     write_html_report,
 )
-from slimline.bench.reporting.svg import Point, pareto_front, scatter_svg
+from slimline.benchmarking.reporting.svg import Point, pareto_front, scatter_svg
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
@@ -89,7 +89,7 @@ def test_margin_is_positive_inside_a_limit_and_negative_outside() -> None:
 def test_a_fallback_judged_on_agreement_without_labels_renders_every_candidate_and_its_metrics() -> None:
     """The quality fallback on unlabelled images has no accuracy or drop: the page and report.md show the budgets'
     metrics (agreement here) per candidate instead of failing on a missing drop."""
-    from slimline.bench.report import render_markdown
+    from slimline.benchmarking.report import render_markdown
 
     candidate = {"excluded": [], "metrics": {"agreement_pct": 71.0}, "failing": ["agreement_pct"],
                  "latency_p50_ms": 2.0, "size_mb": 1.0, "variant": "percentile calibration", "accuracy_pct": None,

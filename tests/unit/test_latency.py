@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slimline.bench.latency import sample_latencies_ms, summarize
+from slimline.benchmarking.latency import sample_latencies_ms, summarize
 from slimline.profiles.schema import Measurement
 
 latencies = st.lists(st.floats(min_value=1e-3, max_value=1e4, allow_nan=False, allow_infinity=False),

@@ -36,14 +36,14 @@ def test_catalogue_commands_import_no_heavy_library(argv: list[str]) -> None:
 
 
 def test_validating_every_shipped_recipe_imports_no_heavy_library() -> None:
-    code = ("from slimline.compress.recipe import load_recipe\nfrom slimline.profiles.schema import list_recipes\n"
+    code = ("from slimline.compression.recipe import load_recipe\nfrom slimline.profiles.schema import list_recipes\n"
             "assert len([load_recipe(name) for name in list_recipes()]) >= 9")
     assert _modules_after(code) == []
 
 
 def test_the_catalogue_names_exactly_the_registered_passes() -> None:
-    from slimline.compress.base import registered_passes
-    from slimline.compress.catalogue import catalogue, registry
+    from slimline.compression.base import registered_passes
+    from slimline.compression.catalogue import catalogue, registry
 
     classes = registry()
     assert set(catalogue()) <= set(classes)
@@ -56,17 +56,14 @@ def test_the_api_functions_stay_functions_after_the_layer_packages_are_imported(
     import inspect
 
     import slimline
-    import slimline.bench.report
-    import slimline.compress.base
-    import slimline.export.parity
+    import slimline.benchmarking.report
+    import slimline.compression.base
+    import slimline.exporters.parity
     from slimline import api
 
     for name in ("compress", "export", "bench"):
         exposed = getattr(slimline, name)
         assert callable(exposed)
-        # BEGIN callable layers (deleted by the package rename: until then these three are callable modules)
-        exposed = getattr(api, name)
-        # END callable layers
         assert exposed is getattr(api, name) and inspect.isfunction(exposed) and exposed.__name__ == name
     assert slimline.run is api.run and slimline.package is api.package and slimline.verify is api.verify
     with pytest.raises(AttributeError):

@@ -156,8 +156,8 @@ def test_a_torch_save_state_dict_is_not_mistaken_for_torchscript(tmp_path: Path)
 def test_eval_chunks_with_a_state_whose_batch_is_second_and_a_scalar_are_split_and_batched_along_it(
         files: Path, tmp_path: Path) -> None:
     """Issue 20: an .npz carrying the state input crashed with IndexError."""
-    from slimline.bench.evaluators.agreement import Agreement
-    from slimline.bench.evaluators.base import EvalContext, EvalSource, batch_axes, model_inputs
+    from slimline.benchmarking.evaluators.agreement import Agreement
+    from slimline.benchmarking.evaluators.base import EvalContext, EvalSource, batch_axes, model_inputs
     from slimline.core.batch_axes import batches
 
     model = open_checkpoint(files / "stream.onnx")
@@ -176,8 +176,8 @@ def test_eval_chunks_with_a_state_whose_batch_is_second_and_a_scalar_are_split_a
 
 
 def test_eval_chunks_in_the_wrong_layout_are_refused_naming_the_input(files: Path, tmp_path: Path) -> None:
-    from slimline.bench.evaluators.agreement import Agreement
-    from slimline.bench.evaluators.base import EvalContext, EvalSource
+    from slimline.benchmarking.evaluators.agreement import Agreement
+    from slimline.benchmarking.evaluators.base import EvalContext, EvalSource
 
     model = open_checkpoint(files / "stream.onnx")
     np.savez(tmp_path / "batch-first.npz", chunk=np.zeros((5, 16, 40), np.float32),

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slimline.compress.base import ModelInfo, PassContext
-from slimline.compress.catalogue import registry
-from slimline.compress.convert.openvino_precision import choose_precision
-from slimline.compress.recipe import parse_recipe
+from slimline.compression.base import ModelInfo, PassContext
+from slimline.compression.catalogue import registry
+from slimline.compression.convert.openvino_precision import choose_precision
+from slimline.compression.recipe import parse_recipe
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec
 from slimline.pipeline.single import compress_to, export_to
@@ -105,7 +105,7 @@ def test_nncf_int8_writes_fake_quantize_ops_and_records_its_calibration_set(int8
 def test_nncf_int8_over_budget_falls_back_to_accuracy_controlled_quantization(
         tiny_onnx: ModelDir, labelled_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Plain INT8 measured 30 points below the reference: the pass must hand over to NNCF's accuracy control."""
-    from slimline.compress.quantize import openvino_common
+    from slimline.compression.quantize import openvino_common
 
     real = openvino_common.Validation.accuracy_pct
     calls: list[dict] = []
@@ -166,7 +166,7 @@ def test_the_precision_pass_records_its_choice_and_the_runner_compiles_with_it(t
 
 
 def test_weight_compression_shrinks_a_decoder_that_still_decodes(tiny_llama: Path, tmp_path: Path) -> None:
-    from slimline.bench.decode import decode_results
+    from slimline.benchmarking.decode import decode_results
 
     onnx = export_to(tiny_llama, tmp_path / "onnx")
     compressed = compress_to(onnx.path, tmp_path / "int8", parse_recipe(
@@ -200,7 +200,7 @@ def test_an_openvino_bundle_verifies_declares_the_openvino_backend_and_serves(in
 
 def test_the_preflight_says_what_amx_offers_and_warns_when_f32_leaves_it_unused(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from slimline.compress.convert import openvino_precision
+    from slimline.compression.convert import openvino_precision
 
     amx = {"kind": "amx", "vnni": True, "bf16": True, "amx": True, "amx_int8": True, "amx_bf16": True,
            "avx512_bf16": True}

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slimline.compress.base import ModelInfo
-from slimline.compress.optimize.ort_transformers import ORT_MODEL_TYPES
-from slimline.compress.recipe import (
+from slimline.compression.base import ModelInfo
+from slimline.compression.optimize.ort_transformers import ORT_MODEL_TYPES
+from slimline.compression.recipe import (
     SkippedStep,
     load_recipe,
     optional_skip,
@@ -17,7 +17,7 @@ from slimline.compress.recipe import (
     recipe_as_data,
     recipe_with_skipped,
 )
-from slimline.compress.search_space import parse_steps, sample_blocks
+from slimline.compression.search_space import parse_steps, sample_blocks
 from slimline.core.errors import RecipeError
 from slimline.profiles.schema import RECIPES_DIR, Target
 

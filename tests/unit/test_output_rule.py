@@ -112,8 +112,8 @@ def test_a_full_disk_during_export_is_exit_2_naming_the_disk_and_leaves_nothing(
             except OSError as err:
                 raise RuntimeError("export failed while saving the model") from err
 
-        monkeypatch.setattr("slimline.export.onnx._export_with_optimum", wrapped)
-        monkeypatch.setattr("slimline.export.onnx._export_with_torch", _no_space)
+        monkeypatch.setattr("slimline.exporters.onnx._export_with_optimum", wrapped)
+        monkeypatch.setattr("slimline.exporters.onnx._export_with_torch", _no_space)
     else:  # the copy into --out's temporary sibling, after the stage finished
         monkeypatch.setattr("slimline.core.artifact._fsync_tree", _no_space)
     out = tmp_path / "out"

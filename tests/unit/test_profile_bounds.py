@@ -38,11 +38,11 @@ def usable_as_timeout(seconds: float) -> None:
 
 def consume(profile: Profile) -> None:
     """The consumers of a profile's numbers, each as the run calls it (without running a model)."""
-    from slimline.bench.benchmark import _worker_timeout_s
-    from slimline.bench.budgets import evaluate_budgets
-    from slimline.bench.interleaved import InterleavedSpec, InterleavedTiming
-    from slimline.bench.report import render_markdown
-    from slimline.bench.reporting.html_report import render_html
+    from slimline.benchmarking.benchmark import _worker_timeout_s
+    from slimline.benchmarking.budgets import evaluate_budgets
+    from slimline.benchmarking.interleaved import InterleavedSpec, InterleavedTiming
+    from slimline.benchmarking.report import render_markdown
+    from slimline.benchmarking.reporting.html_report import render_html
     from slimline.pipeline.search.trial import quick_timing
 
     usable_as_timeout(_worker_timeout_s(profile))
@@ -64,7 +64,7 @@ def consume(profile: Profile) -> None:
 
 
 def _runner_json(profile: Profile) -> str:
-    from slimline.bench.runners.base import RunnerSpec
+    from slimline.benchmarking.runners.base import RunnerSpec
 
     return RunnerSpec(label="m", runtime="onnxruntime", model_path="/m/model.onnx", model_dir="/m",
                       model_format="onnx", task="text-classification", device="cpu", precision="fp32",
@@ -137,7 +137,7 @@ def test_the_largest_valid_profile_still_fits_every_timeout() -> None:
     ({"percentile": float("nan")}, "percentile"),
 ])
 def test_an_absurd_number_in_a_pass_config_is_refused_naming_the_option(options: dict, field: str) -> None:
-    from slimline.compress.recipe import build_step
+    from slimline.compression.recipe import build_step
 
     with pytest.raises(RecipeError) as caught:
         build_step(0, {"pass": "quantize.ort-int8-static", "with": options}, "recipe")
@@ -147,7 +147,7 @@ def test_an_absurd_number_in_a_pass_config_is_refused_naming_the_option(options:
 @given(value=NUMBER)
 @settings(max_examples=100, deadline=None)
 def test_a_pass_time_limit_that_validates_is_usable_as_a_timeout(value: float) -> None:
-    from slimline.compress.recipe import build_step
+    from slimline.compression.recipe import build_step
 
     try:
         step = build_step(0, {"pass": "quantize.ort-int8-static", "with": {"fallback": {"time_limit_s": value}}},

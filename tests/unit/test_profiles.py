@@ -34,7 +34,7 @@ def test_the_shipped_profiles_include_the_documented_targets() -> None:
 
 @pytest.mark.parametrize("name", list_profiles())
 def test_every_shipped_profile_loads_and_its_recipe_parses(name: str) -> None:
-    from slimline.compress.recipe import profile_recipe
+    from slimline.compression.recipe import profile_recipe
 
     profile = load_profile(name)
     assert profile.name == name

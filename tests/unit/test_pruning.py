@@ -18,10 +18,10 @@ from transformers import (
     BertForSequenceClassification,
 )
 
-from slimline.compress.base import ModelInfo, PassContext
-from slimline.compress.catalogue import registry
-from slimline.compress.prune.layers import DropLayersConfig
-from slimline.compress.prune.structured import StructuredPruneConfig, heads_to_keep, kept_width, prune_in_place
+from slimline.compression.base import ModelInfo, PassContext
+from slimline.compression.catalogue import registry
+from slimline.compression.prune.layers import DropLayersConfig
+from slimline.compression.prune.structured import StructuredPruneConfig, heads_to_keep, kept_width, prune_in_place
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import PassError
 from slimline.formats.checkpoint import open_checkpoint
@@ -205,7 +205,7 @@ def test_drop_layers_refuses_missing_layers(bert_dir: Path, tmp_path: Path) -> N
 
 def test_preflight_refuses_a_pruned_model_slower_beyond_the_spread(bert_dir: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import slimline.compress.prune.preflight as preflight
+    import slimline.compression.prune.preflight as preflight
 
     rounds = 30
     slower = ("PyTorch eager (stubbed)", [[10.0 + 0.01 * i for i in range(rounds)],
@@ -235,7 +235,7 @@ def test_preflight_times_a_pruned_decoder_side_by_side_in_torch(tmp_path: Path) 
 
 def test_preflight_for_a_gpu_target_on_a_cpu_machine_is_a_proxy_that_never_stops_the_run(
         bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import slimline.compress.prune.preflight as preflight
+    import slimline.compression.prune.preflight as preflight
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     slower = ("PyTorch eager on this machine's CPU (stubbed)", [[10.0] * 10, [12.0] * 10], 10)

@@ -21,11 +21,11 @@ import torch
 from model_zoo import DECODERS, TEXT_CLASSIFIERS, build
 
 import slimline
-from slimline.compress.base import ModelInfo, PassContext
-from slimline.compress.catalogue import registry
-from slimline.compress.prune.layout import read_layout
-from slimline.compress.prune.structured import HEADS_NOT_DESCRIBABLE, StructuredPruneConfig, prune_in_place
-from slimline.compress.prune.surgery import describe_uniform_shape, keep_channels, keep_units
+from slimline.compression.base import ModelInfo, PassContext
+from slimline.compression.catalogue import registry
+from slimline.compression.prune.layout import read_layout
+from slimline.compression.prune.structured import HEADS_NOT_DESCRIBABLE, StructuredPruneConfig, prune_in_place
+from slimline.compression.prune.surgery import describe_uniform_shape, keep_channels, keep_units
 from slimline.core.errors import PassError
 from slimline.formats.checkpoint import open_checkpoint
 from slimline.formats.hf import load_hf_model

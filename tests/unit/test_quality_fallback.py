@@ -13,9 +13,9 @@ from plain_modules import (
     write_quality_model,
 )
 
-from slimline.bench.evaluators.base import EvalSource
-from slimline.compress.base import PassContext
-from slimline.compress.recipe import parse_recipe
+from slimline.benchmarking.evaluators.base import EvalSource
+from slimline.compression.base import PassContext
+from slimline.compression.recipe import parse_recipe
 from slimline.core.artifact import ModelDir
 from slimline.core.output_kinds import ModelOutput
 from slimline.formats.torch_module import load_input_spec, module_dir_for

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from plain_modules import DETECTOR_SPEC, EMBEDDER_SPEC, write_frames_npz, write_quality_model, write_tiny_cnn
 
-from slimline.bench.evaluators.base import EvalSource, evaluator_name_for, parse_eval_arg
+from slimline.benchmarking.evaluators.base import EvalSource, evaluator_name_for, parse_eval_arg
 from slimline.core.data import DatasetSpec, split_indices
 from slimline.core.errors import DataError, ProfileError
 from slimline.core.output_kinds import fitting_metrics, resolve_outputs
@@ -120,7 +120,7 @@ def test_calibrating_on_the_split_the_verdict_is_judged_on_is_refused(tiny_bert:
 def test_the_python_api_callable_and_the_cli_reference_split_the_same_data_the_same_way(workdir: Path) -> None:
     """Both become the same cached .npz, judged on its test split; calibration reads the train split of the same
     rows under the same seed, so no example both calibrates and judges."""
-    from slimline.compress.calibration import CalibrationSpec
+    from slimline.compression.calibration import CalibrationSpec
     from slimline.pipeline.module_source import eval_from_callable, materialised
 
     (workdir / "my_inputs.py").write_text(
@@ -166,7 +166,7 @@ def test_the_readme_llm_command_plans_and_prepares_perplexity_on_rotten_tomatoes
     """`run --profile llm-cpu --eval-data rotten-tomatoes:test` on a causal LM: the perplexity evaluator, token
     windows of the test split's texts (labels unread), and every llm-cpu budget accepted."""
     from slimline.api import as_eval_data, as_profile
-    from slimline.bench.evaluators.base import EvalContext, get_evaluator
+    from slimline.benchmarking.evaluators.base import EvalContext, get_evaluator
     from slimline.pipeline.plan import RunRequest, plan_run
 
     plan = plan_run(RunRequest(checkpoint=tiny_llama, profile=as_profile("llm-cpu"), out_dir=tmp_path / "out",

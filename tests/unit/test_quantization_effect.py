@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slimline.compress.quantize.effect import SIZE_SLACK_BYTES, check_quantization_effect, quantized_weight_ops
+from slimline.compression.quantize.effect import SIZE_SLACK_BYTES, check_quantization_effect, quantized_weight_ops
 from slimline.core.errors import EXIT_STAGE_FAILED, StepNotApplicable
 
 COVERAGE = {"weight_ops": 3, "quantized_weight_ops": 0, "by_type": {"Conv": 1, "MatMul": 2}}

@@ -10,10 +10,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from slimline.compress.base import ModelInfo
-from slimline.compress.catalogue import registry
-from slimline.compress.quantize.ort_int8_dynamic import gemm_aware_exclusions
-from slimline.compress.recipe import parse_recipe
+from slimline.compression.base import ModelInfo
+from slimline.compression.catalogue import registry
+from slimline.compression.quantize.ort_int8_dynamic import gemm_aware_exclusions
+from slimline.compression.recipe import parse_recipe
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import RecipeError, StepNotApplicable
@@ -65,7 +65,7 @@ def test_static_int8_refuses_too_small_calibration_set(labelled_csv: Path) -> No
 
 
 def test_static_int8_warns_without_vnni(labelled_csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import slimline.compress.quantize.ort_int8_static as static
+    import slimline.compression.quantize.ort_int8_static as static
 
     monkeypatch.setattr(static, "has_vnni", lambda: False)
     quantizer = make("quantize.ort-int8-static", calibration={"source": str(labelled_csv), "split": "all"})
@@ -151,8 +151,8 @@ def test_fp16_conversion_keeps_float32_io(tiny_onnx: ModelDir, tmp_path: Path) -
 
 
 def test_static_int8_refuses_to_calibrate_an_image_model_on_text_and_names_image_sources() -> None:
-    from slimline.compress.base import ModelInfo
-    from slimline.compress.quantize.ort_int8_static import Int8StaticConfig, OrtInt8Static
+    from slimline.compression.base import ModelInfo
+    from slimline.compression.quantize.ort_int8_static import Int8StaticConfig, OrtInt8Static
     from slimline.profiles.schema import Target
 
     config = Int8StaticConfig(calibration={"source": "rotten-tomatoes"})  # the default, eval-data, fits any model
@@ -161,8 +161,8 @@ def test_static_int8_refuses_to_calibrate_an_image_model_on_text_and_names_image
 
 
 def test_dynamic_int8_on_conv_warns_that_it_is_slow_and_points_at_static() -> None:
-    from slimline.compress.base import ModelInfo
-    from slimline.compress.quantize.ort_int8_dynamic import Int8DynamicConfig, OrtInt8Dynamic
+    from slimline.compression.base import ModelInfo
+    from slimline.compression.quantize.ort_int8_dynamic import Int8DynamicConfig, OrtInt8Dynamic
     from slimline.profiles.schema import Target
 
     config = Int8DynamicConfig(op_types=["Conv", "MatMul"])

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from slimline.compress import base
-from slimline.compress.base import ModelInfo, Pass, PassConfig, PassResult
-from slimline.compress.catalogue import registry
-from slimline.compress.quantize.ort_int8_dynamic import Int8DynamicConfig, OrtInt8Dynamic
-from slimline.compress.recipe import RecipeStep, load_recipe, order_problems, parse_recipe
+from slimline.compression import base
+from slimline.compression.base import ModelInfo, Pass, PassConfig, PassResult
+from slimline.compression.catalogue import registry
+from slimline.compression.quantize.ort_int8_dynamic import Int8DynamicConfig, OrtInt8Dynamic
+from slimline.compression.recipe import RecipeStep, load_recipe, order_problems, parse_recipe
 from slimline.core.errors import EXIT_BAD_INPUT, RecipeError
 from slimline.profiles.schema import Target
 
@@ -165,8 +165,8 @@ def test_the_test_only_pass_does_not_leak_into_the_registry() -> None:
 def test_registering_a_custom_pass_first_does_not_hide_the_built_in_passes(tmp_path: Path) -> None:
     """A user's own @register'd pass, imported before the registry is first read, must not stop discovery."""
     script = textwrap.dedent(f"""
-        from slimline.compress.base import Pass, PassConfig, register
-        from slimline.compress.catalogue import registry
+        from slimline.compression.base import Pass, PassConfig, register
+        from slimline.compression.catalogue import registry
 
         @register("user.custom")
         class Custom(Pass):

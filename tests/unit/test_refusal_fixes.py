@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from slimline.compress.base import ModelInfo, Problem
-from slimline.compress.catalogue import catalogue, pass_class
+from slimline.compression.base import ModelInfo, Problem
+from slimline.compression.catalogue import catalogue, pass_class
 from slimline.core.errors import DataError
 from slimline.profiles.schema import Target
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from test_history import make_report
 
-from slimline.bench.report import REPORT_SCHEMA_VERSION, Report, render_markdown
+from slimline.benchmarking.report import REPORT_SCHEMA_VERSION, Report, render_markdown
 
 
 def version_1(report: Report) -> dict:

@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO
 
 from slimline import api
-from slimline.compress.recipe import recipe_as_data
+from slimline.compression.recipe import recipe_as_data
 from slimline.core.errors import RecipeError
 from slimline.pipeline.plan import RunRequest, plan_run
 from slimline.pipeline.run_config import load_run_config, write_run_config

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from slimline.compress.recipe import parse_recipe
+from slimline.compression.recipe import parse_recipe
 from slimline.core.errors import RecipeError
 from slimline.pipeline import runtime_choice
 from slimline.pipeline.plan import RunRequest, plan_run

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slimline.compress.search_space_files import load_search_space
+from slimline.compression.search_space_files import load_search_space
 from slimline.core.errors import MissingDependency
 from slimline.pipeline.search import runtime_dim
 from slimline.pipeline.search.runtime_dim import estimate_size_mb, pre_build_problem, profile_for_recipe, recipe_format

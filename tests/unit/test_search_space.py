@@ -10,8 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slimline.compress.recipe import parse_recipe
-from slimline.compress.search_space_files import list_spaces, load_search_space, parse_search_space
+from slimline.compression.recipe import parse_recipe
+from slimline.compression.search_space_files import list_spaces, load_search_space, parse_search_space
 from slimline.core.errors import RecipeError
 
 VNNI = ("avx2", "avx512_vnni")

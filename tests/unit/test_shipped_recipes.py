@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from slimline.compress.base import ModelInfo
-from slimline.compress.recipe import load_recipe
+from slimline.compression.base import ModelInfo
+from slimline.compression.recipe import load_recipe
 from slimline.profiles.schema import RECIPES_DIR, load_profile
 
 RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))

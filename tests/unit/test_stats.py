@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slimline.bench.latency import summarize
+from slimline.benchmarking.latency import summarize
 from slimline.core.stats import median_ci, median_ci_ranks, paired_drop_pt
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from slimline import api
-from slimline.compress.search_space_files import load_search_space
+from slimline.compression.search_space_files import load_search_space
 from slimline.core.errors import SlimlineError
 from slimline.core.suggest import close_match, did_you_mean
 from slimline.profiles.schema import load_profile, parse_profile

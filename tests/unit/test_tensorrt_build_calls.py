@@ -18,7 +18,7 @@ import slimline.core.gpu
 import slimline.formats.engine_facts
 from slimline.core.artifact import Manifest, ModelDir, TensorSpec, new_provenance
 from slimline.core.errors import ExportError
-from slimline.export.tensorrt import TensorRTExportConfig, export_tensorrt
+from slimline.exporters.tensorrt import TensorRTExportConfig, export_tensorrt
 from slimline.profiles.schema import Shape
 
 INPUTS = [TensorSpec(name=n, dtype="int64", shape=["batch", "sequence"]) for n in ("input_ids", "attention_mask")]

@@ -21,7 +21,7 @@ from slimline.core.errors import (
     ProfileError,
     RecipeError,
 )
-from slimline.export.tensorrt import (
+from slimline.exporters.tensorrt import (
     EngineFacts,
     TensorRTExportConfig,
     check_engine_compatible,

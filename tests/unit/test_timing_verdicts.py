@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slimline.bench.budgets import BudgetResult, evaluate_budget, evaluate_budgets, judge, verdict_of
-from slimline.bench.interleaved import InterleavedResult
-from slimline.bench.interleaved_stats import side_by_side_figures
-from slimline.bench.latency import summarize, summarize_rounds
-from slimline.bench.results_model import CandidateResult, Figure
+from slimline.benchmarking.budgets import BudgetResult, evaluate_budget, evaluate_budgets, judge, verdict_of
+from slimline.benchmarking.interleaved import InterleavedResult
+from slimline.benchmarking.interleaved_stats import side_by_side_figures
+from slimline.benchmarking.latency import summarize, summarize_rounds
+from slimline.benchmarking.results_model import CandidateResult, Figure
 from slimline.core.stats import round_bootstrap_ci
 from slimline.profiles.schema import Budget
 
@@ -193,7 +193,7 @@ def test_an_inconclusive_verdict_exits_one_like_a_failed_one() -> None:
 
 
 def test_a_gpu_target_is_timed_alone_and_its_report_says_so(tiny_bert) -> None:
-    from slimline.bench.benchmark import Candidate
+    from slimline.benchmarking.benchmark import Candidate
     from slimline.formats.checkpoint import open_checkpoint
     from slimline.pipeline.side_by_side import GPU_NOTE, not_applicable, summary
     from slimline.profiles.schema import load_profile

@@ -88,7 +88,7 @@ def test_an_input_spec_is_derived_from_example_tensors_with_a_dynamic_batch() ->
 
 
 def test_the_module_exports_to_onnx_with_a_dynamic_batch_and_parity(workdir: Path) -> None:
-    from slimline.export.torch_module import export_torch_module
+    from slimline.exporters.torch_module import export_torch_module
 
     weights = write_tiny_cnn(workdir)
     model = module_dir_for("tiny_cnn:build", weights, load_input_spec(workdir / "inputs.yaml"))
@@ -98,7 +98,7 @@ def test_the_module_exports_to_onnx_with_a_dynamic_batch_and_parity(workdir: Pat
     assert (out / file).is_file() and outputs == ["logits"] and meta["parity"]["max_abs_diff"] < 1e-4
     assert meta["exporter"] == "torch.onnx (torchscript)"
     assert meta["parity"]["examples"] >= 64  # was 4 predictions: 3 + 1 random rows
-    from slimline.compress.quantize.ort_common import weight_op_coverage
+    from slimline.compression.quantize.ort_common import weight_op_coverage
 
     coverage = weight_op_coverage(out / file, ["MatMul", "Gemm"])
     assert coverage["weight_ops"] == 3 and "only 1 of 3 weight ops quantized" in coverage["warning"]

@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from slimline.compress.base import ModelInfo, PassContext
-from slimline.compress.quantize import bnb as bnb_module
-from slimline.compress.quantize.bnb import BnbInt8, BnbInt8Config, BnbNf4, BnbNf4Config
-from slimline.compress.quantize.torch_int8_dynamic import TorchInt8Dynamic, TorchInt8DynamicConfig
-from slimline.compress.recipe import parse_recipe
+from slimline.compression.base import ModelInfo, PassContext
+from slimline.compression.quantize import bnb as bnb_module
+from slimline.compression.quantize.bnb import BnbInt8, BnbInt8Config, BnbNf4, BnbNf4Config
+from slimline.compression.quantize.torch_int8_dynamic import TorchInt8Dynamic, TorchInt8DynamicConfig
+from slimline.compression.recipe import parse_recipe
 from slimline.core.errors import PassError, RecipeError
 from slimline.formats.checkpoint import open_checkpoint
 from slimline.formats.hf import load_hf_model
@@ -184,8 +184,8 @@ def test_a_torch_level_pass_alone_on_a_torch_target_plans_without_export(tiny_be
 
 def test_the_torch_runner_runs_a_torch_quantized_directory_and_names_its_scheme(tiny_bert: Path,
                                                                                 tmp_path: Path) -> None:
-    from slimline.bench.runners.base import RunnerSpec
-    from slimline.bench.runners.torch_runner import TorchRunner
+    from slimline.benchmarking.runners.base import RunnerSpec
+    from slimline.benchmarking.runners.torch_runner import TorchRunner
     from slimline.formats.inputs import default_input_specs, synthetic_feeds
 
     TorchInt8Dynamic(TorchInt8DynamicConfig()).apply(open_checkpoint(tiny_bert), tmp_path,
@@ -201,7 +201,7 @@ def test_the_torch_runner_runs_a_torch_quantized_directory_and_names_its_scheme(
 
 
 def test_discovering_the_passes_does_not_import_bitsandbytes() -> None:
-    code = ("import sys; from slimline.compress.catalogue import registry; registry(); "
+    code = ("import sys; from slimline.compression.catalogue import registry; registry(); "
             "print('bitsandbytes' in sys.modules)")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert completed.stdout.strip() == "False"

@@ -20,11 +20,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from slimline.bench.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
-from slimline.bench.report import Report
-from slimline.bench.screening import ValidationScreen
-from slimline.compress.search_space import SearchSpace
-from slimline.compress.search_space_files import load_search_space
+from slimline.benchmarking.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
+from slimline.benchmarking.report import Report
+from slimline.benchmarking.screening import ValidationScreen
+from slimline.compression.search_space import SearchSpace
+from slimline.compression.search_space_files import load_search_space
 from slimline.core.artifact import ModelDir, sha256_json
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import DataError, RecipeError

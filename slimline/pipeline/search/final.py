@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slimline.bench.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
-from slimline.bench.report import Report, write_report
-from slimline.compress.recipe import build_step
+from slimline.benchmarking.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
+from slimline.benchmarking.report import Report, write_report
+from slimline.compression.recipe import build_step
 from slimline.core.artifact import ModelDir
 from slimline.core.progress import reporter
 from slimline.pipeline.plan import RunRequest, plan_run

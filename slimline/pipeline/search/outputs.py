@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from slimline.bench.report import markdown_table
-from slimline.bench.reporting.search_section import search_plot_svg
+from slimline.benchmarking.report import markdown_table
+from slimline.benchmarking.reporting.search_section import search_plot_svg
 from slimline.core.artifact import atomic_directory, atomic_write_text
 from slimline.pipeline.search.selection import AcceptanceRule, feasible
 from slimline.pipeline.search.trial import TrialOutcome

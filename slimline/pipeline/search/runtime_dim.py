@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from slimline.compress.catalogue import pass_class
+from slimline.compression.catalogue import pass_class
 from slimline.core.errors import MissingDependency
 from slimline.profiles.schema import Profile
 from slimline.runtimes import get_runtime, runtime_for_format

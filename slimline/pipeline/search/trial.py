@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from slimline.bench.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
-from slimline.bench.screening import ValidationScreen
-from slimline.compress.recipe import build_step
+from slimline.benchmarking.interleaved import InterleavedSpec, InterleavedTiming, time_interleaved
+from slimline.benchmarking.screening import ValidationScreen
+from slimline.compression.recipe import build_step
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import SlimlineError

@@ -39,7 +39,7 @@ class OpenVINO(Runtime):
     loads = frozenset({"openvino", "onnx"})  # an IR, or a standard ONNX graph read directly
     engine_format = "openvino"
     engine_step = "export.openvino"
-    engine_exporter = "slimline.export.openvino:ENGINE_EXPORTER"
+    engine_exporter = "slimline.exporters.openvino:ENGINE_EXPORTER"
     onnx_int8_devices = frozenset({"cpu"})  # reads QDQ graphs as INT8
     pruning_timer: ClassVar[Literal["onnx", "torch"] | None] = "onnx"
     triton_platform, triton_backend = None, "openvino"

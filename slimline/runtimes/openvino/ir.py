@@ -1,7 +1,7 @@
 """OpenVINO IR on disk: reading an ONNX stage or an IR, saving an IR, and the runtime options it carries.
 
 An IR stage is `model.xml` (the graph) + `model.bin` (the weights), the files Triton's openvino backend
-looks for. Shared by the IR exporter (slimline.export.openvino) and the OpenVINO passes (NNCF INT8, weight
+looks for. Shared by the IR exporter (slimline.exporters.openvino) and the OpenVINO passes (NNCF INT8, weight
 compression, the inference precision), which all read the ONNX stage or an IR and write an IR.
 
 Settings that belong to the compiled model rather than the graph (the inference precision chosen by

@@ -22,7 +22,7 @@ class TensorRT(Runtime):
     loads = frozenset({"tensorrt"})
     engine_format = "tensorrt"
     engine_step = "export.tensorrt"
-    engine_exporter = "slimline.export.tensorrt:ENGINE_EXPORTER"
+    engine_exporter = "slimline.exporters.tensorrt:ENGINE_EXPORTER"
     onnx_int8_devices = frozenset({"cuda"})  # TensorRT reads QDQ graphs as explicit INT8
     times_side_by_side = False  # one model owns the GPU at a time
     triton_platform, triton_backend = "tensorrt_plan", "tensorrt"
