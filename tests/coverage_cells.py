@@ -26,6 +26,7 @@ from coverage_kinds import Kind, Source
 import slimline
 from slimline.api import as_profile, as_recipe
 from slimline.core.errors import SlimlineError
+from slimline.core.frontend import cli_calls
 from slimline.profiles.schema import Profile
 
 COLUMNS = ("export", "default-run", "prune-distill", "static-int8", "4-bit", "package-verify")
@@ -49,10 +50,12 @@ class Outcome:
 
 
 def attempt(action: Callable[[], Path | None]) -> Outcome:
-    """Run one cell's commands; an error becomes the outcome the CLI would print and exit with."""
+    """Run one cell's commands; an error becomes the outcome the CLI would print and exit with (its messages name
+    flags, as the CLI's do: cli_calls)."""
     started = time.perf_counter()
     try:
-        outcome = Outcome("ok", artifact=action())
+        with cli_calls():
+            outcome = Outcome("ok", artifact=action())
     except SlimlineError as err:
         message = str(err).split("\n  fix: ")[0]
         outcome = Outcome("refused" if err.exit_code == 2 else "failed", err.exit_code, message, err.fix or "")

@@ -90,8 +90,8 @@ def _refuse_unexportable(checkpoint: Path, source: ModelDir) -> None:
         return
     if fmt == "onnx":
         raise CheckpointError(f"{checkpoint} is already an ONNX model: there is nothing to export.",
-                              fix="give it as it is to `slimline run --checkpoint`, `bench --model`, `compress "
-                                  "--model` or `package` (its inputs and outputs are read from the graph).")
+                              fix="give it as it is to `slimline run`, `slimline bench`, `slimline compress` or "
+                                  "`slimline package` (its inputs and outputs are read from the graph).")
     raise CheckpointError(f"{checkpoint} is a {fmt} model, which cannot be exported to ONNX.",
                           fix="export the fp32 Hugging Face checkpoint or PyTorch module it was made from.")
 
