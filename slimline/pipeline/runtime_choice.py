@@ -29,7 +29,7 @@ from slimline.benchmarking.report import Report
 from slimline.compression.recipe import RecipeStep, load_recipe, parse_recipe, profile_recipe, recipe_as_data
 from slimline.core.artifact import ModelDir
 from slimline.core.data import DatasetSpec, encode_labelled, trimmed_batches
-from slimline.core.errors import MissingDependency, PassError, ProfileError, RecipeError, SlimlineError
+from slimline.core.errors import BundleError, MissingDependency, PassError, ProfileError, RecipeError, SlimlineError
 from slimline.core.machine import cpu_capabilities
 from slimline.core.progress import reporter
 from slimline.core.stats import paired_drop_pt
@@ -192,7 +192,9 @@ def build_and_choose(plan: Plan) -> tuple[CandidatePlan, Any, dict[str, Any]]:
     for item in choice.viable:
         try:
             with reporter().step(f"runtime candidate: {item.candidate.name()}"):
-                built.append((item, run_stages(item.request, item.plan)))
+                done = run_stages(item.request, item.plan)
+                _check_loads(item, done.final)
+                built.append((item, done))
         except SlimlineError as err:  # one candidate's pass failing leaves the others to choose from
             if len(choice.viable) == 1:
                 raise
@@ -208,6 +210,20 @@ def build_and_choose(plan: Plan) -> tuple[CandidatePlan, Any, dict[str, Any]]:
                "candidates": rows, "skipped": choice.skipped, "explicit_recipe": choice.explicit_recipe,
                "cpu_capabilities": cpu_capabilities(), "timing": timing}
     return item, done, summary
+
+
+def _check_loads(item: CandidatePlan, model: ModelDir) -> None:
+    """A candidate that built is not yet one that runs: OpenVINO's CPU plugin refuses some graphs only when it
+    compiles them (an If with a dynamic rank in DeBERTa's export), so each artifact is loaded once here, before
+    the side-by-side timing, and one that cannot load is dropped instead of failing the whole choice."""
+    runtime = get_runtime(item.candidate.runtime)
+    if not runtime.needs_onnx_export:  # the torch-level model itself: nothing was built to load
+        return
+    try:
+        runtime.load_check(model.model_path, model.manifest.inputs, item.request.profile.target)
+    except BundleError as err:
+        raise PassError(f"runtime candidate {item.candidate.name()}: its artifact does not load on {runtime.name}: "
+                        f"{err.message}", fix="the other candidates are compared without it.") from err
 
 
 def _single_reason(choice: Choice) -> str:

@@ -141,3 +141,33 @@ def test_measuring_an_existing_model_takes_the_candidate_runtime_that_loads_it()
     assert on_openvino.runtime == "openvino" and not on_openvino.candidates
     assert on_openvino.runtime_options == {"performance_hint": "latency"}
     assert profile_for_format(profile, "tensorrt") is profile  # nothing loads it: bench says so with the fix
+
+
+def test_a_candidate_whose_artifact_does_not_load_is_dropped_before_the_timing(tmp_path: Path) -> None:
+    """OpenVINO's CPU plugin refuses DeBERTa's export only when it compiles it (an If with a dynamic rank): a
+    candidate that built must also load, or the whole choice failed at the side-by-side timing (exit 3)."""
+    from types import SimpleNamespace
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from slimline.core.errors import PassError
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = SimpleNamespace(model_path=path, manifest=SimpleNamespace(inputs=[]))
+    def candidate(runtime: str) -> SimpleNamespace:
+        target = Target(device="cpu", runtime=runtime, threads=1)
+        return SimpleNamespace(candidate=SimpleNamespace(runtime=runtime, name=lambda: f"{runtime} candidate"),
+                               request=SimpleNamespace(profile=SimpleNamespace(target=target)))
+
+    for runtime in ("onnxruntime", "openvino"):
+        runtime_choice._check_loads(candidate(runtime), model)  # loads: nothing raised
+    runtime_choice._check_loads(candidate("torch"), SimpleNamespace())  # nothing built to load: not asked
+    path.write_bytes(b"not an ONNX graph")
+    for runtime in ("onnxruntime", "openvino"):
+        with pytest.raises(PassError, match=f"{runtime} candidate: its artifact does not load on {runtime}"):
+            runtime_choice._check_loads(candidate(runtime), model)
