@@ -69,8 +69,10 @@ def short_profile() -> Profile:
 def variant_ratios(report: Report, profile: Profile) -> dict[str, float]:
     """torch / final p50 side by side under the other schemes: blocks with passive waits (the
     `side_by_side_threading: passive` setting) and the old one-iteration round-robin with passive waits."""
+    final = report.measurements  # on the runtime the run chose (the cpu profile chooses by measurement)
     models = [Candidate(report.baseline.label, open_checkpoint(Path(report.checkpoint)), "torch"),
-              Candidate(report.measurements.label, ModelDir.open(Path(report.measurements.model_dir)), "onnxruntime")]
+              Candidate(final.label, ModelDir.open(Path(final.model_dir)), final.runtime)]
+    profile = Profile.model_validate(report.profile)  # the chosen candidate's target and runtime options
     timing = InterleavedTiming.of(profile.measurement)
     ratios = {}
     for key, scheme in (("speedup_blocks_passive", timing), ("speedup_old_round_robin",
