@@ -91,8 +91,9 @@ class InterleavedSpec(BaseModel):
     decode: InterleavedTiming | None = None
     decode_tokens: int = Field(default=64, ge=2)
     #: "runtime-defaults": each runtime's own threading. "passive": OMP_WAIT_POLICY=PASSIVE and ONNX Runtime
-    #: pools that do not spin (measurement.side_by_side_threading; the old scheme's waits).
-    threading: Literal["runtime-defaults", "passive"] = "runtime-defaults"
+    #: pools that do not spin (the old scheme's waits). "auto": passive when other processes keep the cores busy,
+    #: else runtime-defaults (slimline.core.contention; measurement.side_by_side_threading).
+    threading: Literal["auto", "runtime-defaults", "passive"] = "runtime-defaults"
     #: ONNX Runtime's intra-op pool spinning while idle; None: its default (spinning) unless threading="passive".
     ort_spinning: bool | None = None
     seed: int = 0
@@ -117,6 +118,8 @@ class InterleavedResult(BaseModel):
     blocks: dict[str, tuple[int, int]]
     batch_size: int
     threading: str
+    #: Why this threading (threading "auto": what the contention probe saw before the timing).
+    threading_reason: str | None = None
     decode: dict[str, DecodeRounds] | None = None
     decode_rounds: int | None = None
     decode_seconds: float | None = None
@@ -213,8 +216,26 @@ def worker_env(spec: InterleavedSpec) -> dict[str, str]:
     return env
 
 
+def resolve_threading(spec: InterleavedSpec) -> tuple[InterleavedSpec, str | None]:
+    """threading "auto" made concrete by measuring what other processes take now (slimline.core.contention)."""
+    if spec.threading != "auto":
+        return spec, None
+    from slimline.core.contention import measure_contention
+
+    seen = measure_contention()
+    if seen is None:
+        return spec.model_copy(update={"threading": "runtime-defaults"}), \
+            "auto: the CPU's use by others cannot be read here; each runtime's defaults"
+    if seen.busy:
+        return spec.model_copy(update={"threading": "passive"}), \
+            f"auto: {seen.describe()} before the timing, so the pools wait passively (spinning pools slow unevenly)"
+    return spec.model_copy(update={"threading": "runtime-defaults"}), \
+        f"auto: {seen.describe()} before the timing (a quiet machine), so each runtime keeps its defaults"
+
+
 def time_interleaved(spec: InterleavedSpec, timeout_s: float | None = None) -> InterleavedResult:
     """Run `measure_interleaved` in a fresh interpreter with the target's threads."""
+    spec, threading_reason = resolve_threading(spec)
     labels = [r.label for r in spec.runners]
     if len(set(labels)) != len(labels):
         raise BenchError(f"interleaved timing needs distinct labels, got {labels}.", fix="label each model uniquely.")
@@ -225,7 +246,7 @@ def time_interleaved(spec: InterleavedSpec, timeout_s: float | None = None) -> I
     if "error" in payload:
         raise BenchError(f"interleaved timing of {labels} failed: {payload['error']}",
                          fix="benchmark the models one by one (`slimline bench`) to find the failing one.")
-    return InterleavedResult.model_validate(payload)
+    return InterleavedResult.model_validate({**payload, "threading_reason": threading_reason})
 
 
 def main(argv: list[str]) -> int:

@@ -93,6 +93,8 @@ def facts(report: Report, variants: dict[str, float], seconds: float) -> dict[st
             "speedup_side_by_side_ci95": figure.ci95 if figure else None,
             "speedup_alone": final.speedup_vs_baseline_alone, **variants,
             "load_average_1min": (report.side_by_side or {}).get("load_average_1min"),
+            "threading": (report.side_by_side or {}).get("threading"),
+            "threading_reason": (report.side_by_side or {}).get("threading_reason"),
             "budgets": [b.model_dump() for b in report.budgets],
             "side_by_side_p95_ms": final.side_by_side_latency.p95_ms if final.side_by_side_latency else None,
             "alone_p95_ms": final.primary_latency().p95_ms}
@@ -124,6 +126,10 @@ def render(payload: dict[str, Any]) -> str:
     rows.append(["final model p95 ms, alone", f"{quiet['alone_p95_ms']:.2f}", f"{loaded['alone_p95_ms']:.2f}", ""])
     rows.append(["1-minute load average (before, after)", _loads(quiet["load_average_1min"]),
                  _loads(loaded["load_average_1min"]), ""])
+    rows.append(["threading of the verdict's timing", quiet.get("threading") or "-", loaded.get("threading") or "-",
+                 ""])
+    reasons = [f"- {when}: {facts['threading_reason']}" for when, facts in (("quiet", quiet), ("loaded", loaded))
+               if facts.get("threading_reason")]
     budget_rows = [[q["name"], f"{q['status']} {q['measured'] if q['measured'] is None else round(q['measured'], 3)}",
                     f"{ld['status']} {ld['measured'] if ld['measured'] is None else round(ld['measured'], 3)}"]
                    for q, ld in zip(quiet["budgets"], loaded["budgets"], strict=True)]
@@ -134,8 +140,9 @@ def render(payload: dict[str, Any]) -> str:
         f"**{'PASS' if payload['passed'] else 'FAIL'}**: side-by-side speed-up within "
         f"{100 * TOLERANCE:.0f}% of the quiet one ({payload['speedup_change_pct']:+.1f}%) and the same verdict "
         f"({'yes' if payload['same_verdict'] else 'no'}).", "",
-        markdown_table(["", "quiet", f"{payload['burners']} burners", "change"], rows), "",
-        "## Budgets", "", markdown_table(["budget", "quiet", "loaded"], budget_rows), "", cpu_note(), ""])
+        markdown_table(["", "quiet", f"{payload['burners']} burners", "change"], rows), "", *reasons,
+        *([""] if reasons else []), "## Budgets", "", markdown_table(["budget", "quiet", "loaded"], budget_rows), "",
+        cpu_note(), ""])
 
 
 

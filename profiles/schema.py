@@ -229,10 +229,11 @@ class Measurement(BaseModel):
     eval_max_samples: int | None = Field(default=None, ge=1, le=100_000_000)
     decode_tokens: int = Field(default=64, ge=2, le=4096, description="tokens generated per decode run (LLMs)")
     #: How the runtimes' thread pools wait while the models are timed side by side (slimline.benchmarking.interleaved):
-    #: "runtime-defaults" as each runtime ships (what a deployment gets; unbiased on a quiet machine), or
-    #: "passive" (OpenMP threads sleep at once, ONNX Runtime pools do not spin): steadier on an oversubscribed
-    #: machine, but every PyTorch op then pays for waking its threads.
-    side_by_side_threading: Literal["runtime-defaults", "passive"] = "runtime-defaults"
+    #: "runtime-defaults" as each runtime ships (what a deployment gets; unbiased on a quiet machine), "passive"
+    #: (OpenMP threads sleep at once, ONNX Runtime pools do not spin: steady on an oversubscribed machine, but
+    #: every PyTorch op then pays for waking its threads), or "auto": passive when other processes keep the cores
+    #: busy just before the timing, else each runtime's defaults (slimline.core.contention).
+    side_by_side_threading: Literal["auto", "runtime-defaults", "passive"] = "auto"
 
     @model_validator(mode="after")
     def _times_ordered(self) -> Measurement:

@@ -100,7 +100,8 @@ def busy_machine_warning(load_before: float | None, load_after: float | None, co
     return (f"the machine was busy while the models were timed (1-minute load average up to {max(loads):.1f} on "
             f"{cores} cores): runtimes' thread pools slow down unevenly when the cores are oversubscribed, so "
             "these latencies and speed-ups describe that load; time on a quieter machine to gate a release on them "
-            "(or set measurement.side_by_side_threading: passive, steadier under load but slower for PyTorch)")
+            "(measurement.side_by_side_threading: auto, the default, waits passively when others kept the cores busy "
+            "just before the timing)")
 
 
 def load_average() -> float | None:
@@ -141,7 +142,8 @@ def summary(timing: InterleavedResult | None, why_not: str | None, profile: Prof
     out: dict[str, Any] = {
         "measured": True, "method": "block-interleaved", "shape": inputs_label, "rounds": timing.rounds,
         "seconds": timing.seconds, "threading": "each runtime's defaults" if timing.threading == "runtime-defaults"
-        else "passive waits (OMP_WAIT_POLICY=PASSIVE, ONNX Runtime not spinning)", "settings": spec_timing.model_dump(),
+        else "passive waits (OMP_WAIT_POLICY=PASSIVE, ONNX Runtime not spinning)",
+        "threading_reason": timing.threading_reason, "settings": spec_timing.model_dump(),
         "blocks": {label: {"dropped": d, "kept": k} for label, (d, k) in timing.blocks.items()},
         "latency": {m.label: m.side_by_side_latency.model_dump() for m in models if m.side_by_side_latency},
         "speedup_vs_baseline": {m.label: m.side_by_side["speedup_vs_baseline"].value for m in models
