@@ -43,7 +43,8 @@ def openvino_peer(onnx_dir: ModelDir, work: Path, int8: bool) -> Candidate:
             facts: dict[str, Any] = {"openvino_version": ov.__version__}
             if int8:
                 names = {port.get_any_name() for port in model.inputs}
-                reader = TextCalibrationReader(CalibrationSpec(split="train", num_samples=CALIBRATION_TEXTS),
+                reader = TextCalibrationReader(CalibrationSpec(source="rotten-tomatoes", split="train",
+                                                               num_samples=CALIBRATION_TEXTS),
                                                onnx_dir.path, names)
                 examples = reader._examples
                 model = nncf.quantize(model, nncf.Dataset(examples), model_type=nncf.ModelType.TRANSFORMER,
