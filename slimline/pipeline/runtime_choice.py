@@ -244,7 +244,8 @@ def _measure(built: list) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
             result = time_interleaved(InterleavedSpec(
                 runners=[runner_spec(label, done.final, item.candidate.runtime, item.request.profile)
                          for label, (item, done) in zip(labels, built, strict=True)],
-                shape=profile.shapes[0], timing=InterleavedTiming.of(profile.measurement)))
+                shape=profile.shapes[0], timing=InterleavedTiming.of(profile.measurement),
+                threading=profile.measurement.side_by_side_threading))
         timing = {"rounds": result.rounds, "seconds": result.seconds, "shape": profile.shapes[0].label()}
         latency = result.latency_stats()
         for row in rows:

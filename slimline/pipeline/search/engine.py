@@ -159,7 +159,8 @@ def reference_facts(prepared: Prepared, study: Any, reference: ModelDir, logits_
             runners=[runner_spec("torch fp32 eager", source, "torch", profile),
                      runner_spec("onnxruntime fp32", reference, "onnxruntime", profile)],
             shape=profile.shapes[0], seed=request.seed,
-            timing=InterleavedTiming.of(measurement).at_most(warmup_iters=10, min_iters=60, min_time_s=5.0)))
+            timing=InterleavedTiming.of(measurement).at_most(warmup_iters=10, min_iters=60, min_time_s=5.0),
+            threading=measurement.side_by_side_threading))
     latency = timing.latency_stats(request.seed)
     facts = {"torch_p50_ms": latency["torch fp32 eager"].p50_ms,
              "onnx_p50_ms": latency["onnxruntime fp32"].p50_ms,

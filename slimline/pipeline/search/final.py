@@ -54,7 +54,8 @@ def rebench(prepared: Any, state: SearchState, candidates: list[TrialOutcome]) -
         timing = time_interleaved(InterleavedSpec(
             runners=runners, shape=profile.shapes[0], seed=prepared.request.seed,
             timing=InterleavedTiming.of(measurement).model_copy(update={
-                "min_time_s": measurement.min_time_s * 2, "max_time_s": measurement.max_time_s * 2})))
+                "min_time_s": measurement.min_time_s * 2, "max_time_s": measurement.max_time_s * 2}),
+            threading=measurement.side_by_side_threading))
     return {"rounds": timing.rounds, "seconds": timing.seconds,
             "latency": {label: stats.model_dump() for label, stats in timing.latency_stats().items()}}
 

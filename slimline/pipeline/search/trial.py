@@ -109,7 +109,8 @@ def run_trial(args: TrialArgs) -> TrialOutcome:
         timing = time_interleaved(InterleavedSpec(
             runners=[runner_spec("reference", reference, runtime_for_format("onnx").name, profile),
                      runner_spec("candidate", model, runtime, profile)],
-            shape=profile.shapes[0], timing=args.timing, seed=args.seed + args.number))
+            shape=profile.shapes[0], timing=args.timing, seed=args.seed + args.number,
+            threading=profile.measurement.side_by_side_threading))
         latency = timing.latency_stats(args.seed + args.number)
         candidate, ref = latency["candidate"], latency["reference"]
         ratio = candidate.p50_ms / ref.p50_ms
