@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -93,6 +96,27 @@ def make_tiny_vit(path: Path, seed: int = 0) -> Path:
                        intermediate_size=64, num_labels=3)
     ViTForImageClassification(config).eval().save_pretrained(path, safe_serialization=True)
     return path
+
+
+@pytest.fixture
+def on_sys_path() -> Iterator[Callable[[Path], None]]:
+    """Make a folder importable (a user's factory module) for one test, and take back only that entry.
+
+    Not monkeypatch.syspath_prepend: it restores the whole of sys.path afterwards, which also drops what a library
+    appended while the test ran. onnxruntime.transformers appends its own folder when first imported (its
+    optimizer then imports `fusion_options` as a top-level module), so every later test of the session failed
+    with "No module named 'fusion_options'"."""
+    added: list[str] = []
+
+    def add(path: Path) -> None:
+        sys.path.insert(0, str(path))
+        importlib.invalidate_caches()
+        added.append(str(path))
+
+    yield add
+    for entry in added:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(entry)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,10 +42,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def in_root(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def in_root(root: Path, monkeypatch: pytest.MonkeyPatch, on_sys_path: Callable[[Path], None]) -> Path:
     """Plain modules import from the working directory, as a user's do; the cache is the test's own."""
     monkeypatch.chdir(root)
-    monkeypatch.syspath_prepend(str(root))
+    on_sys_path(root)
     monkeypatch.setenv("SLIMLINE_CACHE_DIR", str(root / "cache"))
     return root
 

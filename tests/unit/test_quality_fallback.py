@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,10 @@ ONE_THREAD = Target(threads=1)
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_sys_path: Callable[[Path], None]) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SLIMLINE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.syspath_prepend(str(tmp_path))
+    on_sys_path(tmp_path)
     return tmp_path
 
 

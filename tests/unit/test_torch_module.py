@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,10 @@ from slimline.formats.torch_module import (
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_sys_path: Callable[[Path], None]) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SLIMLINE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.syspath_prepend(str(tmp_path))
+    on_sys_path(tmp_path)
     return tmp_path
 
 

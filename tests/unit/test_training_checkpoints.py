@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -79,10 +80,10 @@ def test_a_lightning_style_prefix_is_stripped_only_when_it_makes_the_keys_the_mo
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_sys_path: Callable[[Path], None]) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SLIMLINE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.syspath_prepend(str(tmp_path))
+    on_sys_path(tmp_path)
     return tmp_path
 
 
