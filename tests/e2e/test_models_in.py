@@ -74,7 +74,7 @@ def test_export_of_an_onnx_file_is_refused_before_any_work_saying_what_takes_it(
     done = cli(work, "export", "--checkpoint", "stream.onnx", "--out", "exported")
     assert done.returncode == 2, text(done)[-2000:]
     assert "stream.onnx is already an ONNX model: there is nothing to export" in text(done)
-    assert "slimline run --checkpoint" in text(done) and not (work / "exported").exists()
+    assert "`slimline run`, `slimline bench`" in text(done) and not (work / "exported").exists()
 
 
 def test_bench_compress_package_and_serve_an_onnx_file(work: Path, onnx_run: Path) -> None:
