@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,10 +49,25 @@ def connect(path: Path) -> sqlite3.Connection:
     """A connection in WAL mode whose transactions the caller opens with `transaction` (BEGIN IMMEDIATE)."""
     connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    connection.execute("PRAGMA journal_mode=WAL")
+    _wal_mode(connection)
     connection.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
     connection.execute("PRAGMA foreign_keys=ON")
     return connection
+
+
+def _wal_mode(connection: sqlite3.Connection) -> None:
+    """Switching a new database to WAL needs an exclusive lock, and SQLite answers "database is locked" at once,
+    without its busy handler, while another process opens the same new file: retry within the busy timeout
+    (two runs starting together on a fresh history)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager
