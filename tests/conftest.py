@@ -119,6 +119,15 @@ def on_sys_path() -> Iterator[Callable[[Path], None]]:
             sys.path.remove(entry)
 
 
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_sys_path: Callable[[Path], None]) -> Path:
+    """A user's working folder: the current directory, importable (their factory modules), with its own cache."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLIMLINE_CACHE_DIR", str(tmp_path / "cache"))
+    on_sys_path(tmp_path)
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "model")

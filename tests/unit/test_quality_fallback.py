@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from plain_modules import (
     EMBEDDER_SPEC,
     FRAGILE_CNN_SPEC,
@@ -24,14 +22,6 @@ from slimline.pipeline.single import export_to
 from slimline.profiles.schema import Budget, Shape, Target
 
 ONE_THREAD = Target(threads=1)
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_sys_path: Callable[[Path], None]) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SLIMLINE_CACHE_DIR", str(tmp_path / "cache"))
-    on_sys_path(tmp_path)
-    return tmp_path
 
 
 def _exported(workdir: Path, factory: str, spec: str) -> ModelDir:

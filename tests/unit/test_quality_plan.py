@@ -3,7 +3,6 @@ them, per-output budgets, and calibration data that never overlaps the examples 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +19,6 @@ from slimline.core.quality import compare_outputs, vector_metrics
 from slimline.formats.torch_module import load_input_spec, module_dir_for
 from slimline.pipeline.quality_plan import check_calibration_disjoint, plan_quality
 from slimline.profiles.schema import Profile
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_sys_path: Callable[[Path], None]) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SLIMLINE_CACHE_DIR", str(tmp_path / "cache"))
-    on_sys_path(tmp_path)
-    return tmp_path
 
 
 def _module(workdir: Path, factory: str, spec: str):

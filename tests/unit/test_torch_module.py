@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,6 @@ from slimline.formats.torch_module import (
     module_dir_for,
     spec_from_example,
 )
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_sys_path: Callable[[Path], None]) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SLIMLINE_CACHE_DIR", str(tmp_path / "cache"))
-    on_sys_path(tmp_path)
-    return tmp_path
 
 
 def test_an_input_spec_with_an_unknown_dtype_is_refused_with_an_example() -> None:

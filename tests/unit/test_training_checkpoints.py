@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -77,14 +76,6 @@ def test_a_lightning_style_prefix_is_stripped_only_when_it_makes_the_keys_the_mo
     assert set(stripped) == {"conv.weight", "conv.bias"} and "`model.` prefix" in note
     kept, note = match_module_keys(state, {"other.weight", "other.bias"})
     assert kept is state and note is None
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_sys_path: Callable[[Path], None]) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SLIMLINE_CACHE_DIR", str(tmp_path / "cache"))
-    on_sys_path(tmp_path)
-    return tmp_path
 
 
 def test_a_module_directory_from_a_ddp_training_checkpoint_records_the_note_and_loads_the_same_weights(
