@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         "default_test_drop_pt": by_label[default_label]["drop_pt"],
         "search_choice_vs_torch_fp32": p50["torch fp32 eager (baseline)"] / p50[chosen_label],
         "front_kinds": sorted(front_kinds), "search_verdict": report.verdict,
-        "search_trials": len([o for o in state.outcomes if o.repeat_of is None]),
+        "search_trials": len([o for o in state.outcomes if o.repeat_of is None and not o.rejected_before_build]),
+        "stopped_early": len([o for o in state.outcomes if o.stopped_early]),
+        "rejected_before_build": len([o for o in state.outcomes if o.rejected_before_build]),
         "chosen_recipe": recipe_summary(chosen.recipe),
     }
     payload = {
@@ -211,7 +213,11 @@ def render(payload: dict[str, Any], name: str, plotted: bool) -> str:
     trial_rows = [[str(t["number"]), recipe_summary(t["recipe"]), f"{t['latency_p50_ms']:.2f}" if t["ok"] else "-",
                    f"{t['size_mb']:.1f}" if t["ok"] else "-",
                    f"{t['fidelity']['drop_pt']:.2f} ± {t['fidelity']['drop_se_pt']:.2f}" if t["ok"] else "-",
-                   "yes" if t["passes_screened_budgets"] else ("no" if t["ok"] else f"failed: {t['error'][:60]}"),
+                   f"{t['probe']['drop_pt']:.2f} @ {int(t['probe']['steps'])}" if t.get("probe") else "-",
+                   f"{t['seconds']:.0f}",
+                   "yes" if t["passes_screened_budgets"] else ("no" if t["ok"] else "stopped early" if
+                                                               t.get("stopped_early") else
+                                                               f"failed: {t['error'][:60]}"),
                    ("front" if t["on_front"] else "") + (" chosen" if t["number"] == trials["best"] else "")]
                   for t in trials["trials"] if t["repeat_of"] is None]
     lines = [
@@ -231,7 +237,10 @@ def render(payload: dict[str, Any], name: str, plotted: bool) -> str:
         f"## Trials ({trials['acceptance']})", "",
         "Trial latency: normalised p50 (the trial's ratio to the fp32 export, timed interleaved with it, x the "
         "export's p50 at the start); accuracy on the validation split.", "",
-        markdown_table(["trial", "recipe", "p50 ms", "size MB", "val. drop pt ± SE", "passes budgets", ""],
+        "Probe: a student's validation drop after a short distillation; a student that cannot reach the accuracy "
+        "budget from there is stopped early (slimline.pipeline.search.early_stop).", "",
+        markdown_table(["trial", "recipe", "p50 ms", "size MB", "val. drop pt ± SE", "probe drop pt @ steps", "s",
+                        "passes budgets", ""],
                        trial_rows), "",
     ]
     if plotted:

@@ -22,6 +22,9 @@ A space file is YAML:
               steps: [{pass: quantize.ort-int8-static, with: {format: qdq}}]
     initial_trials:                   # evaluated first (missing parameters are sampled)
       - {student: false, quantization: dynamic}
+    early_stopping: {probe_steps: 96} # a student is screened after this many distillation steps and
+                                      # stopped when it cannot reach the accuracy budget (default on;
+                                      # `false` turns it off; slimline.pipeline.search.early_stop)
 
 A value in `with` is either a plain value or a parameter: `{choice: [..]}` or `{low, high, step?, log?}`
 (integers when low, high and step are all integers). Parameters are named by where they sit
@@ -142,12 +145,41 @@ class OneOfBlock:
 Block = PassBlock | OptionalBlock | OneOfBlock
 
 
+DEFAULT_PROBE_STEPS = 96  # about a third of an epoch of the demo's train split at batch 32
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """The space's `early_stopping` setting: on (the default) with its probe length, or off. The rule that
+    uses it is slimline.pipeline.search.early_stop."""
+
+    probe_steps: int = DEFAULT_PROBE_STEPS
+    enabled: bool = True
+
+    @classmethod
+    def from_space(cls, raw: Any, source: str) -> EarlyStopping:
+        """`early_stopping: false`, `{probe_steps: N}`, or absent (on, DEFAULT_PROBE_STEPS)."""
+        if raw is None or raw is True:
+            return cls()
+        if raw is False:
+            return cls(enabled=False)
+        if not isinstance(raw, dict) or set(raw) - {"probe_steps"}:
+            raise RecipeError(f"search space {source}: early_stopping must be false or {{probe_steps: N}}.",
+                              fix="write e.g. `early_stopping: {probe_steps: 96}`, or `early_stopping: false`.")
+        steps = raw.get("probe_steps", DEFAULT_PROBE_STEPS)
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 100_000:
+            raise RecipeError(f"search space {source}: early_stopping.probe_steps must be an integer from 1 to "
+                              f"100000; got {steps!r}.", fix="e.g. probe_steps: 96.")
+        return cls(probe_steps=steps)
+
+
 @dataclass
 class SearchSpace:
     source: str
     description: str
     steps: tuple[Block, ...]
     initial_trials: list[dict[str, Any]] = field(default_factory=list)
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     raw: Any = None  # the parsed file, hashed into the study so a resumed search uses the same space
 
     def parameter_names(self) -> set[str]:

@@ -17,6 +17,7 @@ from slimline.compression.recipe import build_step, order_problems
 from slimline.compression.search_space import (
     Block,
     Choice,
+    EarlyStopping,
     OneOfBlock,
     OptionalBlock,
     PassBlock,
@@ -31,7 +32,7 @@ from slimline.core.yaml_files import load_yaml_file
 from slimline.profiles.schema import PROFILES_DIR, shipped_or_path
 
 SPACES_DIR = PROFILES_DIR / "spaces"
-SPACE_FILE_KEYS = frozenset({"schema_version", "description", "steps", "initial_trials"})
+SPACE_FILE_KEYS = frozenset({"schema_version", "description", "steps", "initial_trials", "early_stopping"})
 #: Structural combinations (optional blocks x alternatives) checked for pass order; more is refused.
 MAX_STRUCTURES = 4096
 
@@ -168,7 +169,7 @@ def parse_search_space(data: Any, source: str) -> SearchSpace:
         raise RecipeError(f"search space {source}: initial_trials must be a list.", fix="write a YAML list.")
     space = SearchSpace(source=source, description=str(data.get("description", "")),
                         steps=parse_steps(data["steps"], f"search space {source}", ""), initial_trials=initial,
-                        raw=data)
+                        early_stopping=EarlyStopping.from_space(data.get("early_stopping"), source), raw=data)
     _validate_pass_values(space.steps, source)
     _validate_order(space)
     _validate_initial_trials(space)

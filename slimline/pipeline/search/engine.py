@@ -33,6 +33,7 @@ from slimline.core.outputs import claimed_output, claimed_run_dir, input_paths
 from slimline.core.progress import reporter
 from slimline.pipeline.plan import Plan, RunRequest, plan_run
 from slimline.pipeline.search import study as studies
+from slimline.pipeline.search.early_stop import Calibration
 from slimline.pipeline.search.executors import Executor, LocalExecutor, RayExecutor
 from slimline.pipeline.search.outputs import SearchState, write_best, write_trials
 from slimline.pipeline.search.runtime_dim import pre_build_problem
@@ -44,7 +45,7 @@ from slimline.pipeline.search.selection import (
     objectives,
     pareto_front,
 )
-from slimline.pipeline.search.trial import TrialArgs, TrialOutcome, quick_timing
+from slimline.pipeline.search.trial import ProbePlan, TrialArgs, TrialOutcome, quick_timing
 from slimline.pipeline.side_by_side import runner_spec
 from slimline.pipeline.stages import run_stages
 from slimline.profiles.schema import Profile
@@ -240,15 +241,29 @@ class Driver:
                 out_dir=str(request.out_dir), eval_data=self.prepared.eval_data, seed=request.seed,
                 reference_dir=self.reference["onnx_dir"], reference_logits=str(self.logits_path),
                 reference_p50_ms=self.reference["onnx_p50_ms"], screen_samples=request.screen_samples,
-                timing=request.timing or quick_timing(request.profile.measurement))
+                timing=request.timing or quick_timing(request.profile.measurement), probe=self.probe_plan())
         return None
+
+    def probe_plan(self) -> ProbePlan | None:
+        """Early stopping for the next trial, calibrated on every finished trial that had a probe."""
+        early = self.prepared.space.early_stopping
+        if not early.enabled:
+            return None
+        finished = [(o.probe, o.fidelity) for o in self.state.outcomes if o.ok and o.probe and o.repeat_of is None]
+        calibration = Calibration.of(finished, early.probe_steps)
+        return ProbePlan(steps=early.probe_steps, calibration_students=calibration.students,
+                         best_gain_pt=calibration.best_gain_pt, budget_pt=self.prepared.rule.budget_pt)
 
     def record(self, trial: Any, outcome: TrialOutcome) -> None:
         profile = self.prepared.request.profile
         verdict = constraints(outcome, profile, self.prepared.rule, self.reference["torch_p50_ms"]) \
             if outcome.ok else {}
         payload = outcome.model_dump(mode="json")
-        studies.tell(self.study, trial, objectives(outcome) if outcome.ok else None, verdict, payload)
+        if outcome.stopped_early:
+            studies.prune(self.study, trial, studies.stopped_constraints(outcome.probe, self.prepared.rule.budget_pt),
+                          payload)
+        else:
+            studies.tell(self.study, trial, objectives(outcome) if outcome.ok else None, verdict, payload)
         self.state.outcomes.append(outcome)
         self.state.verdicts[outcome.number] = verdict
         refresh(self.state, self.prepared.request.out_dir)

@@ -66,7 +66,8 @@ def trial_rows(state: SearchState) -> list[dict[str, Any]]:
             "fidelity": outcome.fidelity, "constraints": verdict, "passes_screened_budgets":
                 outcome.ok and feasible(verdict), "on_front": outcome.number in state.front,
             "model_dir": outcome.model_dir, "seconds": outcome.seconds, "repeat_of": outcome.repeat_of,
-            "runtime": outcome.runtime, "rejected_before_build": outcome.rejected_before_build})
+            "runtime": outcome.runtime, "rejected_before_build": outcome.rejected_before_build,
+            "probe": outcome.probe, "stopped_early": outcome.stopped_early})
     return rows
 
 
@@ -75,25 +76,35 @@ def trials_markdown(state: SearchState) -> str:
     for row in trial_rows(state):
         if row["repeat_of"] is not None:
             continue  # proposed again by the sampler: listed in trials.json, measured once
-        fidelity = row["fidelity"]
+        fidelity, probe = row["fidelity"], row["probe"]
         mark = ("**best** " if row["number"] == state.best else "") + ("front" if row["on_front"] else "")
         rows.append([str(row["number"]), recipe_summary(row["recipe"]),
                      _fmt(row["latency_p50_ms"]), _fmt(row["size_mb"], 1),
                      f"{fidelity['drop_pt']:.2f} ± {fidelity['drop_se_pt']:.2f}" if fidelity else "-",
+                     f"{probe['drop_pt']:.2f} @ {int(probe['steps'])}" if probe else "-",
                      _fmt(fidelity.get("agreement_pct")), _fmt(fidelity.get("kl_divergence"), 4),
-                     ("yes" if row["passes_screened_budgets"] else "no") if row["ok"] else
-                     f"failed: {(row['error'] or '')[:80]}", mark])
-    header = ["trial", "recipe", "p50 ms (normalised)", "size MB", "val. drop pt ± SE", "agreement %", "KL",
-              "passes budgets", ""]
+                     _passes_cell(row), mark])
+    header = ["trial", "recipe", "p50 ms (normalised)", "size MB", "val. drop pt ± SE", "probe drop pt @ steps",
+              "agreement %", "KL", "passes budgets", ""]
     reference = state.reference
     intro = [
         f"Space: `{state.space}`. Acceptance on accuracy: {state.rule.describe()}.",
         f"Latency: each trial timed side by side (blocks, one process) with the fp32 ONNX export and reported "
         f"as its ratio to it x the export's p50 at the start of the search ({reference.get('onnx_p50_ms', 0):.2f} ms; "
         f"torch fp32 eager {reference.get('torch_p50_ms', 0):.2f} ms).",
+        "Probe: a student's validation drop (fp32) after a short distillation; a student whose best case "
+        "cannot meet the accuracy budget is stopped there (slimline.pipeline.search.early_stop).",
         *state.notes,
     ]
     return "\n\n".join([*intro, markdown_table(header, rows)]) + "\n"
+
+
+def _passes_cell(row: dict[str, Any]) -> str:
+    if row["ok"]:
+        return "yes" if row["passes_screened_budgets"] else "no"
+    if row["stopped_early"]:
+        return "no: stopped early (the probe cannot reach the accuracy budget)"
+    return f"failed: {(row['error'] or '')[:80]}"
 
 
 def trial_points(state: SearchState) -> list[dict[str, Any]]:

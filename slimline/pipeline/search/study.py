@@ -63,7 +63,7 @@ def requeue_interrupted(study: Any) -> int:
 
 def finished_trials(study: Any) -> list[Any]:
     optuna = require("optuna", purpose="slimline search")
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
     return [t for t in study.get_trials(deepcopy=False, states=states) if "outcome" in t.user_attrs]
 
 
@@ -79,6 +79,23 @@ def tell(study: Any, trial: Any, values: tuple[float, float, float] | None, cons
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
     else:
         study.tell(trial, list(values))
+
+
+def stopped_constraints(probe: dict[str, float] | None, budget_pt: float | None) -> dict[str, float]:
+    """A stopped trial's accuracy constraint: its probe's drop against the budget (> 0: infeasible)."""
+    if probe is None or budget_pt is None:
+        return {}
+    return {"accuracy_drop_pt": (probe["drop_pt"] - budget_pt) / max(budget_pt, 1e-9)}
+
+
+def prune(study: Any, trial: Any, constraints: dict[str, float], outcome: dict[str, Any]) -> None:
+    """Record a trial stopped early (slimline.pipeline.search.early_stop) as PRUNED with its constraint
+    violated: TPE ranks it with the infeasible trials, so the sampler learns the region cannot pass."""
+    optuna = require("optuna", purpose="slimline search")
+    trial.set_user_attr("outcome", outcome)
+    for metric, value in constraints.items():
+        trial.set_constraint(metric, value)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 
 
 def fail(study: Any, trial: Any) -> None:
