@@ -194,6 +194,35 @@ class SearchSpace:
         """One concrete recipe (`{pass, with}` steps with plain values) drawn through `suggest`."""
         return sample_blocks(self.steps, suggest, cpu_flags)
 
+    def student_key(self) -> str | None:
+        """The optional block that trains a student (holds a distillation): the expensive prefix of a trial."""
+        return next((block.key for block in self.steps if isinstance(block, OptionalBlock)
+                     and any(isinstance(inner, PassBlock) and inner.pass_name.startswith("distill.")
+                             for inner in walk_blocks(block.steps))), None)
+
+    def with_other_schemes(self, params: dict[str, Any], cpu_flags: Sequence[str]) -> list[dict[str, Any]]:
+        """The same student under every other alternative of each top-level `one_of` offered on this CPU
+        (their own parameters left to the sampler): a trained student tried across schemes and runtimes."""
+        key = self.student_key()
+        if key is None or params.get(key) is not True:
+            return []
+        student = {name: value for name, value in params.items() if name == key or name.startswith(f"{key}/")}
+        return [{**student, block.key: option} for block in self.steps if isinstance(block, OneOfBlock)
+                for option in block.offered(cpu_flags) if option != params.get(block.key)]
+
+
+def walk_blocks(blocks: Sequence[Block]) -> list[Block]:
+    """Every block, nested ones included, in order."""
+    every: list[Block] = []
+    for block in blocks:
+        every.append(block)
+        if isinstance(block, OptionalBlock):
+            every += walk_blocks(block.steps)
+        elif isinstance(block, OneOfBlock):
+            for option in block.options.values():
+                every += walk_blocks(option.steps)
+    return every
+
 
 def _is_param(value: Any) -> bool:
     return isinstance(value, dict) and bool(value) and (set(value) == {"choice"} or

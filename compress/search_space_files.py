@@ -26,6 +26,7 @@ from slimline.compression.search_space import (
     is_number,
     parse_steps,
     sample_blocks,
+    walk_blocks,
 )
 from slimline.core.errors import RecipeError, shorten
 from slimline.core.yaml_files import load_yaml_file
@@ -116,24 +117,12 @@ def _domains(blocks: Sequence[Block]) -> dict[str, Callable[[Any], bool]]:
             found[name] = lambda value, param=param: param.encode(value) in [param.encode(v) for v in param.values]
         else:
             found[name] = lambda value, param=param: is_number(value) and param.low <= value <= param.high
-    for block in _walk(blocks):
+    for block in walk_blocks(blocks):
         if isinstance(block, OptionalBlock):
             found[block.key] = lambda value: isinstance(value, bool)
         elif isinstance(block, OneOfBlock):
             found[block.key] = lambda value, block=block: value in block.options
     return found
-
-
-def _walk(blocks: Sequence[Block]) -> list[Block]:
-    every: list[Block] = []
-    for block in blocks:
-        every.append(block)
-        if isinstance(block, OptionalBlock):
-            every += _walk(block.steps)
-        elif isinstance(block, OneOfBlock):
-            for option in block.options.values():
-                every += _walk(option.steps)
-    return every
 
 
 def _validate_initial_trials(space: SearchSpace) -> None:

@@ -152,3 +152,31 @@ def test_the_runtime_is_a_search_dimension(workspace: Path) -> None:
     report = json.loads((workspace / "out-runtimes" / "report.json").read_text())
     chosen = next(t for t in trials.values() if t["number"] == report["search"]["chosen_trial"])
     assert report["measurements"]["runtime"] == chosen["runtime"]
+
+
+STUDENT_SPACE = {
+    "schema_version": 1,
+    "steps": [
+        {"optional": {"name": "student", "steps": [
+            {"pass": "prune.structured", "with": {"heads_ratio": 0.5, "ffn_ratio": 0.5}},
+            {"pass": "distill.kd", "with": {"max_steps": {"choice": [4, 6]}, "batch_size": 8}}]}},
+        {"one_of": {"name": "quantization", "options": {
+            "dynamic": [{"pass": "quantize.ort-int8-dynamic", "with": {"fallback": {"enabled": False}}}],
+            "fused-dynamic": [{"pass": "optimize.ort-transformers"},
+                              {"pass": "quantize.ort-int8-dynamic", "with": {"fallback": {"enabled": False}}}],
+        }}}],
+    "initial_trials": [{"student": True, "student/distill.kd:max_steps": 4, "quantization": "dynamic"}],
+}
+
+
+def test_a_trained_student_is_tried_next_under_the_other_schemes_and_built_once(workspace: Path) -> None:
+    (workspace / "student-space.yaml").write_text(yaml.safe_dump(STUDENT_SPACE))
+    result = run_cli(*search_args("out-students", 2, space="student-space.yaml"), cwd=workspace)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = ran(workspace / "out-students")
+    assert first["ok"] and second["ok"], (first["error"], second["error"])
+    assert second["student_of"] == first["number"], "queued to reuse the first trial's student"
+    assert second["recipe"][:2] == first["recipe"][:2]
+    assert second["recipe"][2]["pass"] == "optimize.ort-transformers"  # under the other scheme
+    distilled = list((workspace / "out-students" / "stages").glob("*distill.kd*"))
+    assert len(distilled) == 1, f"the student is distilled once, not per scheme: {distilled}"

@@ -136,3 +136,23 @@ def test_initial_trials_must_use_values_the_space_offers() -> None:
     steps = [{"pass": "quantize.ort-int8-dynamic", "with": {"per_channel": {"choice": [False, True]}}}]
     with pytest.raises(RecipeError, match="does not offer"):
         parse_search_space(space(steps, initial_trials=[{"quantize.ort-int8-dynamic:per_channel": "yes"}]), "t")
+
+
+def test_a_trained_student_is_offered_under_every_other_scheme_of_this_cpu() -> None:
+    space = load_search_space("cpu")
+    assert space.student_key() == "student"
+    params = {"student": True, "student/shrink": "depth", "student/distill.kd:max_steps": 800,
+              "quantization": "fused-dynamic", "quantization=fused-dynamic/quantize.ort-int8-dynamic:per_channel": True}
+    on_vnni = space.with_other_schemes(params, VNNI)
+    kept = {"student": True, "student/shrink": "depth", "student/distill.kd:max_steps": 800}
+    assert all({k: v for k, v in variant.items() if k != "quantization"} == kept for variant in on_vnni)
+    assert {v["quantization"] for v in on_vnni} == {"static-qdq", "static-qoperator", "fused-int4", "openvino-int8"}
+    assert {v["quantization"] for v in space.with_other_schemes(params, AVX2)} == {"fused-int4", "openvino-int8"}
+    assert space.with_other_schemes({**params, "student": False}, VNNI) == []
+
+
+def test_a_space_without_a_distilled_student_has_none_to_reuse() -> None:
+    space = parse_search_space({"steps": [{"optional": {"name": "prune", "steps": [
+        {"pass": "prune.structured", "with": {"heads_ratio": 0.5}}]}}, {"pass": "quantize.ort-int8-dynamic"}]}, "t")
+    assert space.student_key() is None
+    assert space.with_other_schemes({"prune": True}, VNNI) == []

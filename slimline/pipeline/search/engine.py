@@ -187,6 +187,7 @@ class Driver:
         self.asked = 0
         self.repeats = 0
         self.rejections = 0
+        self.reused: set[str] = set()  # student x scheme combinations already queued
         self.stop_reason = ""
         config_path = prepared.source.path / "config.json"
         self.source_config = json.loads(config_path.read_text()) if config_path.is_file() else {}
@@ -255,6 +256,7 @@ class Driver:
                          best_gain_pt=calibration.best_gain_pt, budget_pt=self.prepared.rule.budget_pt)
 
     def record(self, trial: Any, outcome: TrialOutcome) -> None:
+        outcome.student_of = trial.user_attrs.get("student_of")
         profile = self.prepared.request.profile
         verdict = constraints(outcome, profile, self.prepared.rule, self.reference["torch_p50_ms"]) \
             if outcome.ok else {}
@@ -267,6 +269,30 @@ class Driver:
         self.state.outcomes.append(outcome)
         self.state.verdicts[outcome.number] = verdict
         refresh(self.state, self.prepared.request.out_dir)
+        if outcome.ok and outcome.repeat_of is None and self.could_pass_accuracy(outcome):
+            self.reuse_student(trial)
+
+    def could_pass_accuracy(self, outcome: TrialOutcome) -> bool:
+        """Within the accuracy budget, or within one paired SE of it (another scheme may lose less)."""
+        budget = self.prepared.rule.budget_pt
+        return budget is None or outcome.fidelity["drop_pt"] - outcome.fidelity["drop_se_pt"] <= budget
+
+    def reuse_student(self, trial: Any) -> None:
+        """Queue the trial's trained student under every other scheme and runtime of the space: its
+        stages are reused, so each costs only its quantization, screening and timing (minutes saved per
+        student, and the best runtime for it is found by measurement rather than by the sampler's luck)."""
+        variants = self.prepared.space.with_other_schemes(trial.params, self.prepared.flags)
+        queued = 0
+        for params in variants:
+            key = json.dumps(params, sort_keys=True, default=str)
+            if key in self.reused:
+                continue
+            self.reused.add(key)
+            self.study.enqueue_trial(self.prepared.space.encode_params(params),
+                                     user_attrs={"student_of": trial.number}, skip_if_exists=True)
+            queued += 1
+        if queued:
+            log.info("trial %d's student queued under %d other scheme(s)", trial.number, queued)
 
 
 def refresh(state: SearchState, out_dir: Path) -> None:

@@ -67,7 +67,7 @@ def trial_rows(state: SearchState) -> list[dict[str, Any]]:
                 outcome.ok and feasible(verdict), "on_front": outcome.number in state.front,
             "model_dir": outcome.model_dir, "seconds": outcome.seconds, "repeat_of": outcome.repeat_of,
             "runtime": outcome.runtime, "rejected_before_build": outcome.rejected_before_build,
-            "probe": outcome.probe, "stopped_early": outcome.stopped_early})
+            "probe": outcome.probe, "stopped_early": outcome.stopped_early, "student_of": outcome.student_of})
     return rows
 
 
@@ -77,7 +77,8 @@ def trials_markdown(state: SearchState) -> str:
         if row["repeat_of"] is not None:
             continue  # proposed again by the sampler: listed in trials.json, measured once
         fidelity, probe = row["fidelity"], row["probe"]
-        mark = ("**best** " if row["number"] == state.best else "") + ("front" if row["on_front"] else "")
+        mark = ("**best** " if row["number"] == state.best else "") + ("front" if row["on_front"] else "") + \
+            (f" (trial {row['student_of']}'s student)" if row["student_of"] is not None else "")
         rows.append([str(row["number"]), recipe_summary(row["recipe"]),
                      _fmt(row["latency_p50_ms"]), _fmt(row["size_mb"], 1),
                      f"{fidelity['drop_pt']:.2f} ± {fidelity['drop_se_pt']:.2f}" if fidelity else "-",

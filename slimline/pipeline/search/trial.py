@@ -93,6 +93,7 @@ class TrialOutcome(BaseModel):
     #: The student after a short distillation: steps, its validation fidelity (drop_pt, drop_se_pt, ...), seconds.
     probe: dict[str, float] | None = None
     stopped_early: bool = False  # the probe showed the student cannot reach the accuracy budget
+    student_of: int | None = None  # queued to try that trial's trained student under another scheme
 
 
 def _build(args: TrialArgs, recipe: list[dict[str, Any]]) -> tuple[ModelDir, list[str]]:
