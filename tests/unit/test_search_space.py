@@ -61,9 +61,10 @@ def test_static_int8_is_offered_only_on_cpus_with_int8_dot_products() -> None:
     assert {"static-qdq", "static-qoperator"} <= set(suggest.asked["quantization"])
 
 
-def test_the_cpu_space_starts_with_a_quantization_only_and_a_pruned_distilled_trial() -> None:
+def test_the_cpu_space_starts_with_both_runtimes_int8_then_a_pruned_distilled_trial() -> None:
     cpu = load_search_space("cpu")
-    assert [trial["student"] for trial in cpu.initial_trials] == [False, True]
+    assert [(trial["student"], trial["quantization"]) for trial in cpu.initial_trials] == [
+        (False, "fused-dynamic"), (False, "openvino-int8"), (True, "fused-dynamic")]
 
 
 def test_ranges_choices_and_optional_blocks_become_plain_values() -> None:
