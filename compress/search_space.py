@@ -200,13 +200,19 @@ class SearchSpace:
                      and any(isinstance(inner, PassBlock) and inner.pass_name.startswith("distill.")
                              for inner in walk_blocks(block.steps))), None)
 
+    def student_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The trial parameters that describe its student (the rest choose its scheme)."""
+        key = self.student_key()
+        return {} if key is None else {name: value for name, value in params.items()
+                                       if name == key or name.startswith(f"{key}/")}
+
     def with_other_schemes(self, params: dict[str, Any], cpu_flags: Sequence[str]) -> list[dict[str, Any]]:
         """The same student under every other alternative of each top-level `one_of` offered on this CPU
         (their own parameters left to the sampler): a trained student tried across schemes and runtimes."""
         key = self.student_key()
         if key is None or params.get(key) is not True:
             return []
-        student = {name: value for name, value in params.items() if name == key or name.startswith(f"{key}/")}
+        student = self.student_params(params)
         return [{**student, block.key: option} for block in self.steps if isinstance(block, OneOfBlock)
                 for option in block.offered(cpu_flags) if option != params.get(block.key)]
 
