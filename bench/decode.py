@@ -16,8 +16,9 @@ import numpy as np
 from pydantic import BaseModel
 
 from slimline.core.stats import median_ci
-from slimline.formats.causal_lm import Decoder, OrtDecoder, TorchDecoder, greedy_generate
+from slimline.formats.causal_lm import Decoder, TorchDecoder, greedy_generate
 from slimline.profiles.schema import Measurement, Shape
+from slimline.runtimes import get_runtime
 
 MIN_DECODE_RUNS = 3
 
@@ -37,13 +38,11 @@ class DecodeStats(BaseModel):
 
 
 def decoder_for(runner: Any, config: dict[str, Any]) -> Decoder | None:
-    """A KV-cache decoder over the runner's loaded model, or None when it has no cache to decode with."""
+    """A KV-cache decoder over the runner's loaded model, or None when it has no cache to decode with. A session
+    runner's runtime makes it (a stateful OpenVINO IR keeps its cache in the request, ONNX Runtime feeds it)."""
     session = getattr(runner, "session", None)
     if session is not None:
-        try:
-            return OrtDecoder(session, config)
-        except ValueError:  # an export without past_key_values: no decode loop to measure
-            return None
+        return get_runtime(runner.runtime_name).make_decoder(session, config)
     model = getattr(runner, "model", None)
     if model is not None and hasattr(model, "generate"):
         return TorchDecoder(model)

@@ -50,9 +50,11 @@ RECIPES = {
     "int8 dynamic per-channel (llm-int8-per-channel)": "llm-int8-per-channel",
 }
 #: OpenVINO recipes, compressed on the `llm-cpu-openvino` profile (its runtime loads the IR they write).
+#: Their IRs are stateful (the KV cache stays in the infer request, attention fused to SDPA), so their cache
+#: folders carry "-stateful": a work folder from before that holds stateless IRs is not reused.
 OPENVINO_RECIPES: dict[str, str | list[dict[str, Any]]] = {
-    "openvino int8 weights, NNCF (llm-cpu-openvino default)": "llm-openvino-int8-weights",
-    "openvino int4 weights, NNCF (group 128)": [
+    "openvino int8 weights, NNCF, stateful (llm-cpu-openvino default)": "llm-openvino-int8-weights",
+    "openvino int4 weights, NNCF (group 128), stateful": [
         {"pass": "quantize.nncf-weight-compression", "with": {"mode": "int4_sym", "group_size": 128}},
         {"pass": "convert.openvino-precision"}],
 }
@@ -91,7 +93,7 @@ def build_models(work: Path, profile: Any) -> tuple[Path, dict[str, Candidate]]:
         models[label] = Candidate(label, model, "onnxruntime")
     openvino_profile = load_profile("llm-cpu-openvino")
     for label, recipe in OPENVINO_RECIPES.items():
-        out = work / (recipe if isinstance(recipe, str) else "llm-openvino-int4-weights")
+        out = work / f"{recipe if isinstance(recipe, str) else 'llm-openvino-int4-weights'}-stateful"
         model = ModelDir.open(out) if out.is_dir() else slimline.compress(exported.path, recipe=recipe, out=out,
                                                                           profile=openvino_profile)
         models[label] = Candidate(label, model, "openvino")

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-from slimline.core.artifact import ModelDir
+from slimline.core.artifact import ModelDir, TensorSpec
 from slimline.core.data import DatasetSpec
 from slimline.core.errors import SlimlineError
 from slimline.core.output_kinds import ModelOutput
@@ -131,6 +131,10 @@ class PassResult:
     model_file: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     data_sha256: dict[str, str] = field(default_factory=dict)  # e.g. the calibration set, for provenance
+    #: The model's inputs and outputs when the pass changed them (a stateful OpenVINO decoder has no past
+    #: inputs or present outputs); None: the parent's, as they were.
+    inputs: list[TensorSpec] | None = None
+    outputs: list[str] | None = None
 
 
 ConfigT = TypeVar("ConfigT", bound=PassConfig)

@@ -16,7 +16,7 @@ from slimline.core.artifact import ModelDir
 from slimline.core.errors import ExportError, PassError
 from slimline.exporters.onnx import ExportResult
 from slimline.profiles.schema import Shape, Target
-from slimline.runtimes.openvino.ir import IR_XML, read_model, runtime_options_of, save_ir
+from slimline.runtimes.openvino.ir import IR_XML, ir_interface, read_model, runtime_options_of, save_ir
 
 OPENVINO_EXPORT_STEP = "export.openvino"
 
@@ -36,8 +36,9 @@ def export_openvino(model: ModelDir, out_dir: Path, config: OpenVINOExportConfig
         ov_model = read_model(model, OPENVINO_EXPORT_STEP)
     except PassError as err:
         raise ExportError(str(err).removesuffix(f"\n  fix: {err.fix}"), fix=err.fix) from err
-    facts = save_ir(ov_model, model, out_dir, config.compress_to_fp16)
-    return ExportResult(model_file=IR_XML, inputs=model.manifest.inputs, outputs=model.manifest.outputs,
+    facts = save_ir(ov_model, model, out_dir, config.compress_to_fp16)  # stateful, for a KV-cache decoder
+    inputs, outputs = ir_interface(model, facts)
+    return ExportResult(model_file=IR_XML, inputs=inputs, outputs=outputs,
                         metadata={"openvino": {**facts, "runtime_options": runtime_options_of(ov_model)}})
 
 

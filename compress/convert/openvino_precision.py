@@ -19,7 +19,7 @@ from slimline.compression.quantize.openvino_common import target_problems
 from slimline.core.artifact import ModelDir
 from slimline.core.machine import cpu_capabilities
 from slimline.profiles.schema import Target
-from slimline.runtimes.openvino.ir import IR_XML, READS, read_model, save_ir, set_runtime_option
+from slimline.runtimes.openvino.ir import IR_XML, READS, ir_interface, read_model, save_ir, set_runtime_option
 
 PRECISION_KEY = "INFERENCE_PRECISION_HINT"
 
@@ -71,6 +71,7 @@ class OpenVINOPrecision(Pass[OpenVINOPrecisionConfig]):
         # An IR from an earlier OpenVINO step is saved as it is (its INT8 or fp16 weights already chosen).
         facts = save_ir(ov_model, model, out_dir, self.config.compress_to_fp16 and model.manifest.format == "onnx")
         kept = {k: v for k, v in model.manifest.metadata.items() if k in ("quantization", "accuracy_control")}
-        return PassResult(model_file=IR_XML, metadata={**kept, "openvino": {
+        inputs, outputs = ir_interface(model, facts)
+        return PassResult(model_file=IR_XML, inputs=inputs, outputs=outputs, metadata={**kept, "openvino": {
             **model.manifest.metadata.get("openvino", {}), **facts, "inference_precision": precision,
             "precision_reason": why, "cpu_capabilities": capabilities, "runtime_options": {PRECISION_KEY: precision}}})

@@ -33,7 +33,7 @@ from slimline.core.deps import require
 from slimline.core.errors import PassError
 from slimline.core.machine import has_vnni
 from slimline.profiles.schema import Target
-from slimline.runtimes.openvino.ir import IR_XML, READS, read_model, save_ir
+from slimline.runtimes.openvino.ir import IR_XML, READS, ir_interface, read_model, save_ir
 
 log = logging.getLogger(__name__)
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -88,8 +88,9 @@ class NncfInt8(Pass[NncfInt8Config]):
         if accuracy.get("quantized_with_accuracy_control"):
             quantized = accuracy.pop("model")
         facts = save_ir(quantized, model, out_dir, compress_to_fp16=False)
+        inputs, outputs = ir_interface(model, facts)
         return PassResult(
-            model_file=IR_XML,
+            model_file=IR_XML, inputs=inputs, outputs=outputs,
             metadata={"quantization": {"scheme": "nncf-int8", **config.model_dump(mode="json", exclude={"calibration"}),
                                        "calibration": {**config.calibration.model_dump(), "examples": reader.count}},
                       "openvino": facts, "accuracy_control": {k: v for k, v in accuracy.items() if k != "model"}},

@@ -19,7 +19,7 @@ from slimline.core.artifact import ModelDir
 from slimline.core.deps import require
 from slimline.core.errors import PassError
 from slimline.profiles.schema import Target
-from slimline.runtimes.openvino.ir import IR_XML, READS, read_model, save_ir
+from slimline.runtimes.openvino.ir import IR_XML, READS, ir_interface, read_model, save_ir
 
 
 class WeightCompressionConfig(PassConfig):
@@ -64,6 +64,7 @@ class NncfWeightCompression(Pass[WeightCompressionConfig]):
                             fix="try mode int8_asym, group_size -1 (per channel), or group_size_fallback: adjust."
                             ) from err
         facts = save_ir(compressed, model, out_dir, compress_to_fp16=False)
-        return PassResult(model_file=IR_XML, metadata={
+        inputs, outputs = ir_interface(model, facts)
+        return PassResult(model_file=IR_XML, inputs=inputs, outputs=outputs, metadata={
             "quantization": {"scheme": f"nncf-weights-{config.mode}", **config.model_dump(mode="json")},
             "openvino": facts})

@@ -101,8 +101,10 @@ def run_stage(out_dir: Path, index: int, kind: str, name: str, config: dict[str,
 def pass_producer(step: RecipeStep, model: ModelDir, context: PassContext) -> Callable[[Path], StageOutput]:
     def produce(tmp: Path) -> StageOutput:
         result = step.pass_.apply(model, tmp, context)
-        return StageOutput(step.pass_.produces, result.model_file, model.manifest.inputs, model.manifest.outputs,
-                           result.metadata, result.data_sha256)
+        inputs = model.manifest.inputs if result.inputs is None else result.inputs
+        outputs = model.manifest.outputs if result.outputs is None else result.outputs
+        return StageOutput(step.pass_.produces, result.model_file, inputs, outputs, result.metadata,
+                           result.data_sha256)
     return produce
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from slimline.core.artifact import ModelDir, TensorSpec
 from slimline.core.errors import ProfileError
 from slimline.core.runtime_names import runtime_entry
+from slimline.formats.causal_lm import Decoder
 from slimline.profiles.schema import Measurement, Shape, Target, format_validation_error
 
 
@@ -218,6 +219,17 @@ class Runtime:
     def open_session(self, engine: Path, threads: int, target: Target) -> Session:
         """The bundle's engine loaded for serving and `verify`'s real load."""
         raise NotImplementedError(f"{self.name} engines cannot be served by slimline")
+
+    def make_decoder(self, session: Session, config: dict[str, Any]) -> Decoder | None:
+        """A KV-cache decoder (prefill + steps) over a loaded session, for the benchmark's decode timing and
+        `serve`'s generator; None when the model has no cache to decode with. Default: past_key_values in,
+        present out, driven from numpy (slimline.formats.causal_lm.OrtDecoder)."""
+        from slimline.formats.causal_lm import OrtDecoder
+
+        try:
+            return OrtDecoder(session, config)
+        except ValueError:  # an export without past_key_values
+            return None
 
     def load_check(self, engine: Path, inputs: list[TensorSpec], target: Target) -> list[str]:
         """Load the engine as serving would; returns warnings. Raises BundleError when it cannot load."""

@@ -22,6 +22,7 @@ class SessionRunner:
         self.input_names = {i.name for i in session.get_inputs()}
         self.output_names = [o.name for o in session.get_outputs() if not o.name.startswith("present")]
         self.threads = spec.threads
+        self.runtime_name = spec.runtime  # its registry entry makes the decoder (bench.decode.decoder_for)
         self.kv_inputs = [s for s in spec.inputs if is_past_input(s.name)]  # a decoder exported with its cache
         config_path = Path(spec.model_dir) / "config.json"
         self.config = json.loads(config_path.read_text()) if self.kv_inputs and config_path.is_file() else {}

@@ -16,7 +16,7 @@ import numpy as np
 
 from slimline.core.errors import BundleError
 from slimline.deploy.manifest import BundleManifest
-from slimline.formats.causal_lm import OrtDecoder, greedy_generate
+from slimline.formats.causal_lm import greedy_generate
 
 DEFAULT_MAX_NEW_TOKENS = 64
 
@@ -36,6 +36,7 @@ class Generator:
 
     def __init__(self, root: Path, manifest: BundleManifest, threads: int | None = None) -> None:
         from slimline.core.tokenizers import load_tokenizer
+        from slimline.deploy.runtime import bundle_runtime
         from slimline.serve.predictor import open_engine
 
         self.manifest = manifest
@@ -43,11 +44,12 @@ class Generator:
         self.session = open_engine(root, manifest, self.threads)
         config_dir = root / manifest.preprocessing
         config = json.loads((config_dir / "config.json").read_text()) if (config_dir / "config.json").is_file() else {}
-        try:
-            self.decoder = OrtDecoder(self.session, config)
-        except ValueError as err:
-            raise BundleError(f"{root}'s engine cannot generate: {err}.",
-                              fix="re-export the checkpoint with this slimline (it keeps the KV cache).") from err
+        decoder = bundle_runtime(manifest.format).make_decoder(self.session, config)  # stateful IRs: their own
+        if decoder is None:
+            raise BundleError(f"{root}'s engine cannot generate: it has no KV cache (past_key_values inputs or "
+                              "an OpenVINO state).",
+                              fix="re-export the checkpoint with this slimline (it keeps the KV cache).")
+        self.decoder = decoder
         self.tokenizer, _ = load_tokenizer(config_dir)
         self.max_context = int(config.get("max_position_embeddings") or 2048)
         self._lock = threading.Lock()

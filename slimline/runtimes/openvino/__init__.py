@@ -10,14 +10,14 @@ Installed by `pip install 'slimline[openvino]'` (part of the default install).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from slimline.core.artifact import ModelDir, TensorSpec
 from slimline.core.errors import MissingDependency
 from slimline.profiles.schema import Target
-from slimline.runtimes.base import Runner, RunnerSpec, Runtime, RuntimeConfig, Session
+from slimline.runtimes.base import Decoder, Runner, RunnerSpec, Runtime, RuntimeConfig, Session
 from slimline.runtimes.openvino.telemetry import disable_telemetry
 
 disable_telemetry()  # before anything under this package imports openvino or nncf (see telemetry.py)
@@ -30,6 +30,10 @@ class OpenVINOConfig(RuntimeConfig):
     num_streams: int | None = Field(default=None, ge=1)
     #: Overrides the IR's own precision (convert.openvino-precision) and OpenVINO's default; None keeps them.
     inference_precision: Literal["bf16", "f32", "f16"] | None = None
+    #: A stateful decoder's KV-cache precision; None keeps OpenVINO's CPU default (u8 where the CPU has
+    #: AVX-512, else f16/bf16). Measured on SmolLM2-135M (teacher-forced decode, 24 windows of Rotten Tomatoes
+    #: text): u8 +0.04% perplexity vs torch fp32 with bf16 inference, bf16/f16/f32 +0.17%; so the default stays.
+    kv_cache_precision: Literal["u8", "f16", "bf16", "f32"] | None = None
 
 
 class OpenVINO(Runtime):
@@ -72,18 +76,22 @@ class OpenVINO(Runtime):
         return OpenVINORunner(spec)
 
     def triton_parameters(self, target: Target) -> dict[str, str]:
-        from slimline.runtimes.openvino.session import compile_properties
+        from slimline.runtimes.openvino.session import config_properties
 
-        config = self.config(target)
-        return compile_properties(target.threads, config.performance_hint, config.num_streams,
-                                  config.inference_precision)
+        return config_properties(target.threads, self.config(target))
 
     def open_session(self, engine: Path, threads: int, target: Target) -> Session:
-        from slimline.runtimes.openvino.session import OpenVINOSession, compile_properties
+        from slimline.runtimes.openvino.session import OpenVINOSession, config_properties
 
-        config = self.config(target)
-        return OpenVINOSession(engine, compile_properties(threads, config.performance_hint, config.num_streams,
-                                                          config.inference_precision))
+        return OpenVINOSession(engine, config_properties(threads, self.config(target)))
+
+    def make_decoder(self, session: Session, config: dict[str, Any]) -> Decoder | None:
+        """A stateful IR decodes with its cache in the infer request; an IR with past inputs, as ONNX Runtime does."""
+        if getattr(session, "stateful", False):
+            from slimline.runtimes.openvino.decoder import StatefulDecoder
+
+            return StatefulDecoder(session)  # type: ignore[arg-type]
+        return super().make_decoder(session, config)
 
     def engine_outputs(self, engine: Path, model: ModelDir) -> list[TensorSpec]:
         from slimline.runtimes.openvino.ir import openvino

@@ -9,6 +9,9 @@ convert.openvino-precision) are kept in the IR's rt_info under `runtime_options`
 KV-cache precision); slimline's OpenVINOSession applies them when it compiles the IR (the runner, `verify`,
 `serve`), because OpenVINO 2026.4 does not apply that precision by itself. The manifest's metadata records
 them as well.
+
+A decoder LLM with a KV cache is saved stateful (slimline.runtimes.openvino.stateful): every IR slimline writes
+for one keeps its cache inside the infer request, and its manifest lists the inputs without the past.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from slimline.core.artifact import ModelDir
+from slimline.core.artifact import ModelDir, TensorSpec
 from slimline.core.deps import require
 from slimline.core.errors import PassError
+from slimline.formats.causal_lm import is_past_input
 
 IR_XML, IR_BIN = "model.xml", "model.bin"
 #: Model formats an OpenVINO step reads: the ONNX stage (standard ops only) or an IR.
@@ -58,12 +62,28 @@ def runtime_options_of(ov_model: Any) -> dict[str, str]:
 
 
 def save_ir(ov_model: Any, source: ModelDir, out_dir: Path, compress_to_fp16: bool) -> dict[str, Any]:
-    """model.xml + model.bin into out_dir, the source's tokenizer and config beside them; returns facts."""
+    """model.xml + model.bin into out_dir, the source's tokenizer and config beside them; returns facts.
+    A KV-cache decoder is made stateful first (the facts say so, and how many attention blocks were fused)."""
+    from slimline.runtimes.openvino.stateful import is_stateful, make_stateful
+
     ov = openvino("saving an OpenVINO IR")
+    made = make_stateful(ov_model)
     ov.save_model(ov_model, str(out_dir / IR_XML), compress_to_fp16=compress_to_fp16)
     copy_side_files(source.path, out_dir)
-    return {"ir_size_mb": round(((out_dir / IR_XML).stat().st_size + (out_dir / IR_BIN).stat().st_size) / 1e6, 3),
-            "compress_to_fp16": compress_to_fp16, "openvino_version": ov.__version__}
+    facts = {"ir_size_mb": round(((out_dir / IR_XML).stat().st_size + (out_dir / IR_BIN).stat().st_size) / 1e6, 3),
+             "compress_to_fp16": compress_to_fp16, "openvino_version": ov.__version__,
+             "stateful": is_stateful(ov_model)}
+    return {**facts, **(made or {})}
+
+
+def ir_interface(source: ModelDir, facts: dict[str, Any]) -> tuple[list[TensorSpec], list[str]]:
+    """The manifest's inputs and outputs for an IR saved from `source` with `facts`: a stateful decoder's past
+    is no input and its present no output any more (its beam_idx is filled by slimline's session, not listed)."""
+    inputs, outputs = list(source.manifest.inputs), list(source.manifest.outputs)
+    if not facts.get("stateful"):
+        return inputs, outputs
+    return ([spec for spec in inputs if not is_past_input(spec.name)],
+            [name for name in outputs if not name.startswith("present.")])
 
 
 def copy_side_files(source: Path, out_dir: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from slimline.runtimes.base import RunnerSpec
-from slimline.runtimes.openvino.session import OpenVINOSession, compile_properties
+from slimline.runtimes.openvino.session import OpenVINOSession, config_properties
 from slimline.runtimes.session_runner import SessionRunner
 
 
@@ -14,9 +14,7 @@ class OpenVINORunner(SessionRunner):
         from slimline.runtimes.openvino import OpenVINOConfig
 
         config = OpenVINOConfig.model_validate(spec.runtime_options)
-        properties = compile_properties(spec.threads, config.performance_hint, config.num_streams,
-                                        config.inference_precision)
-        super().__init__(spec, OpenVINOSession(Path(spec.model_path), properties))
+        super().__init__(spec, OpenVINOSession(Path(spec.model_path), config_properties(spec.threads, config)))
 
     def describe(self) -> dict[str, object]:
         import importlib.metadata
@@ -25,4 +23,5 @@ class OpenVINORunner(SessionRunner):
         return {"runtime": "openvino", "version": importlib.metadata.version("openvino"), "device": self.session.device,
                 "threads": self.threads, "inference_precision": effective.get("INFERENCE_PRECISION_HINT"),
                 "performance_hint": effective.get("PERFORMANCE_HINT"), "streams": effective.get("NUM_STREAMS"),
-                "requested": self.session.requested}
+                "stateful": self.session.stateful, "kv_cache_precision": effective.get("KV_CACHE_PRECISION")
+                if self.session.stateful else None, "requested": self.session.requested}

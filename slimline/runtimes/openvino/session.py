@@ -9,6 +9,11 @@ every thread on one request; THROUGHPUT: several streams), and the inference pre
 the runtime option when given, else the IR's own rt_info (set by convert.openvino-precision), else
 OpenVINO's default for the CPU (bf16 on AMX and, in 2026.4, on AVX-512-BF16 CPUs too). What the compiled
 model actually uses is read back and reported, never assumed.
+
+A stateful decoder (slimline.runtimes.openvino.stateful) keeps its KV cache in the one infer request. `run`
+stays a plain full forward for the runner, the perplexity evaluator and `verify`: it resets the state first
+and fills beam_idx (and position_ids, from the mask) itself. Decoding token by token goes through
+slimline.runtimes.openvino.decoder, which resets only at the start of a generation.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from slimline.formats.causal_lm import positions_from_mask
 from slimline.runtimes.openvino.ir import openvino, runtime_options_of
+from slimline.runtimes.openvino.stateful import BEAM_IDX
 
 #: OpenVINO element type -> numpy dtype name; ORT's type strings call float32 "float" and float64 "double".
 DTYPES = {"i64": "int64", "i32": "int32", "f32": "float32", "f16": "float16", "bf16": "bfloat16", "u8": "uint8",
@@ -53,13 +60,21 @@ def port_specs(ports: Any) -> list[PortInfo]:
 
 
 def compile_properties(threads: int, performance_hint: str, num_streams: int | None,
-                       inference_precision: str | None) -> dict[str, str]:
+                       inference_precision: str | None, kv_cache_precision: str | None = None) -> dict[str, str]:
     properties = {"INFERENCE_NUM_THREADS": str(threads), "PERFORMANCE_HINT": HINTS[performance_hint]}
     if num_streams is not None:
         properties["NUM_STREAMS"] = str(num_streams)
     if inference_precision is not None:
         properties["INFERENCE_PRECISION_HINT"] = inference_precision
+    if kv_cache_precision is not None:
+        properties["KV_CACHE_PRECISION"] = kv_cache_precision
     return properties
+
+
+def config_properties(threads: int, config: Any) -> dict[str, str]:
+    """compile_properties from an OpenVINOConfig (the runtime's options)."""
+    return compile_properties(threads, config.performance_hint, config.num_streams, config.inference_precision,
+                              config.kv_cache_precision)
 
 
 class OpenVINOSession:
@@ -76,7 +91,10 @@ class OpenVINOSession:
         self.request = self.compiled.create_infer_request()
         self.device = device
         self.requested = dict(properties)
-        self._inputs = port_specs(self.compiled.inputs)
+        self.stateful = len(self.request.query_state()) > 0
+        # beam_idx is the session's to fill (greedy rows are never reordered), not a model input to feed.
+        self._inputs = [port for port in port_specs(self.compiled.inputs) if port.name != BEAM_IDX]
+        self._names = {port.name for port in port_specs(self.compiled.inputs)}
         self._outputs = port_specs(self.compiled.outputs)
         self._lock = threading.Lock()
 
@@ -89,10 +107,27 @@ class OpenVINOSession:
     def get_providers(self) -> list[str]:
         return [f"OpenVINO {self.device}"]
 
+    def stateful_feeds(self, feeds: dict[str, np.ndarray], past_length: int) -> dict[str, np.ndarray]:
+        """A stateful decoder's feeds: beam_idx over the batch, position_ids from the mask when not given."""
+        feeds = {k: v for k, v in feeds.items() if k in self._names}
+        batch = len(feeds["input_ids"])
+        if BEAM_IDX in self._names:
+            feeds[BEAM_IDX] = np.arange(batch, dtype=np.int32)
+        if "position_ids" in self._names and "position_ids" not in feeds:
+            mask = feeds.get("attention_mask")
+            if mask is None:
+                mask = np.ones((batch, past_length + feeds["input_ids"].shape[1]), dtype=np.int64)
+            feeds["position_ids"] = positions_from_mask(mask, past_length)
+        return feeds
+
     def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        names = {port.name for port in self._inputs}
+        """One full forward; a stateful decoder's cache is reset first, so each call stands alone."""
         with self._lock:
-            self.request.infer({k: v for k, v in feeds.items() if k in names})
+            if self.stateful:
+                self.request.reset_state()
+                self.request.infer(self.stateful_feeds(feeds, 0))
+            else:
+                self.request.infer({k: v for k, v in feeds.items() if k in self._names})
             results = [np.array(self.request.get_output_tensor(i).data) for i in range(len(self._outputs))]
         if output_names is None:
             return results
@@ -103,7 +138,7 @@ class OpenVINOSession:
         """The properties the compiled model settled on (the CPU plugin resolves hints into these)."""
         facts = {}
         for key in ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
-                    "EXECUTION_MODE_HINT"):
+                    "EXECUTION_MODE_HINT", "KV_CACHE_PRECISION"):
             try:
                 value = self.compiled.get_property(key)
                 facts[key] = value.get_type_name() if hasattr(value, "get_type_name") else str(value)  # ov.Type
