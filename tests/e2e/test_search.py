@@ -169,6 +169,7 @@ STUDENT_SPACE = {
 }
 
 
+@pytest.mark.slow  # a distillation and four stages, then the final bench: about 30 s idle
 def test_a_trained_student_is_tried_next_under_the_other_schemes_and_built_once(workspace: Path) -> None:
     (workspace / "student-space.yaml").write_text(yaml.safe_dump(STUDENT_SPACE))
     result = run_cli(*search_args("out-students", 2, space="student-space.yaml"), cwd=workspace)
