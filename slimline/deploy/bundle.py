@@ -18,6 +18,7 @@ and `slimline serve BUNDLE` load the same bytes.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from datetime import datetime, timezone
@@ -49,6 +50,8 @@ from slimline.deploy.model_card import render_model_card
 from slimline.deploy.runtime import bundle_runtime, engine_outputs, runtime_for
 from slimline.deploy.triton import TRITON_VERSION_DIR, config_for, engine_file_name, render_config_pbtxt
 from slimline.profiles.schema import Profile, load_profile
+
+log = logging.getLogger(__name__)
 
 REPORT_FILES = ("report.json", "report.md", "report.html", "report-tradeoff.svg")
 
@@ -227,6 +230,9 @@ def _package(source: Path, out: Path, archive_path: Path | None, name: str | Non
         triton = config_for(name, fmt, model.manifest.inputs, outputs, profile)
         triton_path = f"{MODEL_REPOSITORY_DIR}/{name}/config.pbtxt"
         (tmp / triton_path).write_text(render_config_pbtxt(triton), encoding="utf-8")
+        caveat = bundle_runtime(fmt).triton_caveat(model.manifest.metadata)
+        if caveat:
+            log.warning("%s: %s", name, caveat)
         if report is not None:
             for file_name in REPORT_FILES:
                 if (source / file_name).is_file():

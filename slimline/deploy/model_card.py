@@ -92,6 +92,7 @@ def _measured_lines(report: Report) -> list[str]:
 def render_model_card(manifest: BundleManifest, report: Report | None, figure_file: str | None = None) -> str:
     """The card; `figure_file` (the report's main plot, in the bundle) is embedded under Measured."""
     target = manifest.profile.target
+    caveat = bundle_runtime(manifest.format).triton_caveat(manifest.model_metadata)
     lineage_rows = [[str(i), s.kind, s.name, (s.parent_manifest_sha256 or "-")[:12]]
                     for i, s in enumerate(manifest.lineage)]
     source = next((s for s in manifest.lineage if s.kind == "source"), None)
@@ -133,9 +134,10 @@ def render_model_card(manifest: BundleManifest, report: Report | None, figure_fi
         "```",
         "slimline verify BUNDLE                  # hashes, format, runtime version, a real load",
         "slimline serve BUNDLE --port 8000       # POST /v1/predict, GET /health, GET /metrics",
-        "tritonserver --model-repository BUNDLE/model_repository",
+        *([] if caveat else ["tritonserver --model-repository BUNDLE/model_repository"]),
         "```",
         "",
+        *([f"**Not for Triton as it stands**: {caveat}.", ""] if caveat else []),
         "## Lineage",
         "",
         markdown_table(["#", "kind", "step", "parent manifest"], lineage_rows),

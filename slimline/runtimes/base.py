@@ -216,6 +216,10 @@ class Runtime:
         """Backend parameters for config.pbtxt (thread pools, hints)."""
         return {}
 
+    def triton_caveat(self, model_metadata: dict[str, Any]) -> str | None:
+        """Why Triton cannot serve this engine correctly as the bundle lays it out, or None when it can."""
+        return None
+
     def open_session(self, engine: Path, threads: int, target: Target) -> Session:
         """The bundle's engine loaded for serving and `verify`'s real load."""
         raise NotImplementedError(f"{self.name} engines cannot be served by slimline")

@@ -130,3 +130,18 @@ def test_a_stateful_bundle_verifies_and_serves_generation(llama: tuple[ModelDir,
     assert first.prompt_tokens == 3 and 1 <= first.new_tokens <= 5
     assert generator.generate("a long and very dull film", 4).new_tokens >= 1
     assert generator.generate("the film was", 5).text == first.text  # the state was reset in between
+
+
+def test_a_stateful_bundle_says_triton_would_leak_its_state(llama: tuple[ModelDir, ModelDir], tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Triton's OpenVINO backend does not reset an IR's state per request: the card and the log say so."""
+    from slimline.deploy.bundle import package
+
+    onnx, ir = llama
+    with caplog.at_level("WARNING", logger="slimline.deploy.bundle"):
+        root = Path(package(ir.path, tmp_path / "stateful", name="tiny-llama-ov", profile=PROFILE).path)
+    card = (root / "README.md").read_text()
+    assert "Not for Triton as it stands" in card and "tritonserver" not in card
+    assert any("does not reset that state" in record.getMessage() for record in caplog.records)
+    plain = Path(package(onnx.path, tmp_path / "plain", name="tiny-llama-ort").path)
+    assert "tritonserver --model-repository" in (plain / "README.md").read_text()

@@ -75,6 +75,16 @@ class OpenVINO(Runtime):
 
         return OpenVINORunner(spec)
 
+    def triton_caveat(self, model_metadata: dict[str, Any]) -> str | None:
+        """A stateful decoder keeps its KV cache in the infer request; Triton's OpenVINO backend does not reset
+        that state per request or per sequence, so one request's cache would leak into the next."""
+        if not (model_metadata.get("openvino") or {}).get("stateful"):
+            return None
+        return ("this engine is a stateful OpenVINO decoder (its KV cache lives in the infer request), and "
+                "Triton's OpenVINO backend does not reset that state between requests: serve it with `slimline "
+                "serve` (which resets it per generation) or OpenVINO Model Server with `stateful: true`; "
+                "model_repository/ holds it in Triton's layout only")
+
     def triton_parameters(self, target: Target) -> dict[str, str]:
         from slimline.runtimes.openvino.session import config_properties
 
