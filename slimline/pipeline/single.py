@@ -167,7 +167,8 @@ def compress_to(model_path: Path, out: Path, steps: list[RecipeStep], profile: P
                     continue
                 try:
                     model, _ = run_stage(work, index, "pass", step.name, step.config_dict(), model,
-                                         pass_producer(step, model, context), context=context_key(context))
+                                         pass_producer(step, model, context),
+                                         context=context_key(context, step.pass_.stage))
                 except StepNotApplicable as err:
                     if not step.optional:
                         raise

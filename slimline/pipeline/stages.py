@@ -31,7 +31,7 @@ from slimline.exporters.onnx import OnnxExportConfig, export_onnx
 from slimline.exporters.tensorrt import TensorRTExportConfig, export_tensorrt
 from slimline.pipeline.adapter import merge_stage, merged_dir
 from slimline.pipeline.plan import EXPORT_STEP, Plan, RunRequest
-from slimline.profiles.schema import Profile, Shape
+from slimline.profiles.schema import Profile, Shape, Target
 from slimline.runtimes import get_runtime
 from slimline.runtimes.base import EngineExporter
 
@@ -157,9 +157,22 @@ def _max_budget(profile: Profile, metric: str) -> float | None:
     return budget.limit if budget is not None and budget.kind == "max" else None
 
 
-def context_key(context: PassContext) -> dict[str, Any]:
+def target_key(target: Target, pass_stage: str) -> dict[str, Any]:
+    """The part of the target a pass's output can depend on.
+
+    A torch-level pass (pruning, distillation, torch or bitsandbytes quantization) runs in torch before the
+    export: which runtime will load the export does not change what it writes, except through how pruning's
+    pre-flight times the candidate (the runtime's `pruning_timer`). Keying such a stage by the runtime's name
+    and options would make `slimline search` distil the same student again for every runtime it tries."""
+    if pass_stage != "torch":
+        return target.model_dump(mode="json")
+    return {"device": target.device, "threads": target.threads, "precision": target.precision,
+            "pruning_timer": get_runtime(target.runtime).pruning_timer}
+
+
+def context_key(context: PassContext, pass_stage: str = "onnx") -> dict[str, Any]:
     """What besides its config can change a pass's output: part of the stage's hash and lineage."""
-    return {"target": context.target.model_dump(mode="json"), "shape": context.shape.model_dump(),
+    return {"target": target_key(context.target, pass_stage), "shape": context.shape.model_dump(),
             "cpu_flags": list(cpu_flags()),  # defaults such as reduce_range depend on the instruction sets
             "accuracy_drop_budget_pt": context.accuracy_drop_budget_pt, "seed": context.seed,
             "size_budget_mb": context.size_budget_mb, "latency_p50_budget_ms": context.latency_p50_budget_ms,
@@ -208,7 +221,7 @@ def run_stages(request: RunRequest, plan: Plan) -> StagesDone:
             produce = engine_producer(current, exporter, engine_config, request.profile.shapes,
                                       str(runtime.engine_format))
         else:
-            kind, name, config, key = "pass", step.name, step.config_dict(), context_key(context)
+            kind, name, config, key = "pass", step.name, step.config_dict(), context_key(context, step.pass_.stage)
             produce = pass_producer(step, current, context)
         try:
             current, record = run_stage(request.out_dir, index, kind, name, config, current, produce, request.seed,
