@@ -51,3 +51,26 @@ def test_the_student_tries_the_schemes_fastest_here_first_then_the_unmeasured(tm
     assert all({k: t[k] for k in STUDENT} == STUDENT for t in queued)
     driver.reuse_student(student_trial)  # a student is queued under each scheme once
     assert len([t for t in study.get_trials() if t.state.name == "WAITING"]) == len(queued)
+
+
+def test_exploring_samples_at_random_inside_and_gives_the_study_its_sampler_back(tmp_path: Path) -> None:
+    optuna = pytest.importorskip("optuna")
+    study, _ = studies.open_study(tmp_path, {"k": 1}, seed=0)
+    tpe = study.sampler
+    with studies.exploring(study, True, seed=3):
+        assert isinstance(study.sampler, optuna.samplers.RandomSampler)
+        trial = study.ask()
+        SPACE.sample(trial, VNNI_BF16)  # sampled by the random sampler: Optuna samples at suggest time
+    assert study.sampler is tpe
+    with studies.exploring(study, False, seed=3):
+        assert study.sampler is tpe
+
+
+def test_a_trial_refused_before_building_teaches_the_sampler_its_region_is_infeasible(tmp_path: Path) -> None:
+    pytest.importorskip("optuna")
+    study, _ = studies.open_study(tmp_path, {"k": 1}, seed=0)
+    trial = study.ask()
+    SPACE.sample(trial, VNNI_BF16)
+    studies.prune(study, trial, {"known_before_building": 1.0}, {"number": trial.number})
+    (recorded,) = studies.finished_trials(study)
+    assert recorded.state.name == "PRUNED" and recorded.constraints == {"known_before_building": 1.0}

@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 DEFAULT_TIME_BUDGET_S = 20 * 60
 #: Consecutive samples that repeat a finished recipe before the space counts as exhausted.
 MAX_REPEATS = 25
+#: Consecutive repeats after which the next samples are drawn at random (TPE on a mostly discrete space
+#: converges and proposes its best finished recipe again and again; that is not the space being exhausted).
+EXPLORE_AFTER_REPEATS = 3
 #: Consecutive samples refused before building (slimline.pipeline.search.runtime_dim) before the search stops.
 MAX_REJECTIONS = 50
 
@@ -215,9 +218,11 @@ class Driver:
     def next_args(self, in_flight: int) -> tuple[Any, TrialArgs] | None:
         request = self.prepared.request
         while self.budget_left(in_flight):
-            trial = self.study.ask()
+            self.asked += 1
             try:
-                recipe = self.prepared.space.sample(trial, self.prepared.flags)
+                with studies.exploring(self.study, self.repeats >= EXPLORE_AFTER_REPEATS, request.seed + self.asked):
+                    trial = self.study.ask()
+                    recipe = self.prepared.space.sample(trial, self.prepared.flags)
             except RecipeError as err:
                 studies.fail(self.study, trial)
                 log.warning("trial %d could not be sampled: %s", trial.number, err)
@@ -264,6 +269,8 @@ class Driver:
         if outcome.stopped_early:
             studies.prune(self.study, trial, studies.stopped_constraints(outcome.probe, self.prepared.rule.budget_pt),
                           payload)
+        elif outcome.rejected_before_build:  # told as infeasible, so TPE learns the region (it ignores FAIL)
+            studies.prune(self.study, trial, {"known_before_building": 1.0}, payload)
         else:
             studies.tell(self.study, trial, objectives(outcome) if outcome.ok else None, verdict, payload)
         self.state.outcomes.append(outcome)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,23 @@ def open_study(out_dir: Path, fingerprint: dict[str, Any], seed: int) -> tuple[A
                           fix="use a new --out for a different checkpoint, profile, space or data (or delete "
                               f"{out_dir / STORAGE_FILE} to start over).")
     return study, False
+
+
+@contextmanager
+def exploring(study: Any, explore: bool, seed: int) -> Iterator[None]:
+    """With `explore`, trials asked and sampled inside draw from a seeded random sampler instead of the
+    study's (queued trials are still taken first): the way out when TPE, converged on a mostly discrete
+    space, keeps proposing recipes that already finished. Optuna samples at `suggest_*` time, so the
+    sampling must happen inside too."""
+    if not explore:
+        yield
+        return
+    optuna = require("optuna", purpose="slimline search")
+    sampler, study.sampler = study.sampler, optuna.samplers.RandomSampler(seed=seed)
+    try:
+        yield
+    finally:
+        study.sampler = sampler
 
 
 def requeue_interrupted(study: Any) -> int:
@@ -89,8 +108,9 @@ def stopped_constraints(probe: dict[str, float] | None, budget_pt: float | None)
 
 
 def prune(study: Any, trial: Any, constraints: dict[str, float], outcome: dict[str, Any]) -> None:
-    """Record a trial stopped early (slimline.pipeline.search.early_stop) as PRUNED with its constraint
-    violated: TPE ranks it with the infeasible trials, so the sampler learns the region cannot pass."""
+    """Record a trial that was stopped early (slimline.pipeline.search.early_stop) or refused before building
+    as PRUNED with a constraint violated: TPE ranks it with the infeasible trials, so the sampler learns the
+    region cannot pass (a FAIL trial it would ignore)."""
     optuna = require("optuna", purpose="slimline search")
     trial.set_user_attr("outcome", outcome)
     for metric, value in constraints.items():
