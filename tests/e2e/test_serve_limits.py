@@ -88,7 +88,7 @@ def _one_response(client: socket.socket) -> bytes:
                   if line.lower().startswith(b"content-length"))
     while len(body) < length:
         body += client.recv(65536)
-    return data
+    return head + b"\r\n\r\n" + body  # the body read after the head arrived included
 
 
 def _status_and_body(data: bytes) -> tuple[int, dict]:
