@@ -284,17 +284,18 @@ class Driver:
         budget = self.prepared.rule.budget_pt
         return budget is None or outcome.fidelity["drop_pt"] - outcome.fidelity["drop_se_pt"] <= budget
 
-    def scheme_latency(self, params: dict[str, Any]) -> float:
-        """The best normalised p50 a finished trial measured with these schemes: the student tries the
+    def scheme_latency(self, params: dict[str, Any], finished: list[tuple[TrialOutcome, dict[str, Any]]]) -> float:
+        """The best normalised p50 a `finished` trial measured with these schemes: the student tries the
         schemes that were fastest on this machine first (unmeasured ones last, in the space's order)."""
         student = self.prepared.space.student_params(params)
         schemes = {key: value for key, value in params.items() if key not in student}
-        latencies = [o.latency_p50_ms for o, trial_params in self.finished_with_params()
+        latencies = [o.latency_p50_ms for o, trial_params in finished
                      if o.ok and o.latency_p50_ms is not None
                      and all(trial_params.get(key) == value for key, value in schemes.items())]
         return min(latencies, default=float("inf"))
 
     def finished_with_params(self) -> list[tuple[TrialOutcome, dict[str, Any]]]:
+        """Every recorded outcome with its trial's parameters (read from the study's storage once)."""
         params = {t.number: t.params for t in studies.finished_trials(self.study)}
         return [(o, params.get(o.number, {})) for o in self.state.outcomes]
 
@@ -302,8 +303,9 @@ class Driver:
         """Queue the trial's trained student under every other scheme and runtime of the space: its
         stages are reused, so each costs only its quantization, screening and timing (minutes saved per
         student, and the best runtime for it is found by measurement rather than by the sampler's luck)."""
+        finished = self.finished_with_params()
         variants = sorted(self.prepared.space.with_other_schemes(trial.params, self.prepared.flags),
-                          key=self.scheme_latency)
+                          key=lambda params: self.scheme_latency(params, finished))
         queued = 0
         for params in variants:
             key = json.dumps(params, sort_keys=True, default=str)
