@@ -67,6 +67,18 @@ def test_the_cpu_space_starts_with_both_runtimes_int8_then_a_pruned_distilled_tr
         (False, "fused-dynamic"), (False, "openvino-int8"), (True, "fused-dynamic")]
 
 
+def test_the_cpu_spaces_first_student_halves_the_depth_and_learns_the_teachers_hidden_states() -> None:
+    """The student measured to keep accuracy best per millisecond saved (profiles/spaces/cpu.yaml says the numbers)."""
+    from optuna.trial import FixedTrial
+
+    cpu = load_search_space("cpu")
+    first = next(trial for trial in cpu.initial_trials if trial["student"])
+    recipe = cpu.sample(FixedTrial(cpu.encode_params(first)), VNNI)
+    assert [step["pass"] for step in recipe[:2]] == ["prune.layers", "distill.kd"]
+    assert recipe[0]["with"] == {"keep_every": 2}
+    assert recipe[1]["with"]["alpha_hidden"] == 1.0 and recipe[1]["with"]["max_steps"] == 800
+
+
 def test_ranges_choices_and_optional_blocks_become_plain_values() -> None:
     parsed = parse_search_space(space([
         {"optional": {"name": "student", "steps": [
