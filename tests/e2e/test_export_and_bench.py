@@ -48,6 +48,7 @@ def test_an_image_classifier_exports_to_onnx_with_parity(exported_vit: ModelDir,
     assert [spec.name for spec in exported_vit.manifest.inputs] == ["pixel_values"]
 
 
+@pytest.mark.slow  # tens of seconds of full runs; CI's slow step runs it
 def test_benchmarking_an_exported_image_model_without_eval_data_is_incomplete(exported_vit: ModelDir,
                                                                              tmp_path: Path) -> None:
     out = tmp_path / "bench"

@@ -160,6 +160,7 @@ def test_a_hostile_value_is_never_formatted_whole_into_a_message(tmp_path: Path)
 # --- defect 5: one writer per --out ------------------------------------------------------------------
 
 
+@pytest.mark.slow  # tens of seconds of full runs; CI's slow step runs it
 def test_a_second_run_into_the_same_out_is_refused_naming_the_first(tiny_bert: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     profile = _slow_profile(tmp_path, 4.0)
@@ -209,6 +210,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow  # tens of seconds of full runs; CI's slow step runs it
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the benchmark worker")
 def test_sigterm_during_a_run_stops_the_worker_cleans_up_and_the_next_run_sweeps(tiny_bert: Path,
                                                                                  tmp_path: Path) -> None:
@@ -276,6 +278,7 @@ def test_a_missing_eval_file_does_not_create_out(tiny_bert: Path, tmp_path: Path
     assert not out.exists()
 
 
+@pytest.mark.slow  # tens of seconds of full runs; CI's slow step runs it
 def test_integer_labels_matching_id2label_are_accepted(tiny_bert: Path, labelled_csv: Path, tmp_path: Path) -> None:
     """The tiny model's id2label is {0: neg, 1: pos}: labels 0/1 mean the same as neg/pos."""
     as_ids = tmp_path / "ids.csv"

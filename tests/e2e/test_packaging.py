@@ -117,6 +117,7 @@ def _fresh_venv(root: Path, wheel: Path) -> Path:
     return venv
 
 
+@pytest.mark.slow  # tens of seconds of full runs; CI's slow step runs it
 def test_the_built_wheel_in_a_fresh_venv_runs_history_a_migration_and_a_tiny_run(wheel: Path, tiny_bert: Path,
                                                                                   fast_profile: Path,
                                                                                   tmp_path: Path) -> None:

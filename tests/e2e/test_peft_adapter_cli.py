@@ -63,6 +63,7 @@ def test_export_of_an_adapter_matches_base_plus_adapter_and_records_both_hashes(
     np.testing.assert_allclose(session.run(None, feeds)[0], _peft_logits(base, adapter, feeds), atol=1e-3)
 
 
+@pytest.mark.slow  # tens of seconds of full runs; CI's slow step runs it
 def test_run_on_an_adapter_merges_first_and_a_rerun_reuses_the_merge(lora: tuple[Path, Path], tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the Python API (`base=` given; the CLI's --base is the same parameter): the merge is stage 00."""

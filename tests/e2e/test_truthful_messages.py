@@ -80,6 +80,7 @@ def test_doctor_names_a_broken_torchvision_that_would_break_export_and_exits_2(t
     assert check["fix"].startswith("pip uninstall -y torchvision") and "raised in" not in check["detail"]
 
 
+@pytest.mark.slow  # tens of seconds of full runs; CI's slow step runs it
 def test_doctor_blames_torchvision_not_torch_when_a_cuda_torchvision_fails_inside_torch(tmp_path: Path) -> None:
     """The real failure of a torchvision wheel built for CUDA beside the CPU torch: its _meta_registrations
     registers a fake kernel for an op its missing extension never defined, and torch/library.py raises. The
