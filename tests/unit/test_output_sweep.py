@@ -82,17 +82,17 @@ class Command:
 
 COMMANDS = [
     Command("run", "run", lambda w, out: ["run", "--checkpoint", str(w.checkpoint), "--profile", str(FAST_PROFILE),
-                                          "--out", out, "--no-history"], lambda w: [w.checkpoint]),
+                                          "--out", out, "--no-history"], lambda w: [w.checkpoint, FAST_PROFILE]),
     Command("demo", "run", lambda w, out: ["demo", "--out", out, "--no-history"], lambda w: [], forceable=False),
     Command("search", "run", lambda w, out: ["search", "--checkpoint", str(w.checkpoint), "--profile",
                                              str(FAST_PROFILE), "--out", out, "--trials", "1", "--no-history"],
-            lambda w: [w.checkpoint]),
+            lambda w: [w.checkpoint, FAST_PROFILE]),
     Command("export", "model", lambda w, out: ["export", "--checkpoint", str(w.checkpoint), "--out", out],
             lambda w: [w.checkpoint]),
     Command("compress", "model", lambda w, out: ["compress", "--model", str(w.model), "--recipe", "int4-weight-only",
                                                  "--out", out], lambda w: [w.model]),
     Command("bench", "run", lambda w, out: ["bench", "--model", str(w.model), "--profile", str(FAST_PROFILE),
-                                            "--out", out, "--no-history"], lambda w: [w.model]),
+                                            "--out", out, "--no-history"], lambda w: [w.model, FAST_PROFILE]),
     Command("package", "bundle", lambda w, out: ["package", str(w.model), "--out", out], lambda w: [w.model]),
     Command("package --tar", "bundle", lambda w, out: ["package", str(w.model), "--out", out, "--tar"],
             lambda w: [w.model]),
@@ -214,7 +214,9 @@ def _inside(child: Path, parent: Path) -> bool:
 
 def expected(command: Command, world: World, out: str, force: bool) -> str:
     """The rule as the README states it, evaluated on the filesystem without slimline's code, for the place
-    the kernel would write: the parent's real path and the final name."""
+    the kernel would write: the parent's real path and the final name. The path is read as the CLI reads it
+    (a pathlib.Path drops "." segments and a trailing "/"), so `LINK/.` names the link, which is refused."""
+    out = str(Path(out))
     out = os.path.realpath(out) if os.path.basename(out) in ("", ".", "..") else os.path.join(
         os.path.realpath(os.path.dirname(out) or "."), os.path.basename(out))
     target = _resolved(out)
