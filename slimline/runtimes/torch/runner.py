@@ -36,7 +36,8 @@ class TorchRunner:
             self.model, quantization = load_torch_quantized(Path(spec.model_dir), spec.task, spec.device)
             self.scheme = quantization["scheme"]
         elif spec.model_format == "hf":
-            self.model = load_hf_model(Path(spec.model_path), spec.task).to(self.device)
+            # transformers loads a checkpoint directory: a pass's output names model.safetensors as its model file
+            self.model = load_hf_model(Path(spec.model_dir), spec.task).to(self.device)
             if torch_baseline_precision(spec.device, spec.precision) == "fp16":
                 self.model = self.model.half()  # the CUDA fp16 baseline: plain .half(), no autocast, no compile
         elif spec.model_format == "torch-module":  # the user's own nn.Module, rebuilt from its factory
