@@ -29,10 +29,15 @@ import yaml
 
 from benchmarks import add_results_dir_argument
 from slimline.benchmarking.report import write_results
-from slimline.core.data import DatasetSpec, tokenize_split
+from slimline.benchmarking.screening import ValidationScreen
+from slimline.core.artifact import ModelDir
+from slimline.core.data import DatasetSpec
 from slimline.core.machine import library_versions, machine_info
 from slimline.core.stats import paired_drop_pt
 from slimline.pipeline.demo import ensure_demo_checkpoint
+from slimline.pipeline.side_by_side import runner_spec
+from slimline.profiles.schema import Profile, load_profile
+from slimline.runtimes import make_runner
 
 NAME = "students-cpu"
 STEPS = 800
@@ -77,20 +82,12 @@ def build(checkpoint: Path, name: str, work: Path) -> tuple[Path, bool]:
     return out, True
 
 
-def correct(model_dir: Path, split: str) -> np.ndarray:
-    """Per-example correctness of the Hugging Face model at `model_dir` in torch fp32 (2 threads, batches of 64)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    torch.set_num_threads(2)
-    arrays, data, _ = tokenize_split(DatasetSpec(source="rotten-tomatoes", split=split), model_dir, 128)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    predictions = []
-    with torch.inference_mode():
-        for start in range(0, len(data.labels), 64):
-            batch = {key: torch.from_numpy(values[start:start + 64]) for key, values in arrays.items()}
-            predictions.append(model(**batch).logits.argmax(-1).numpy())
-    return np.concatenate(predictions) == data.labels
+def correct(model_dir: Path, screen: ValidationScreen, profile: Profile) -> np.ndarray:
+    """Per-example correctness on `screen`'s split of the model at `model_dir`, run by the torch runner as the
+    search screens a trial (the profile's threads)."""
+    model = ModelDir.open(model_dir)
+    logits = screen.run_logits(make_runner(runner_spec("score", model, "torch", profile)).run)
+    return logits.argmax(-1) == screen.labels
 
 
 def distillation_facts(model_dir: Path) -> dict[str, Any]:
@@ -131,14 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     teacher = ensure_demo_checkpoint().path
-    reference = {split: correct(teacher, split) for split in ("validation", "test")}
+    profile = load_profile("cpu")
+    # each split tokenised once, with the teacher's tokenizer (the students carry the same one)
+    screens = {split: ValidationScreen(DatasetSpec(source="rotten-tomatoes"), teacher,
+                                       profile.shapes[0].sequence_length, profile.target.threads, split=split)
+               for split in ("validation", "test")}
+    reference = {split: correct(teacher, screen, profile) for split, screen in screens.items()}
     rows = []
     for name in args.only or STUDENTS:
         student, built_now = build(teacher, name, args.work)
         row: dict[str, Any] = {"name": name, "recipe": STUDENTS[name], "built_now": built_now,
                                "distillation": distillation_facts(student)}
         for split, base in reference.items():
-            mine = correct(student, split)
+            mine = correct(student, screens[split], profile)
             drop, se = paired_drop_pt(base, mine)
             row.update({f"{split}_pct": 100.0 * float(mine.mean()), f"{split}_drop_pt": drop,
                         f"{split}_drop_se_pt": se, f"{split}_examples": len(mine)})
